@@ -1,0 +1,63 @@
+//! Fresh instance + `matches` + `diagnose` with one host call, the cost Quell pays per
+//! runbook per alert. Needs the probe guest: run `scripts/build-runbooks.sh` first.
+//!
+//! `cargo bench -p quell --bench runtime`
+
+use std::path::{Path, PathBuf};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use quell::config::Config;
+use quell::sandbox::Runtime;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+}
+
+fn setup(dir: &Path, calls: &str) -> (Runtime, quell::sandbox::LoadedRunbook, quell::bindings::quell::runbook::types::Incident) {
+    let probe = workspace().join("target/wasm32-wasip2/wasm/probe.wasm");
+    assert!(probe.is_file(), "{} is missing: run scripts/build-runbooks.sh", probe.display());
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"diagnose\"\n\
+             [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n",
+            probe.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut config = Config::default();
+    config.sandbox.cache_dir = dir.join("cache");
+    let runtime = Runtime::new(&config).unwrap();
+    let runbook = runtime.load(&policy).unwrap();
+    let alert = serde_json::json!({
+        "labels": { "alertname": "Bench", "service": "api" },
+        "annotations": { "quell.test/diagnose-calls": calls },
+    });
+    let incident = quell::incident::from_alert_json(&alert.to_string(), "bench").unwrap().remove(0);
+    (runtime, runbook, incident)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("timeline note", r#"[{"note": "checked"}]"#),
+        // A call the policy refuses: validation, policy check and the audit record, no I/O.
+        ("kubectl denied", r#"[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "kube-system"}}]"#),
+    ];
+    let mut group = c.benchmark_group("fresh instance + matches + diagnose");
+    for (name, calls) in cases {
+        let (runtime, runbook, incident) = setup(dir.path(), calls);
+        // Sanity: the call really happens in every iteration.
+        let once = rt.block_on(runtime.match_and_diagnose(&runbook, &incident));
+        assert!(once.outcome.as_ref().is_ok_and(Option::is_some), "{:?}", once.outcome);
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(runtime.match_and_diagnose(&runbook, &incident)));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

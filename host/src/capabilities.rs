@@ -1,0 +1,306 @@
+//! The host functions a runbook can call, each checked against the runbook's policy first
+//! and recorded, whatever the outcome.
+//!
+//! A capability is one module: its policy section, its request validation and its host
+//! function. [`Capabilities`] holds the host side of each (binaries, clients, secrets), built
+//! once; [`CallContext`] is the per-invocation state a host function sees: which runbook,
+//! which phase, whether writes are simulated, and the record of every call.
+
+mod audit;
+pub mod http;
+pub mod kubectl;
+mod process;
+pub mod ssh;
+mod timeline;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
+use crate::config::Config;
+use crate::policy::Policy;
+
+pub use audit::{CallRecord, Decision};
+pub use http::{HttpCap, HttpPolicy};
+pub use kubectl::{KubectlCap, KubectlPolicy};
+pub use ssh::{SshCap, SshPolicy};
+
+/// The capabilities a runbook may import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Capability {
+    /// `quell:runbook/kubectl`
+    Kubectl,
+    /// `quell:runbook/ssh`
+    Ssh,
+    /// `quell:runbook/http`
+    Http,
+    /// `quell:runbook/timeline`: always granted.
+    Timeline,
+}
+
+impl Capability {
+    /// Every capability, in the order of the WIT world.
+    pub const ALL: [Self; 4] = [Self::Kubectl, Self::Ssh, Self::Http, Self::Timeline];
+
+    /// The name used in policies, audit records and the WIT interface.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kubectl => "kubectl",
+            Self::Ssh => "ssh",
+            Self::Http => "http",
+            Self::Timeline => "timeline",
+        }
+    }
+
+    /// The policy section that grants it.
+    pub fn section(self) -> &'static str {
+        match self {
+            Self::Kubectl => "[[kubectl.allow]]",
+            Self::Ssh => "[ssh] with hosts and [ssh.commands]",
+            Self::Http => "[[http.allow]]",
+            Self::Timeline => "nothing (always granted)",
+        }
+    }
+
+    /// The capability a WIT import name (`quell:runbook/kubectl@0.1.0`) refers to.
+    pub fn from_import(import: &str) -> Option<Self> {
+        let interface = import.strip_prefix("quell:runbook/")?;
+        let interface = interface.split('@').next()?;
+        Self::ALL.into_iter().find(|c| c.name() == interface)
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether an operation only reads or may change something. Decided by the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effect {
+    /// Observes only.
+    Read,
+    /// May change the world.
+    Write,
+}
+
+/// Which export a call happens in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// `matches`: no capability calls at all.
+    Matches,
+    /// `diagnose`: reads only.
+    Diagnose,
+    /// `remediate`: reads and writes, writes simulated in dry-run.
+    Remediate,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Matches => "matches",
+            Self::Diagnose => "diagnose",
+            Self::Remediate => "remediate",
+        })
+    }
+}
+
+/// The host side of every capability, built once from the configuration.
+#[derive(Debug)]
+pub struct Capabilities {
+    /// Runs the real `kubectl`.
+    pub kubectl: KubectlCap,
+    /// Runs the real `ssh`.
+    pub ssh: SshCap,
+    /// Sends HTTP requests behind the SSRF guard.
+    pub http: HttpCap,
+}
+
+impl Capabilities {
+    /// Resolves binaries and prepares clients. Fails on a configuration that cannot work.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let home = config.sandbox.cache_dir.join("home");
+        std::fs::create_dir_all(&home)?;
+        Ok(Self {
+            kubectl: KubectlCap::new(&config.kubectl, &home)?,
+            ssh: SshCap::new(&config.ssh, &home)?,
+            http: HttpCap::new(&config.http, config.secrets.clone()),
+        })
+    }
+}
+
+/// What a host function sees of the invocation it serves.
+pub struct CallContext {
+    /// The runbook's name.
+    pub runbook: String,
+    /// The component's sha256.
+    pub digest: String,
+    /// Which export is running.
+    pub phase: Phase,
+    /// Whether writes are recorded instead of executed.
+    pub dry_run: bool,
+    /// The runbook's policy.
+    pub policy: Arc<Policy>,
+    /// The host side of the capabilities.
+    pub caps: Arc<Capabilities>,
+    /// The runbook's HTTP client (its resolver knows the policy's networks).
+    pub http_client: reqwest::Client,
+    /// Every capability call made so far, in order.
+    pub calls: Vec<CallRecord>,
+    /// Lines the runbook added to the timeline.
+    pub notes: Vec<String>,
+}
+
+impl fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallContext")
+            .field("runbook", &self.runbook)
+            .field("phase", &self.phase)
+            .field("dry_run", &self.dry_run)
+            .field("calls", &self.calls.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the gate decided for one call.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Run it; the string names the rule that allowed it.
+    Execute(String),
+    /// Record it as if it ran, but do not run it (dry-run write).
+    Simulate(String),
+    /// Refuse it with this reason.
+    Deny(String),
+}
+
+impl CallContext {
+    /// The one place where the phase, the policy and dry-run combine into a decision.
+    /// `policy` is the capability's own policy check: the allowing rule, or why none does.
+    pub(crate) fn gate(&self, effect: Effect, policy: Result<String, String>) -> Verdict {
+        if self.phase == Phase::Matches {
+            return Verdict::Deny("capability calls are not allowed in matches".to_owned());
+        }
+        let rule = match policy {
+            Ok(rule) => rule,
+            Err(reason) => return Verdict::Deny(reason),
+        };
+        match (effect, self.phase, self.dry_run) {
+            (Effect::Write, Phase::Diagnose, _) => Verdict::Deny(
+                "this call writes, and diagnose may only read; writes run in remediate".to_owned(),
+            ),
+            (Effect::Write, _, true) => Verdict::Simulate(rule),
+            _ => Verdict::Execute(rule),
+        }
+    }
+
+    /// Records a finished call and hands its result back.
+    pub(crate) fn record<T: serde::Serialize>(
+        &mut self,
+        capability: Capability,
+        request: serde_json::Value,
+        verdict: &Verdict,
+        started: Instant,
+        result: Result<T, HostError>,
+        exit_status: Option<i32>,
+        output_bytes: u64,
+    ) -> Result<T, HostError> {
+        let (decision, rule) = match verdict {
+            Verdict::Execute(rule) => (Decision::Allowed, rule.clone()),
+            Verdict::Simulate(rule) => (Decision::DryRun, rule.clone()),
+            Verdict::Deny(reason) => (Decision::Denied, reason.clone()),
+        };
+        let record = CallRecord::new(
+            self, capability, request, decision, rule, started, &result, exit_status, output_bytes,
+        );
+        tracing::info!(
+            runbook = %self.runbook,
+            phase = %self.phase,
+            capability = %capability,
+            decision = %record.decision,
+            duration_ms = record.duration_ms,
+            "capability call"
+        );
+        self.calls.push(record);
+        result
+    }
+}
+
+/// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or
+/// refuses according to the verdict, and records the call.
+pub(crate) async fn run_command(
+    ctx: &mut CallContext,
+    capability: Capability,
+    request: serde_json::Value,
+    verdict: Verdict,
+    spec: Option<process::Spec>,
+) -> Result<CommandOutput, HostError> {
+    let started = Instant::now();
+    let (result, exit, bytes) = match (&verdict, spec) {
+        (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
+        (_, None) => (Err(HostError::Failed("host bug: no command was rendered".to_owned())), None, 0),
+        (Verdict::Simulate(_), Some(spec)) => {
+            let line = render_argv(&spec);
+            let output = CommandOutput {
+                exit_code: 0,
+                stdout: format!("dry run: not executed: {line}\n"),
+                stderr: String::new(),
+                truncated: false,
+            };
+            (Ok(output), None, 0)
+        }
+        (Verdict::Execute(_), Some(spec)) => match process::run(spec).await {
+            Ok(out) => {
+                let output = CommandOutput {
+                    exit_code: out.exit_code,
+                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    truncated: out.truncated,
+                };
+                (Ok(output), Some(out.exit_code), out.total_bytes)
+            }
+            Err(process::Error::Timeout(_)) => (Err(HostError::Timeout), None, 0),
+            Err(e) => (Err(HostError::Failed(e.to_string())), None, 0),
+        },
+    };
+    ctx.record(capability, request, &verdict, started, result, exit, bytes)
+}
+
+/// The argv as one line, for dry-run output and logs.
+fn render_argv(spec: &process::Spec) -> String {
+    std::iter::once(spec.program.as_os_str())
+        .chain(spec.args.iter().map(|a| a.as_os_str()))
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Helpers for unit-testing capabilities without wasm.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A call context for a policy text, with default host configuration.
+    pub fn context(policy: &str, phase: Phase, dry_run: bool) -> CallContext {
+        let mut config = Config::default();
+        let dir = std::env::temp_dir().join(format!("quell-unit-{}", std::process::id()));
+        config.sandbox.cache_dir = dir;
+        let policy = Policy::parse(policy).expect("test policy parses");
+        let caps = Capabilities::new(&config).expect("capabilities");
+        let http_client = caps.http.client(&policy.http).expect("client");
+        CallContext {
+            runbook: "t".to_owned(),
+            digest: "0".repeat(64),
+            phase,
+            dry_run,
+            policy: Arc::new(policy),
+            caps: Arc::new(caps),
+            http_client,
+            calls: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The http capability: requests the policy allows, to addresses the SSRF guard allows.
+//!
+//! The host parses the URL, checks method and URL against `[[http.allow]]`, checks IP-literal
+//! hosts against the guard (names are checked by the guarded resolver at connect time), adds
+//! the rule's secret headers (which the runbook never sees), sends without proxies and without
+//! following redirects, and caps the response body.
+
+mod egress;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use reqwest::Url;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{CallContext, Capability, Effect, Verdict};
+use crate::bindings::quell::runbook::http::{Host, Method, Request, Response};
+use crate::bindings::quell::runbook::types::HostError;
+use crate::config::HttpConfig;
+
+pub use egress::{EgressDenied, check_address, non_public_kind};
+
+/// `[http]` in a policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpPolicy {
+    /// Non-public networks (CIDRs) this runbook may reach; IP-literal URLs must be in one.
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+    /// Each rule allows its methods on its URLs.
+    #[serde(default)]
+    pub allow: Vec<HttpRule>,
+}
+
+/// One `[[http.allow]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    /// `GET`, `POST`, …
+    pub methods: Vec<HttpMethod>,
+    /// URL patterns: `http://*.internal/health`, `https://api.example.com:*/v1/**`.
+    pub urls: Vec<UrlPattern>,
+    /// Headers the host adds from its secrets: header name → secret name.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// An HTTP method as written in policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    fn from_wit(method: Method) -> Self {
+        match method {
+            Method::Get => Self::Get,
+            Method::Head => Self::Head,
+            Method::Post => Self::Post,
+            Method::Put => Self::Put,
+            Method::Patch => Self::Patch,
+            Method::Delete => Self::Delete,
+        }
+    }
+
+    fn as_reqwest(self) -> reqwest::Method {
+        match self {
+            Self::Get => reqwest::Method::GET,
+            Self::Head => reqwest::Method::HEAD,
+            Self::Post => reqwest::Method::POST,
+            Self::Put => reqwest::Method::PUT,
+            Self::Patch => reqwest::Method::PATCH,
+            Self::Delete => reqwest::Method::DELETE,
+        }
+    }
+
+    /// GET and HEAD read; the rest write.
+    pub fn effect(self) -> Effect {
+        match self {
+            Self::Get | Self::Head => Effect::Read,
+            _ => Effect::Write,
+        }
+    }
+}
+
+impl fmt::Display for HttpMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_reqwest().as_str())
+    }
+}
+
+/// `scheme://host[:port]/path` with `*` globs: in the host `*` spans any characters but `/`
+/// and `:`; in the path `*` stays within a segment and `**` spans segments. No port means the
+/// scheme's default; `:*` means any. Query strings are not part of the match.
+#[derive(Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UrlPattern {
+    text: String,
+    regex: regex::Regex,
+}
+
+impl fmt::Debug for UrlPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
+impl TryFrom<String> for UrlPattern {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let bad = |why: &str| format!("invalid URL pattern {text:?}: {why}");
+        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("expected scheme://host/path"))?;
+        let default_port = match scheme {
+            "http" => "80",
+            "https" => "443",
+            _ => return Err(bad("the scheme must be http or https")),
+        };
+        if rest.contains(['?', '#', '@']) {
+            return Err(bad("queries, fragments and credentials are not part of a pattern"));
+        }
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (host, port),
+            _ => (authority, default_port),
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let glob = |part: &str, star: &str| {
+            part.split("**")
+                .map(|chunk| chunk.split('*').map(regex::escape).collect::<Vec<_>>().join(star))
+                .collect::<Vec<_>>()
+                .join(".*")
+        };
+        let port = if port == "*" { "[0-9]+".to_owned() } else { regex::escape(port) };
+        let source = format!(
+            "^{}://{}:{}{}$",
+            regex::escape(scheme),
+            glob(&host.to_ascii_lowercase(), "[^/:]*"),
+            port,
+            glob(path, "[^/]*")
+        );
+        let regex = regex::Regex::new(&source).map_err(|e| bad(&e.to_string()))?;
+        Ok(Self { text, regex })
+    }
+}
+
+impl UrlPattern {
+    fn matches(&self, url: &Url) -> bool {
+        let host = match url.host() {
+            Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+            Some(host) => host.to_string(),
+            None => return false,
+        };
+        let port = url.port_or_known_default().unwrap_or(0);
+        self.regex.is_match(&format!("{}://{host}:{port}{}", url.scheme(), url.path()))
+    }
+}
+
+impl HttpPolicy {
+    /// The index of the rule allowing `method` on `url`, or why none does.
+    fn check(&self, method: HttpMethod, url: &Url) -> Result<usize, String> {
+        self.allow
+            .iter()
+            .position(|rule| rule.methods.contains(&method) && rule.urls.iter().any(|p| p.matches(url)))
+            .ok_or_else(|| {
+                let mut origin = url.clone();
+                origin.set_query(None);
+                format!(
+                    "no [[http.allow]] rule allows {method} {origin}; a rule with methods = [\"{method}\"], urls = [\"{origin}\"] would"
+                )
+            })
+    }
+}
+
+/// The host side: limits and secrets. Clients are built per runbook by [`HttpCap::client`].
+#[derive(Debug)]
+pub struct HttpCap {
+    config: HttpConfig,
+    secrets: BTreeMap<String, String>,
+}
+
+impl HttpCap {
+    /// Keeps the limits and the secrets policies may inject.
+    pub fn new(config: &HttpConfig, secrets: BTreeMap<String, String>) -> Self {
+        Self { config: config.clone(), secrets }
+    }
+
+    /// The one place Quell builds an HTTP client for runbooks: no proxies, no redirects,
+    /// timeouts, and a resolver that only yields addresses the policy's networks allow.
+    pub fn client(&self, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
+        #[allow(clippy::disallowed_methods)] // this is the one place
+        let builder = reqwest::Client::builder();
+        Ok(builder
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.config.connect_timeout.0)
+            .timeout(self.config.timeout.0)
+            .dns_resolver(std::sync::Arc::new(egress::GuardedResolver::new(policy.networks.clone())))
+            .user_agent(concat!("quell/", env!("CARGO_PKG_VERSION")))
+            .build()?)
+    }
+
+    /// Checks that every secret a policy names exists; called when a runbook is loaded.
+    pub fn check_secrets(&self, policy: &HttpPolicy) -> Result<(), String> {
+        for rule in &policy.allow {
+            for (header, secret) in &rule.headers {
+                HeaderName::from_bytes(header.as_bytes()).map_err(|_| format!("invalid header name {header:?}"))?;
+                if !self.secrets.contains_key(secret) {
+                    return Err(format!(
+                        "header {header:?} uses secret {secret:?}, which the host configuration's [secrets] does not define"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Headers a runbook may not set: they would change where or how the request goes.
+const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+
+fn guest_headers(headers: &[(String, String)], injected: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let reserved = RESERVED_HEADERS.contains(&header.as_str())
+            || header.as_str().starts_with("proxy-")
+            || injected.keys().any(|k| k.eq_ignore_ascii_case(name));
+        if reserved {
+            return Err(format!("header {name:?} is set by the host, not the runbook"));
+        }
+        let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+        map.append(header, value);
+    }
+    Ok(map)
+}
+
+/// Why a request was not sent.
+enum Refusal {
+    Denied(String),
+    Failed(String),
+}
+
+fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> {
+    let url = Url::parse(&req.url).map_err(|e| Refusal::Denied(format!("invalid URL {:?}: {e}", req.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Refusal::Denied(format!("scheme {:?} is not allowed; use http or https", url.scheme())));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Refusal::Denied("credentials in URLs are not allowed".to_owned()));
+    }
+    let method = HttpMethod::from_wit(req.method);
+    let rule = ctx.policy.http.check(method, &url).map_err(Refusal::Denied)?;
+    // IP literals never reach the resolver: check them here.
+    let literal = match url.host() {
+        Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal {
+        let named = ctx.policy.http.networks.iter().any(|n| n.contains(&ip) || n.contains(&egress::canonical(ip)));
+        if !named {
+            let kind = non_public_kind(ip).map_or(String::new(), |k| format!(" (a {k} address)"));
+            return Err(Refusal::Denied(format!(
+                "IP-literal host {ip}{kind} is not named in [http] networks"
+            )));
+        }
+    }
+    Ok((url, rule))
+}
+
+impl CallContext {
+    async fn send_http(&mut self, req: &Request, url: Url, rule: usize) -> Result<(Response, u64), Refusal> {
+        let policy_rule = &self.policy.http.allow[rule];
+        let mut headers = guest_headers(&req.headers, &policy_rule.headers).map_err(Refusal::Denied)?;
+        for (name, secret) in &policy_rule.headers {
+            let value = self.caps.http.secrets.get(secret).ok_or_else(|| Refusal::Failed(format!("secret {secret:?} is not configured")))?;
+            let value = HeaderValue::from_str(value).map_err(|_| Refusal::Failed(format!("secret {secret:?} is not a valid header value")))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refusal::Failed(format!("invalid header name {name:?}")))?;
+            headers.insert(name, value);
+        }
+        let mut request = self.http_client.request(HttpMethod::from_wit(req.method).as_reqwest(), url).headers(headers);
+        if let Some(body) = &req.body {
+            request = request.body(body.clone());
+        }
+        let mut response = request.send().await.map_err(describe_reqwest_error)?;
+        let cap = self.caps.http.config.max_response.0;
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(Refusal::Failed(format!("too-large:{cap}")));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(describe_reqwest_error)? {
+            if (body.len() + chunk.len()) as u64 > cap {
+                return Err(Refusal::Failed(format!("too-large:{cap}")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let size = body.len() as u64;
+        Ok((Response { status: response.status().as_u16(), headers, body }, size))
+    }
+}
+
+fn describe_reqwest_error(error: reqwest::Error) -> Refusal {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(err) = source {
+        if let Some(denied) = err.downcast_ref::<EgressDenied>() {
+            return Refusal::Denied(denied.0.clone());
+        }
+        source = err.source();
+    }
+    if error.is_timeout() {
+        return Refusal::Failed("timeout".to_owned());
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(err) = source {
+        text.push_str(": ");
+        text.push_str(&err.to_string());
+        source = err.source();
+    }
+    Refusal::Failed(text)
+}
+
+impl Host for CallContext {
+    async fn send(&mut self, req: Request) -> Result<Response, HostError> {
+        let started = Instant::now();
+        let injected: Vec<_> = req.headers.iter().map(|(k, _)| k.clone()).collect();
+        let request = json!({
+            "method": HttpMethod::from_wit(req.method).to_string(),
+            "url": req.url,
+            "headers": injected,
+            "body_bytes": req.body.as_ref().map_or(0, Vec::len),
+        });
+        let method = HttpMethod::from_wit(req.method);
+        let (verdict, target) = match parse_url(self, &req) {
+            Err(Refusal::Denied(reason) | Refusal::Failed(reason)) => (Verdict::Deny(reason), None),
+            Ok((url, rule)) => (self.gate(method.effect(), Ok(format!("[[http.allow]] #{}", rule + 1))), Some((url, rule))),
+        };
+        let (result, status, bytes) = match (&verdict, target) {
+            (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
+            (Verdict::Simulate(_), _) => {
+                let body = b"dry run: request not sent".to_vec();
+                let headers = vec![("x-quell-dry-run".to_owned(), "true".to_owned())];
+                (Ok(Response { status: 200, headers, body }), None, 0)
+            }
+            (Verdict::Execute(_), Some((url, rule))) => match self.send_http(&req, url, rule).await {
+                Ok((response, size)) => {
+                    let status = i32::from(response.status);
+                    (Ok(response), Some(status), size)
+                }
+                Err(Refusal::Denied(reason)) => (Err(HostError::Denied(reason)), None, 0),
+                Err(Refusal::Failed(reason)) if reason == "timeout" => (Err(HostError::Timeout), None, 0),
+                Err(Refusal::Failed(reason)) if reason.starts_with("too-large:") => (Err(HostError::TooLarge), None, 0),
+                Err(Refusal::Failed(reason)) => (Err(HostError::Failed(reason)), None, 0),
+            },
+            (Verdict::Execute(_), None) => (Err(HostError::Failed("host bug: no target".to_owned())), None, 0),
+        };
+        let recorded = result
+            .as_ref()
+            .map(|r| json!({ "status": r.status, "headers": r.headers, "body": String::from_utf8_lossy(&r.body) }))
+            .map_err(Clone::clone);
+        let _ = self.record(Capability::Http, request, &verdict, started, recorded, status, bytes);
+        result
+    }
+}

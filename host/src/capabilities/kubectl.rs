@@ -1,0 +1,446 @@
+//! The kubectl capability: structured requests rendered into argv for the real `kubectl`.
+//!
+//! The runbook never writes a flag. It names a verb, a resource, a namespace and a name or
+//! selector; the host validates each against Kubernetes' own name rules (so nothing can
+//! start with `-`), renders every value as one `--flag=value` argv element, and pins the
+//! kubeconfig and context from the host configuration. Identity and cluster flags cannot be
+//! expressed at all.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{CallContext, Capability, Effect, Verdict, process, run_command};
+use crate::bindings::quell::runbook::kubectl::{Host, OutputFormat, Request, Verb as WitVerb};
+use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
+use crate::config::KubectlConfig;
+use crate::policy::Glob;
+
+/// `[kubectl]` in a policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubectlPolicy {
+    /// Each rule allows its verbs on its resources in its namespaces.
+    #[serde(default)]
+    pub allow: Vec<KubectlRule>,
+}
+
+/// One `[[kubectl.allow]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubectlRule {
+    /// `get`, `rollout undo`, …
+    pub verbs: Vec<Verb>,
+    /// `pods`, `deployments`, … (canonical plural names; aliases accepted).
+    pub resources: Vec<Resource>,
+    /// Namespace globs; ignored for cluster-scoped resources such as nodes.
+    #[serde(default)]
+    pub namespaces: Vec<Glob>,
+    /// Optional object-name globs; when present, a request must name a matching object.
+    #[serde(default)]
+    pub names: Option<Vec<Glob>>,
+}
+
+/// A kubectl verb as written in policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Verb {
+    #[serde(rename = "get")]
+    Get,
+    #[serde(rename = "describe")]
+    Describe,
+    #[serde(rename = "logs")]
+    Logs,
+    #[serde(rename = "top")]
+    Top,
+    #[serde(rename = "rollout history")]
+    RolloutHistory,
+    #[serde(rename = "rollout status")]
+    RolloutStatus,
+    #[serde(rename = "rollout undo")]
+    RolloutUndo,
+    #[serde(rename = "rollout restart")]
+    RolloutRestart,
+    #[serde(rename = "scale")]
+    Scale,
+    #[serde(rename = "delete")]
+    Delete,
+    #[serde(rename = "cordon")]
+    Cordon,
+    #[serde(rename = "uncordon")]
+    Uncordon,
+}
+
+impl Verb {
+    fn from_wit(verb: WitVerb) -> Self {
+        match verb {
+            WitVerb::Get => Self::Get,
+            WitVerb::Describe => Self::Describe,
+            WitVerb::Logs => Self::Logs,
+            WitVerb::Top => Self::Top,
+            WitVerb::RolloutHistory => Self::RolloutHistory,
+            WitVerb::RolloutStatus => Self::RolloutStatus,
+            WitVerb::RolloutUndo => Self::RolloutUndo,
+            WitVerb::RolloutRestart => Self::RolloutRestart,
+            WitVerb::Scale => Self::Scale,
+            WitVerb::Delete => Self::Delete,
+            WitVerb::Cordon => Self::Cordon,
+            WitVerb::Uncordon => Self::Uncordon,
+        }
+    }
+
+    /// Reads are `get/describe/logs/top/rollout history/rollout status`; the rest write.
+    pub fn effect(self) -> Effect {
+        match self {
+            Self::Get | Self::Describe | Self::Logs | Self::Top | Self::RolloutHistory | Self::RolloutStatus => {
+                Effect::Read
+            }
+            _ => Effect::Write,
+        }
+    }
+
+    fn words(self) -> &'static [&'static str] {
+        match self {
+            Self::Get => &["get"],
+            Self::Describe => &["describe"],
+            Self::Logs => &["logs"],
+            Self::Top => &["top"],
+            Self::RolloutHistory => &["rollout", "history"],
+            Self::RolloutStatus => &["rollout", "status"],
+            Self::RolloutUndo => &["rollout", "undo"],
+            Self::RolloutRestart => &["rollout", "restart"],
+            Self::Scale => &["scale"],
+            Self::Delete => &["delete"],
+            Self::Cordon => &["cordon"],
+            Self::Uncordon => &["uncordon"],
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.words().join(" "))
+    }
+}
+
+/// The resource kinds Quell knows, with kubectl's short names as aliases.
+const RESOURCES: &[(&str, &[&str], bool)] = &[
+    // (canonical, aliases, namespaced)
+    ("pods", &["pod", "po"], true),
+    ("deployments", &["deployment", "deploy"], true),
+    ("replicasets", &["replicaset", "rs"], true),
+    ("statefulsets", &["statefulset", "sts"], true),
+    ("daemonsets", &["daemonset", "ds"], true),
+    ("services", &["service", "svc"], true),
+    ("events", &["event", "ev"], true),
+    ("configmaps", &["configmap", "cm"], true),
+    ("jobs", &["job"], true),
+    ("cronjobs", &["cronjob", "cj"], true),
+    ("ingresses", &["ingress", "ing"], true),
+    ("endpoints", &["ep"], true),
+    ("persistentvolumeclaims", &["persistentvolumeclaim", "pvc"], true),
+    ("horizontalpodautoscalers", &["horizontalpodautoscaler", "hpa"], true),
+    ("nodes", &["node", "no"], false),
+    ("namespaces", &["namespace", "ns"], false),
+];
+
+/// A known resource kind, by its canonical plural name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resource(&'static str, bool);
+
+impl<'de> Deserialize<'de> for Resource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Resource {
+    fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.to_ascii_lowercase();
+        RESOURCES
+            .iter()
+            .find(|(canonical, aliases, _)| *canonical == lower || aliases.contains(&lower.as_str()))
+            .map(|(canonical, _, namespaced)| Self(canonical, *namespaced))
+            .ok_or_else(|| {
+                let known: Vec<_> = RESOURCES.iter().map(|(c, ..)| *c).collect();
+                format!("unknown resource {text:?}; known: {}", known.join(", "))
+            })
+    }
+
+    /// The canonical plural name.
+    pub fn name(self) -> &'static str {
+        self.0
+    }
+
+    fn namespaced(self) -> bool {
+        self.1
+    }
+
+    /// The singular form used in `kind/name` arguments.
+    fn singular(self) -> &'static str {
+        RESOURCES
+            .iter()
+            .find(|(c, ..)| *c == self.0)
+            .and_then(|(_, aliases, _)| aliases.first().copied())
+            .unwrap_or(self.0)
+    }
+}
+
+/// A request after validation: every field is safe to render into argv.
+#[derive(Debug, Clone)]
+pub struct Call {
+    verb: Verb,
+    resource: Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    selector: Option<String>,
+    extra: Vec<String>,
+}
+
+fn dns_label(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    ok.then_some(()).ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS label (a-z, 0-9, '-')"))
+}
+
+fn dns_subdomain(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
+    ok.then_some(()).ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS subdomain (a-z, 0-9, '-', '.')"))
+}
+
+fn label_selector(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 1024
+        && !value.starts_with('-')
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-/=!,() ".contains(c));
+    ok.then_some(()).ok_or_else(|| format!("invalid label selector {value:?}"))
+}
+
+impl Call {
+    /// Validates a guest request. The error says what is wrong with it.
+    pub fn parse(req: &Request) -> Result<Self, String> {
+        let verb = Verb::from_wit(req.verb);
+        let resource = Resource::parse(&req.resource)?;
+        if let Some(ns) = &req.namespace {
+            dns_label("namespace", ns)?;
+        }
+        if let Some(name) = &req.name {
+            dns_subdomain("name", name)?;
+        }
+        if let Some(selector) = &req.selector {
+            label_selector(selector)?;
+        }
+        let namespace = if resource.namespaced() {
+            Some(req.namespace.clone().ok_or_else(|| format!("{} are namespaced: set a namespace", resource.name()))?)
+        } else {
+            None
+        };
+        let needs = |what: &str, ok: bool| ok.then_some(()).ok_or_else(|| format!("{verb} needs {what}"));
+        let allowed_kinds = |kinds: &[&str]| {
+            kinds.contains(&resource.name()).then_some(()).ok_or_else(|| {
+                format!("{verb} works on {}, not {}", kinds.join(", "), resource.name())
+            })
+        };
+        let opts = &req.options;
+        let mut extra = Vec::new();
+        match verb {
+            Verb::Get | Verb::Describe => {
+                if let Some(format) = opts.output.filter(|_| verb == Verb::Get) {
+                    let format = match format {
+                        OutputFormat::Json => "json",
+                        OutputFormat::Yaml => "yaml",
+                        OutputFormat::Wide => "wide",
+                        OutputFormat::Name => "name",
+                    };
+                    extra.push(format!("--output={format}"));
+                }
+            }
+            Verb::Logs => {
+                allowed_kinds(&["pods"])?;
+                needs("a pod name or a selector", req.name.is_some() || req.selector.is_some())?;
+                if let Some(container) = &opts.container {
+                    dns_label("container", container)?;
+                    extra.push(format!("--container={container}"));
+                }
+                if let Some(tail) = opts.tail_lines {
+                    extra.push(format!("--tail={}", tail.min(100_000)));
+                }
+                if opts.previous {
+                    extra.push("--previous".to_owned());
+                }
+            }
+            Verb::Top => allowed_kinds(&["pods", "nodes"])?,
+            Verb::RolloutHistory | Verb::RolloutStatus | Verb::RolloutUndo | Verb::RolloutRestart => {
+                allowed_kinds(&["deployments", "statefulsets", "daemonsets"])?;
+                needs("a name", req.name.is_some() && req.selector.is_none())?;
+                match (verb, opts.to_revision) {
+                    (Verb::RolloutUndo, Some(rev)) => extra.push(format!("--to-revision={rev}")),
+                    (Verb::RolloutHistory, Some(rev)) => extra.push(format!("--revision={rev}")),
+                    (Verb::RolloutStatus, _) => extra.push("--watch=false".to_owned()),
+                    _ => {}
+                }
+            }
+            Verb::Scale => {
+                allowed_kinds(&["deployments", "statefulsets", "replicasets"])?;
+                needs("a name", req.name.is_some() && req.selector.is_none())?;
+                let replicas = opts.replicas.ok_or_else(|| "scale needs replicas".to_owned())?;
+                extra.push(format!("--replicas={}", replicas.min(10_000)));
+            }
+            Verb::Delete => {
+                needs("a name (bulk deletes by selector are not offered)", req.name.is_some() && req.selector.is_none())?;
+                extra.push("--wait=false".to_owned());
+            }
+            Verb::Cordon | Verb::Uncordon => {
+                allowed_kinds(&["nodes"])?;
+                needs("a name", req.name.is_some() && req.selector.is_none())?;
+            }
+        }
+        Ok(Self { verb, resource, namespace, name: req.name.clone(), selector: req.selector.clone(), extra })
+    }
+
+    /// The verb.
+    pub fn verb(&self) -> Verb {
+        self.verb
+    }
+
+    /// The argv after the binary and the pinned flags.
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = self.verb.words().iter().map(|w| (*w).to_owned()).collect();
+        let rollout_style = matches!(
+            self.verb,
+            Verb::RolloutHistory | Verb::RolloutStatus | Verb::RolloutUndo | Verb::RolloutRestart | Verb::Scale
+        );
+        match (&self.name, rollout_style) {
+            (Some(name), true) => args.push(format!("{}/{name}", self.resource.singular())),
+            (Some(name), false) if matches!(self.verb, Verb::Logs | Verb::Cordon | Verb::Uncordon) => {
+                args.push(name.clone())
+            }
+            (name, _) => {
+                if self.verb != Verb::Logs {
+                    args.push(self.resource.name().to_owned());
+                }
+                args.extend(name.clone());
+            }
+        }
+        if let Some(ns) = &self.namespace {
+            args.push(format!("--namespace={ns}"));
+        }
+        if let Some(selector) = &self.selector {
+            args.push(format!("--selector={selector}"));
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} on {}", self.verb.to_string(), self.resource.name())?;
+        if let Some(name) = &self.name {
+            write!(f, " {name:?}")?;
+        }
+        if let Some(selector) = &self.selector {
+            write!(f, " selected by {selector:?}")?;
+        }
+        if let Some(ns) = &self.namespace {
+            write!(f, " in namespace {ns:?}")?;
+        }
+        Ok(())
+    }
+}
+
+impl KubectlPolicy {
+    /// The rule that allows `call`, or a refusal that says what rule would.
+    pub fn check(&self, call: &Call) -> Result<String, String> {
+        let allowing = self.allow.iter().enumerate().find(|(_, rule)| {
+            rule.verbs.contains(&call.verb)
+                && rule.resources.contains(&call.resource)
+                && call.namespace.as_ref().is_none_or(|ns| rule.namespaces.iter().any(|g| g.is_match(ns)))
+                && rule.names.as_ref().is_none_or(|names| {
+                    call.name.as_ref().is_some_and(|name| names.iter().any(|g| g.is_match(name)))
+                })
+        });
+        match allowing {
+            Some((index, _)) => Ok(format!("[[kubectl.allow]] #{}", index + 1)),
+            None => {
+                let mut hint = format!("verbs = [{:?}], resources = [{:?}]", call.verb.to_string(), call.resource.name());
+                if let Some(ns) = &call.namespace {
+                    hint.push_str(&format!(", namespaces = [{ns:?}]"));
+                }
+                Err(format!("no [[kubectl.allow]] rule allows {call}; a rule with {hint} would"))
+            }
+        }
+    }
+}
+
+/// The host side: where kubectl is and which cluster it talks to.
+#[derive(Debug)]
+pub struct KubectlCap {
+    binary: PathBuf,
+    pinned: Vec<OsString>,
+    home: PathBuf,
+    config: KubectlConfig,
+}
+
+impl KubectlCap {
+    /// Resolves the binary and renders the pinned flags.
+    pub fn new(config: &KubectlConfig, home: &Path) -> anyhow::Result<Self> {
+        // A missing kubectl is not fatal at start-up: runbooks without kubectl still work,
+        // and calls fail with a clear message.
+        let binary = process::resolve_binary(&config.binary).unwrap_or_else(|_| config.binary.clone());
+        let mut pinned: Vec<OsString> = Vec::new();
+        if let Some(kubeconfig) = &config.kubeconfig {
+            let mut flag = OsString::from("--kubeconfig=");
+            flag.push(kubeconfig);
+            pinned.push(flag);
+        }
+        if let Some(context) = &config.context {
+            pinned.push(format!("--context={context}").into());
+        }
+        pinned.push(format!("--request-timeout={}s", config.timeout.0.as_secs().max(1)).into());
+        Ok(Self { binary, pinned, home: home.to_owned(), config: config.clone() })
+    }
+
+    fn spec(&self, call: &Call) -> process::Spec {
+        let mut args = self.pinned.clone();
+        args.extend(call.args().into_iter().map(OsString::from));
+        process::Spec {
+            program: self.binary.clone(),
+            args,
+            env: vec![
+                ("PATH", "/usr/local/bin:/usr/bin:/bin".into()),
+                ("HOME", self.home.clone().into_os_string()),
+                ("LANG", "C.UTF-8".into()),
+            ],
+            timeout: self.config.timeout.0,
+            output_cap: self.config.output_cap.as_usize(),
+        }
+    }
+}
+
+impl Host for CallContext {
+    async fn run(&mut self, req: Request) -> Result<CommandOutput, HostError> {
+        let request = serde_json::to_value(&req).unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
+        let (verdict, spec) = match Call::parse(&req) {
+            Err(reason) => (Verdict::Deny(format!("invalid kubectl request: {reason}")), None),
+            Ok(call) => {
+                let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
+                (verdict, Some(self.caps.kubectl.spec(&call)))
+            }
+        };
+        run_command(self, Capability::Kubectl, request, verdict, spec).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,228 @@
+//! The host configuration (`quell.toml`): how capabilities reach the world.
+//!
+//! Policies say *what* a runbook may do; this file says *how* the host does it: which
+//! kubectl binary, kubeconfig and context, which ssh key and known_hosts, HTTP limits,
+//! and the secrets that policies may attach to requests. Every section is optional and
+//! every field has a safe default, so an empty file is a valid configuration.
+
+mod units;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use units::{ByteSize, HumanDuration};
+
+/// The whole host configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where runbooks live: every `<dir>/*/policy.toml` is a runbook.
+    pub runbooks: RunbooksConfig,
+    /// Engine and per-instance limits.
+    pub sandbox: SandboxConfig,
+    /// How the kubectl capability runs the real `kubectl`.
+    pub kubectl: KubectlConfig,
+    /// How the ssh capability runs the real `ssh`.
+    pub ssh: SshConfig,
+    /// Limits for the http capability.
+    pub http: HttpConfig,
+    /// Named secrets that policies may inject as HTTP headers. A value can be overridden
+    /// by the environment variable `QUELL_SECRET_<NAME>` (upper case, `-` as `_`).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// `[runbooks]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunbooksConfig {
+    /// Directory holding one sub-directory per runbook.
+    pub dir: PathBuf,
+}
+
+impl Default for RunbooksConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("runbooks") }
+    }
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached, keyed by sha256 and engine.
+    pub cache_dir: PathBuf,
+    /// How many runbook instances may be alive at once (the pooling allocator's size).
+    pub max_instances: u32,
+    /// The largest linear memory any policy may ask for.
+    pub max_memory: ByteSize,
+    /// How much of a guest's stdout and stderr is kept, each.
+    pub output_cap: ByteSize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from(".quell/cache"),
+            max_instances: 64,
+            max_memory: ByteSize(256 << 20),
+            output_cap: ByteSize(64 << 10),
+        }
+    }
+}
+
+/// `[kubectl]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubectlConfig {
+    /// The kubectl binary; a bare name is looked up on `PATH` once at start-up.
+    pub binary: PathBuf,
+    /// The kubeconfig passed as `--kubeconfig`. Without one, kubectl's default applies.
+    pub kubeconfig: Option<PathBuf>,
+    /// The context passed as `--context`; pin it, never rely on `current-context`.
+    pub context: Option<String>,
+    /// Outer deadline for one kubectl call; the whole process group is killed after it.
+    pub timeout: HumanDuration,
+    /// Cap on the captured stdout and stderr, each.
+    pub output_cap: ByteSize,
+}
+
+impl Default for KubectlConfig {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("kubectl"),
+            kubeconfig: None,
+            context: None,
+            timeout: HumanDuration(Duration::from_secs(30)),
+            output_cap: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// `[ssh]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SshConfig {
+    /// The ssh binary; a bare name is looked up on `PATH` once at start-up.
+    pub binary: PathBuf,
+    /// The private key (`-i`, with `IdentitiesOnly=yes`).
+    pub identity: Option<PathBuf>,
+    /// The known_hosts file Quell manages; host keys are never accepted on first use.
+    pub known_hosts: PathBuf,
+    /// The port to connect to.
+    pub port: u16,
+    /// TCP connect and banner timeout.
+    pub connect_timeout: HumanDuration,
+    /// Outer deadline for one ssh call; the whole process group is killed after it.
+    pub timeout: HumanDuration,
+    /// Cap on the captured stdout and stderr, each.
+    pub output_cap: ByteSize,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        Self {
+            binary: PathBuf::from("ssh"),
+            identity: None,
+            known_hosts: PathBuf::from("/etc/quell/known_hosts"),
+            port: 22,
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            timeout: HumanDuration(Duration::from_secs(60)),
+            output_cap: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: HumanDuration,
+    /// Deadline for a whole request, body included.
+    pub timeout: HumanDuration,
+    /// Responses larger than this are refused with `too-large`.
+    pub max_response: ByteSize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: HumanDuration(Duration::from_secs(5)),
+            timeout: HumanDuration(Duration::from_secs(10)),
+            max_response: ByteSize(1 << 20),
+        }
+    }
+}
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and validates a configuration file, then applies environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config = Self::parse(&text)
+            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        config.apply_env(|name| std::env::var(name).ok());
+        Ok(config)
+    }
+
+    /// Parses configuration text; the error names the line and what is wrong.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| crate::policy::describe_toml_error(text, &e))
+    }
+
+    /// Applies `QUELL_SECRET_<NAME>` overrides.
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        for (name, value) in &mut self.secrets {
+            let var = format!("QUELL_SECRET_{}", name.to_uppercase().replace('-', "_"));
+            if let Some(v) = lookup(&var) {
+                *value = v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_safe_default() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.kubectl.timeout.0, Duration::from_secs(30));
+        assert!(config.secrets.is_empty());
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let config = Config::parse(include_str!("../../quell.example.toml")).unwrap();
+        assert_eq!(config.ssh.port, 22);
+        assert_eq!(config.sandbox.max_memory.0, 256 << 20);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_line() {
+        let err = Config::parse("[kubectl]\ncontext = \"prod\"\nkubeconfg = \"x\"\n").unwrap_err();
+        assert!(err.starts_with("line 3, column 1: unknown field `kubeconfg`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let mut config = Config::parse("[secrets]\nhealth-token = \"from-file\"\n").unwrap();
+        config.apply_env(|var| (var == "QUELL_SECRET_HEALTH_TOKEN").then(|| "from-env".to_owned()));
+        assert_eq!(config.secrets["health-token"], "from-env");
+    }
+}

@@ -1,0 +1,154 @@
+//! Turning an alert, as monitoring sends it, into the incident a runbook sees.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::bindings::quell::runbook::types::{Incident, Severity};
+
+/// Maps a `severity` label to a severity. Unknown or missing values are `medium`, never an
+/// error: a typo in an alert rule must not drop the alert (the seed crashed on them).
+pub fn severity(label: Option<&str>) -> Severity {
+    match label.map(str::to_ascii_lowercase).as_deref() {
+        Some("critical" | "crit" | "page" | "p1" | "fatal" | "emergency") => Severity::Critical,
+        Some("high" | "error" | "major" | "p2") => Severity::High,
+        Some("low" | "minor" | "p4") => Severity::Low,
+        Some("info" | "informational" | "none" | "p5") => Severity::Info,
+        _ => Severity::Medium,
+    }
+}
+
+/// The severity's name.
+pub fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "critical",
+        Severity::High => "high",
+        Severity::Medium => "medium",
+        Severity::Low => "low",
+        Severity::Info => "info",
+    }
+}
+
+fn string_map(value: Option<&Value>, what: &str, index: usize) -> Result<Vec<(String, String)>, String> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let object = value.as_object().ok_or_else(|| format!("alerts[{index}].{what}: expected an object of strings"))?;
+    let mut pairs = Vec::with_capacity(object.len());
+    for (key, value) in object {
+        let text = value.as_str().ok_or_else(|| format!("alerts[{index}].{what}.{key}: expected a string"))?;
+        pairs.push((key.clone(), text.to_owned()));
+    }
+    pairs.sort();
+    Ok(pairs)
+}
+
+fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The label set's fingerprint when the sender gave none: sha256 of the sorted pairs.
+fn fingerprint_of(labels: &[(String, String)]) -> String {
+    let mut hasher = Sha256::new();
+    for (key, value) in labels {
+        hasher.update(key.as_bytes());
+        hasher.update([0xff]);
+        hasher.update(value.as_bytes());
+        hasher.update([0xff]);
+    }
+    hex::encode(&hasher.finalize()[..8])
+}
+
+/// Builds incidents from an Alertmanager webhook payload (`{"alerts": [...]}`) or from one
+/// alert object (`{"labels": {...}, ...}`). The error says what is wrong and where.
+pub fn from_alert_json(text: &str, source: &str) -> Result<Vec<Incident>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let alerts: Vec<&Value> = match (&value.get("alerts"), value.get("labels")) {
+        (Some(Value::Array(alerts)), _) => alerts.iter().collect(),
+        (Some(_), _) => return Err("\"alerts\" must be an array".to_owned()),
+        (None, Some(_)) => vec![&value],
+        (None, None) => {
+            return Err("expected an Alertmanager webhook payload (with \"alerts\") or one alert (with \"labels\")".to_owned());
+        }
+    };
+    if alerts.is_empty() {
+        return Err("the payload has no alerts".to_owned());
+    }
+    alerts.into_iter().enumerate().map(|(index, alert)| incident(alert, source, index)).collect()
+}
+
+fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, String> {
+    if !alert.is_object() {
+        return Err(format!("alerts[{index}]: expected an object"));
+    }
+    let labels = string_map(alert.get("labels"), "labels", index)?;
+    if labels.is_empty() {
+        return Err(format!("alerts[{index}].labels: an alert needs at least one label"));
+    }
+    let annotations = string_map(alert.get("annotations"), "annotations", index)?;
+    let text = |key: &str| alert.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let fingerprint = text("fingerprint").map_or_else(|| fingerprint_of(&labels), str::to_owned);
+    // Go's zero time means "not set".
+    let starts_at = text("startsAt").filter(|t| !t.starts_with("0001-01-01")).map(str::to_owned);
+    let status = match text("status") {
+        Some("resolved") => "resolved",
+        _ => "firing",
+    };
+    let title = lookup(&annotations, "summary")
+        .or_else(|| lookup(&labels, "alertname"))
+        .unwrap_or("Unknown Alert")
+        .to_owned();
+    let episode = Sha256::digest(format!("{source}\0{fingerprint}\0{}", starts_at.as_deref().unwrap_or("")));
+    Ok(Incident {
+        id: format!("INC-{}", hex::encode_upper(&episode[..4])),
+        title,
+        severity: severity(lookup(&labels, "severity")),
+        source: source.to_owned(),
+        status: status.to_owned(),
+        labels,
+        annotations,
+        fingerprint,
+        starts_at,
+        alert_json: alert.to_string(),
+    })
+}
+
+/// A label's value.
+pub fn label<'a>(incident: &'a Incident, key: &str) -> Option<&'a str> {
+    lookup(&incident.labels, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertmanager_payload_becomes_incidents() {
+        let payload = r#"{"version":"4","status":"firing","alerts":[{"status":"firing",
+            "labels":{"alertname":"HighErrorRate","service":"api","severity":"critical"},
+            "annotations":{"summary":"API 5xx above 5%"},"startsAt":"2026-11-24T10:00:00Z",
+            "endsAt":"0001-01-01T00:00:00Z","fingerprint":"a1b2c3d4e5f60718"}]}"#;
+        let incidents = from_alert_json(payload, "alertmanager").unwrap();
+        assert_eq!(incidents.len(), 1);
+        let incident = &incidents[0];
+        assert_eq!(incident.title, "API 5xx above 5%");
+        assert_eq!(incident.severity, Severity::Critical);
+        assert_eq!(incident.fingerprint, "a1b2c3d4e5f60718");
+        assert!(incident.id.starts_with("INC-") && incident.id.len() == 12, "{}", incident.id);
+        assert_eq!(label(incident, "service"), Some("api"));
+    }
+
+    #[test]
+    fn unknown_severity_is_medium_not_a_crash() {
+        assert_eq!(severity(Some("warning")), Severity::Medium);
+        assert_eq!(severity(Some("SEV-ZERO")), Severity::Medium);
+        assert_eq!(severity(None), Severity::Medium);
+    }
+
+    #[test]
+    fn bad_input_says_where() {
+        assert!(from_alert_json("{", "cli").unwrap_err().starts_with("not valid JSON"));
+        assert_eq!(
+            from_alert_json(r#"{"alerts":[{"labels":{"a":1}}]}"#, "cli").unwrap_err(),
+            "alerts[0].labels.a: expected a string"
+        );
+        assert!(from_alert_json(r#"{"x":1}"#, "cli").unwrap_err().contains("expected an Alertmanager"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Quell: an incident-response daemon that runs runbooks as sandboxed WebAssembly components.
+//!
+//! Alerts become incidents; matching runbooks — components built for `wasm32-wasip2` against
+//! the `quell:runbook` WIT world — diagnose and remediate them through three host
+//! capabilities (kubectl, ssh, HTTP), each call checked against the runbook's capability
+//! policy and recorded.
+//!
+//! The library holds everything; `main.rs` only parses arguments. Tests start the same code
+//! in-process:
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = quell::config::Config::default();
+//! let runtime = quell::sandbox::Runtime::new(&config)?;
+//! let (runbooks, errors) = runtime.load_dir(std::path::Path::new("runbooks"));
+//! assert!(errors.is_empty());
+//! let alert = std::fs::read_to_string("examples/alerts/high-error-rate.json")?;
+//! for incident in quell::incident::from_alert_json(&alert, "cli")? {
+//!     let report = quell::runner::run(&runtime, &runbooks, &incident, &Default::default()).await;
+//!     println!("{}", report.render());
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod capabilities;
+pub mod cli;
+pub mod config;
+pub mod incident;
+pub mod policy;
+pub mod runner;
+pub mod sandbox;
+
+/// Host bindings for the `quell:runbook` world (`runbook-sdk/wit`).
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        world: "runbook",
+        path: "../runbook-sdk/wit",
+        imports: { default: async },
+        exports: { default: async },
+        additional_derives: [serde::Serialize],
+    });
+}
+
+impl bindings::quell::runbook::types::Host for capabilities::CallContext {}

@@ -1,0 +1,366 @@
+//! The sandbox: loading runbook components and calling their exports under limits.
+//!
+//! One [`Runtime`] per process holds the engine, the linker and the capabilities. Each
+//! runbook is loaded once ([`loader`]): policy parsed, digest checked, component compiled
+//! (or taken from the on-disk cache), imports compared with the policy's grants. Every
+//! export call gets a fresh `Store` and instance with a memory cap, low host-side limits,
+//! an empty WASI context, an epoch deadline for guest CPU, and an outer deadline for time
+//! spent in host calls.
+
+mod engine;
+mod loader;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::quell::runbook::types::{Diagnosis, Incident, Remediation};
+use crate::bindings::{Runbook, RunbookPre};
+use crate::capabilities::{CallContext, CallRecord, Capabilities, Capability, Phase};
+use crate::config::{ByteSize, Config, HumanDuration};
+use crate::policy::Policy;
+
+pub use loader::LoadError;
+use output::CappedPipe;
+
+/// `matches` must be cheap; it never gets more than this, whatever the policy's timeout.
+const MATCHES_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The engine, linker and capabilities shared by every runbook.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RunState>,
+    caps: Arc<Capabilities>,
+    cache_dir: PathBuf,
+    output_cap: usize,
+    max_memory: u64,
+    _ticker: engine::Ticker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("cache_dir", &self.cache_dir).finish_non_exhaustive()
+    }
+}
+
+/// A runbook ready to run: its policy, its digest and its pre-linked component.
+pub struct LoadedRunbook {
+    /// The policy's `[runbook] name`.
+    pub name: String,
+    /// The policy, shared with every call the runbook makes.
+    pub policy: Arc<Policy>,
+    /// Where the policy was read from.
+    pub policy_path: PathBuf,
+    /// The component's sha256, hex.
+    pub digest: String,
+    /// The capabilities the component imports.
+    pub imports: Vec<Capability>,
+    pre: RunbookPre<RunState>,
+    http_client: reqwest::Client,
+}
+
+impl std::fmt::Debug for LoadedRunbook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedRunbook").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+    }
+}
+
+/// The data of one store: WASI (empty), limits, and what the capabilities see.
+pub struct RunState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: Limits,
+    /// The deadline of the export running now, for the error message.
+    deadline: Duration,
+    calls: CallContext,
+}
+
+impl WasiView for RunState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The memory cap, remembering whether the guest ran into it.
+struct Limits {
+    memory: usize,
+    hit: bool,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.memory {
+            self.hit = true;
+            return Err(wasmtime::format_err!("memory limit of {} reached", ByteSize(self.memory as u64)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 10_000)
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
+}
+
+/// Why an export call did not produce a value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvokeError {
+    /// It ran past its deadline (guest CPU or time in host calls) and was stopped.
+    #[error("stopped after its deadline of {0}")]
+    Deadline(HumanDuration),
+    /// It tried to grow memory past its cap and was stopped.
+    #[error("stopped at its memory limit of {0}")]
+    Memory(ByteSize),
+    /// It trapped (a panic, an abort, a host-side limit).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The export returned an error.
+    #[error("returned an error: {0}")]
+    Guest(String),
+    /// The instance could not be created.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+}
+
+/// The outcome of one export call, with everything it did on the way.
+#[derive(Debug)]
+pub struct Invocation<T> {
+    /// The export's value, or why there is none.
+    pub outcome: Result<T, InvokeError>,
+    /// Every capability call, in order.
+    pub calls: Vec<CallRecord>,
+    /// Lines added to the timeline.
+    pub notes: Vec<String>,
+    /// Captured stdout (capped).
+    pub stdout: String,
+    /// Captured stderr (capped).
+    pub stderr: String,
+    /// Wall time, instantiation included.
+    pub duration: Duration,
+}
+
+impl Runtime {
+    /// Builds the engine, the linker and the capabilities from the host configuration.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let engine = engine::build(&config.sandbox)?;
+        let mut linker = Linker::new(&engine);
+        link_wasi(&mut linker)?;
+        Runbook::add_to_linker::<RunState, HasSelf<CallContext>>(&mut linker, |state| &mut state.calls)?;
+        std::fs::create_dir_all(&config.sandbox.cache_dir)?;
+        Ok(Self {
+            _ticker: engine::Ticker::start(&engine)?,
+            caps: Arc::new(Capabilities::new(config)?),
+            cache_dir: config.sandbox.cache_dir.clone(),
+            output_cap: config.sandbox.output_cap.as_usize(),
+            max_memory: config.sandbox.max_memory.0,
+            engine,
+            linker,
+        })
+    }
+
+    /// Loads every `<dir>/*/policy.toml`. Runbooks that fail to load are returned as errors
+    /// beside the ones that loaded; one bad runbook does not stop the others.
+    pub fn load_dir(&self, dir: &Path) -> (Vec<LoadedRunbook>, Vec<LoadError>) {
+        let mut policies: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path().join("policy.toml"))
+                .filter(|path| path.is_file())
+                .collect(),
+            Err(e) => return (Vec::new(), vec![LoadError::new(dir, format!("cannot read runbooks directory: {e}"))]),
+        };
+        policies.sort();
+        let mut loaded = Vec::new();
+        let mut errors = Vec::new();
+        for path in policies {
+            match self.load(&path) {
+                Ok(runbook) => loaded.push(runbook),
+                Err(e) => errors.push(e),
+            }
+        }
+        (loaded, errors)
+    }
+
+    /// Calls `matches` and, when it says yes, `diagnose` on the same fresh instance.
+    /// Capability calls are refused in `matches`; `diagnose` may only read, whatever the
+    /// policy grants. `Ok(None)` means the runbook does not apply.
+    pub async fn match_and_diagnose(&self, runbook: &LoadedRunbook, incident: &Incident) -> Invocation<Option<Diagnosis>> {
+        let timeout = runbook.policy.runbook.timeout.0;
+        let matches_deadline = timeout.min(MATCHES_DEADLINE);
+        self.invoke(runbook, Phase::Matches, false, matches_deadline + timeout, async |store, pre| {
+            store.data_mut().deadline = matches_deadline;
+            store.set_epoch_deadline(epoch_ticks(matches_deadline));
+            let instance = pre.instantiate_async(&mut *store).await?;
+            if !instance.call_matches(&mut *store, incident).await? {
+                return Ok(Ok(None));
+            }
+            store.data_mut().calls.phase = Phase::Diagnose;
+            store.data_mut().deadline = timeout;
+            store.set_epoch_deadline(epoch_ticks(timeout));
+            instance.call_diagnose(&mut *store, incident).await.map(|r| r.map(Some))
+        })
+        .await
+    }
+
+    /// Calls `remediate`; with `dry_run` (or the policy's), writes are recorded, not executed.
+    pub async fn remediate(
+        &self,
+        runbook: &LoadedRunbook,
+        incident: &Incident,
+        diagnosis: &Diagnosis,
+        dry_run: bool,
+    ) -> Invocation<Remediation> {
+        let deadline = runbook.policy.runbook.timeout.0;
+        let dry_run = dry_run || runbook.policy.runbook.dry_run;
+        self.invoke(runbook, Phase::Remediate, dry_run, deadline, async |store, pre| {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            instance.call_remediate(&mut *store, incident, diagnosis).await
+        })
+        .await
+    }
+
+    async fn invoke<T>(
+        &self,
+        runbook: &LoadedRunbook,
+        phase: Phase,
+        dry_run: bool,
+        deadline: Duration,
+        call: impl AsyncFnOnce(&mut Store<RunState>, &RunbookPre<RunState>) -> wasmtime::Result<Result<T, String>>,
+    ) -> Invocation<T> {
+        let started = Instant::now();
+        let stdout = CappedPipe::new(self.output_cap);
+        let stderr = CappedPipe::new(self.output_cap);
+        let mut store = self.new_store(runbook, phase, dry_run, deadline, &stdout, &stderr);
+        // The epoch deadline stops guest code; this one also covers time inside host calls.
+        let outer = deadline + engine::EPOCH_TICK * 5;
+        let result = tokio::time::timeout(outer, call(&mut store, &runbook.pre)).await;
+        let memory = runbook.policy.runbook.memory;
+        let current = HumanDuration(store.data().deadline);
+        let outcome = match result {
+            Err(_) => Err(InvokeError::Deadline(current)),
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
+            Ok(Err(error)) => Err(classify_trap(&error, store.data().limits.hit, current, memory)),
+        };
+        let state = store.into_data();
+        Invocation {
+            outcome,
+            calls: state.calls.calls,
+            notes: state.calls.notes,
+            stdout: stdout.contents(),
+            stderr: stderr.contents(),
+            duration: started.elapsed(),
+        }
+    }
+
+    fn new_store(
+        &self,
+        runbook: &LoadedRunbook,
+        phase: Phase,
+        dry_run: bool,
+        deadline: Duration,
+        stdout: &CappedPipe,
+        stderr: &CappedPipe,
+    ) -> Store<RunState> {
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).max_random_size(64 << 10).build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(1_000);
+        let state = RunState {
+            wasi,
+            table,
+            limits: Limits { memory: runbook.policy.runbook.memory.0.min(self.max_memory) as usize, hit: false },
+            deadline,
+            calls: CallContext {
+                runbook: runbook.name.clone(),
+                digest: runbook.digest.clone(),
+                phase,
+                dry_run,
+                policy: Arc::clone(&runbook.policy),
+                caps: Arc::clone(&self.caps),
+                http_client: runbook.http_client.clone(),
+                calls: Vec::new(),
+                notes: Vec::new(),
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limits);
+        store.set_hostcall_fuel(1 << 20);
+        store.set_max_component_handles(1_000);
+        store.set_epoch_deadline(epoch_ticks(deadline));
+        store
+    }
+}
+
+/// A deadline in epoch ticks, rounded up.
+fn epoch_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_millis().div_ceil(engine::EPOCH_TICK.as_millis()).max(1);
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+fn classify_trap(error: &wasmtime::Error, memory_hit: bool, deadline: HumanDuration, memory: ByteSize) -> InvokeError {
+    if memory_hit {
+        return InvokeError::Memory(memory);
+    }
+    if matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        return InvokeError::Deadline(deadline);
+    }
+    InvokeError::Trap(format!("{error:#}"))
+}
+
+/// Links only the WASI interfaces a Rust runbook needs, all backed by an empty context:
+/// no environment, arguments, preopened directories or sockets. A component importing
+/// `wasi:filesystem`, `wasi:sockets` or `wasi:http` is refused at load.
+fn link_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
+    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
+    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
+    use wasmtime_wasi::random::WasiRandom;
+
+    struct HasIo;
+    impl wasmtime::component::HasData for HasIo {
+        type Data<'a> = &'a mut ResourceTable;
+    }
+    fn table(state: &mut RunState) -> &mut ResourceTable {
+        &mut state.table
+    }
+    fn rng(state: &mut RunState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
+        state.ctx().ctx.random()
+    }
+
+    let l = linker;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<RunState, HasIo>(l, table)?;
+    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<RunState, HasIo>(l, table)?;
+    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<RunState, HasIo>(l, table)?;
+    clocks::wall_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
+    random::random::add_to_linker::<RunState, WasiRandom>(l, rng)?;
+    random::insecure::add_to_linker::<RunState, WasiRandom>(l, rng)?;
+    random::insecure_seed::add_to_linker::<RunState, WasiRandom>(l, rng)?;
+    cli::exit::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::environment::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_input::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_output::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    cli::terminal_stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
+    Ok(())
+}

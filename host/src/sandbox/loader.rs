@@ -1,0 +1,152 @@
+//! Loading a runbook: policy, digest pin, compile-or-cache, import check, pre-linking.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+use super::{LoadedRunbook, Runtime};
+use crate::bindings::RunbookPre;
+use crate::capabilities::Capability;
+use crate::policy::Policy;
+
+/// The WASI interfaces the sandbox provides (all backed by an empty context).
+const PROVIDED_WASI: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/wall-clock",
+    "wasi:clocks/monotonic-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/exit",
+    "wasi:cli/environment",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+];
+
+/// A runbook that could not be loaded, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct LoadError {
+    /// The policy (or directory) at fault.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl LoadError {
+    pub(super) fn new(path: &Path, message: impl Into<String>) -> Self {
+        Self { path: path.to_owned(), message: message.into() }
+    }
+}
+
+impl Runtime {
+    /// Loads one runbook from its policy file.
+    pub fn load(&self, policy_path: &Path) -> Result<LoadedRunbook, LoadError> {
+        let fail = |message: String| LoadError::new(policy_path, message);
+        let policy = Policy::load(policy_path).map_err(|e| fail(e.message))?;
+        let component_path = policy_path.parent().unwrap_or(Path::new(".")).join(&policy.runbook.component);
+        let wasm = std::fs::read(&component_path).map_err(|e| {
+            fail(format!("component {}: cannot read: {e} (build the runbooks first: scripts/build-runbooks.sh)", component_path.display()))
+        })?;
+        let digest = hex::encode(Sha256::digest(&wasm));
+        if let Some(pin) = &policy.runbook.sha256
+            && pin.0 != digest
+        {
+            return Err(fail(format!(
+                "component {} has sha256 {digest}, but the policy pins {}: refusing a swapped component",
+                component_path.display(),
+                pin.0
+            )));
+        }
+        self.caps.http.check_secrets(&policy.http).map_err(|e| fail(format!("[http]: {e}")))?;
+        let component = self.compile(&wasm, &digest).map_err(|e| fail(format!("component {}: {e:#}", component_path.display())))?;
+        let imports = check_imports(&self.engine, &component, &policy).map_err(fail)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(RunbookPre::new)
+            .map_err(|e| fail(format!("component {} does not fit the quell:runbook world: {e:#}", component_path.display())))?;
+        let http_client = self.caps.http.client(&policy.http).map_err(|e| fail(format!("http client: {e:#}")))?;
+        let granted = policy.granted();
+        for capability in &granted {
+            if *capability != Capability::Timeline && !imports.contains(capability) {
+                tracing::warn!(runbook = %policy.runbook.name, %capability, "policy grants a capability the component does not import");
+            }
+        }
+        Ok(LoadedRunbook {
+            name: policy.runbook.name.to_string(),
+            policy: Arc::new(policy),
+            policy_path: policy_path.to_owned(),
+            digest,
+            imports,
+            pre,
+            http_client,
+        })
+    }
+
+    /// Compiles a component, or loads it from the cache keyed by sha256 and engine.
+    fn compile(&self, wasm: &[u8], digest: &str) -> anyhow::Result<Component> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        let cached = self.cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+        if cached.is_file() {
+            // SAFETY: files in the cache directory are written only by `compile` below, from
+            // a component whose sha256 is part of the file name and was just checked; the
+            // directory belongs to the daemon and is not writable by runbook authors. The
+            // engine-compatibility hash in the name keeps artifacts of other engines out.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Component::deserialize_file(&self.engine, &cached) };
+            match loaded.and_then(|component| component.initialize_copy_on_write_image().map(|()| component)) {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cached component"),
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        let bytes = component.serialize()?;
+        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+        if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached)) {
+            tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled component");
+        }
+        component.initialize_copy_on_write_image()?;
+        Ok(component)
+    }
+}
+
+/// Compares the component's imports with the policy's grants; names the missing grant.
+fn check_imports(engine: &wasmtime::Engine, component: &Component, policy: &Policy) -> Result<Vec<Capability>, String> {
+    let granted = policy.granted();
+    let mut imported = Vec::new();
+    for (name, item) in component.component_type().imports(engine) {
+        if let Some(capability) = Capability::from_import(name) {
+            if !granted.contains(&capability) {
+                return Err(format!(
+                    "the component imports {name}, but the policy grants no {capability}: add {} to allow it",
+                    capability.section()
+                ));
+            }
+            imported.push(capability);
+        } else if name.starts_with("wasi:") {
+            let interface = name.split('@').next().unwrap_or(name);
+            if !PROVIDED_WASI.contains(&interface) {
+                return Err(format!("the component imports {name}, which Quell does not provide to runbooks"));
+            }
+        } else if !matches!(item.ty, ComponentItem::Type(_)) && !name.starts_with("quell:runbook/types") {
+            return Err(format!("the component imports {name}, which is not part of the quell:runbook world"));
+        }
+    }
+    imported.sort();
+    imported.dedup();
+    Ok(imported)
+}

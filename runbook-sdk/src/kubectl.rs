@@ -1,0 +1,308 @@
+//! Structured kubectl requests (WIT `quell:runbook/kubectl`).
+//!
+//! There is no free-form command line: a [`Request`] names a verb, a resource, a namespace and
+//! a name or selector, and the host renders the argv with its own kubeconfig and context. The
+//! typed helpers below treat a non-zero exit as [`HostError::Failed`] carrying kubectl's
+//! stderr; [`run`] hands back the raw [`CommandOutput`].
+//!
+//! ```
+//! use quell_runbook_sdk::kubectl::{self, OutputFormat, Request, Verb};
+//!
+//! let request = Request::new(Verb::Get, "pods")
+//!     .namespace("production")
+//!     .selector("app=api")
+//!     .output(OutputFormat::Json);
+//! assert_eq!(request.verb.as_str(), "get");
+//! # let _ = kubectl::run(&request);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use crate::bindings::quell::runbook::kubectl::{Options, OutputFormat, Request, Verb};
+use crate::{CommandOutput, HostError};
+
+/// Sends one request to the host. A non-zero exit is still `Ok`: check
+/// [`CommandOutput::exit_code`].
+pub fn run(request: &Request) -> Result<CommandOutput, HostError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::bindings::quell::runbook::kubectl::run(request)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::dispatch_kubectl(request)
+    }
+}
+
+/// `kubectl get <resource> -n <namespace> [-l <selector>] -o json`, parsed.
+pub fn get_json(
+    resource: &str,
+    namespace: &str,
+    selector: Option<&str>,
+) -> Result<Value, HostError> {
+    let mut request = Request::new(Verb::Get, resource)
+        .namespace(namespace)
+        .output(OutputFormat::Json);
+    if let Some(selector) = selector {
+        request = request.selector(selector);
+    }
+    let output = checked(&request)?;
+    serde_json::from_str(&output.stdout)
+        .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
+}
+
+/// What [`get_pods`] reports of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// `metadata.name`.
+    pub name: String,
+    /// `status.phase`: `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
+    pub phase: String,
+    /// `restartCount` summed over the pod's containers.
+    pub restarts: u32,
+    /// Whether the pod's `Ready` condition is `True`.
+    pub ready: bool,
+}
+
+impl PodStatus {
+    fn from_json(pod: &Value) -> Self {
+        let status = &pod["status"];
+        let restarts = status["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|container| container["restartCount"].as_u64())
+            .map(|count| u32::try_from(count).unwrap_or(u32::MAX))
+            .fold(0u32, u32::saturating_add);
+        let ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|condition| condition["type"] == "Ready" && condition["status"] == "True");
+        Self {
+            name: pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            phase: status["phase"].as_str().unwrap_or("Unknown").to_owned(),
+            restarts,
+            ready,
+        }
+    }
+}
+
+/// The pods in `namespace` matching `selector` (e.g. `app=api`), with phase, restarts and
+/// readiness.
+pub fn get_pods(namespace: &str, selector: Option<&str>) -> Result<Vec<PodStatus>, HostError> {
+    let list = get_json("pods", namespace, selector)?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(PodStatus::from_json)
+        .collect())
+}
+
+/// `kubectl rollout history deployments/<deployment>`: the non-empty output lines.
+pub fn rollout_history(namespace: &str, deployment: &str) -> Result<Vec<String>, HostError> {
+    let request = Request::new(Verb::RolloutHistory, "deployments")
+        .namespace(namespace)
+        .name(deployment);
+    let output = checked(&request)?;
+    Ok(output
+        .stdout
+        .lines()
+        .map(str::trim_end)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// `kubectl rollout undo deployments/<deployment> [--to-revision=N]`. A write: allowed only in
+/// `remediate`.
+pub fn rollout_undo(
+    namespace: &str,
+    deployment: &str,
+    to_revision: Option<u32>,
+) -> Result<CommandOutput, HostError> {
+    let mut request = Request::new(Verb::RolloutUndo, "deployments")
+        .namespace(namespace)
+        .name(deployment);
+    request.options.to_revision = to_revision;
+    checked(&request)
+}
+
+/// `kubectl rollout restart deployments/<deployment>`. A write: allowed only in `remediate`.
+pub fn rollout_restart(namespace: &str, deployment: &str) -> Result<CommandOutput, HostError> {
+    let request = Request::new(Verb::RolloutRestart, "deployments")
+        .namespace(namespace)
+        .name(deployment);
+    checked(&request)
+}
+
+/// `kubectl logs <pod> [--tail=N] [--previous]`: what the pod printed.
+pub fn logs(
+    namespace: &str,
+    pod: &str,
+    tail_lines: Option<u32>,
+    previous: bool,
+) -> Result<String, HostError> {
+    let mut request = Request::new(Verb::Logs, "pods")
+        .namespace(namespace)
+        .name(pod)
+        .previous(previous);
+    request.options.tail_lines = tail_lines;
+    Ok(checked(&request)?.stdout)
+}
+
+/// Runs the request and turns a non-zero exit into [`HostError::Failed`].
+fn checked(request: &Request) -> Result<CommandOutput, HostError> {
+    let output = run(request)?;
+    if output.succeeded() {
+        return Ok(output);
+    }
+    let stderr = output.stderr.trim();
+    Err(HostError::Failed(if stderr.is_empty() {
+        format!(
+            "kubectl {} exited with status {}",
+            request.verb, output.exit_code
+        )
+    } else {
+        stderr.to_owned()
+    }))
+}
+
+impl Request {
+    /// A request for `verb` on `resource` (`pods`, `deployments`, `events`, …) with no
+    /// namespace, name, selector or options.
+    pub fn new(verb: Verb, resource: impl Into<String>) -> Self {
+        Self {
+            verb,
+            resource: resource.into(),
+            namespace: None,
+            name: None,
+            selector: None,
+            options: Options::default(),
+        }
+    }
+
+    /// Sets the namespace.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Sets the object name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets a label selector such as `app=api,tier=web`.
+    pub fn selector(mut self, selector: impl Into<String>) -> Self {
+        self.selector = Some(selector.into());
+        self
+    }
+
+    /// Sets the output format (`-o`).
+    pub fn output(mut self, format: OutputFormat) -> Self {
+        self.options.output = Some(format);
+        self
+    }
+
+    /// `logs`: reads the previous (crashed) container instance.
+    pub fn previous(mut self, previous: bool) -> Self {
+        self.options.previous = previous;
+        self
+    }
+}
+
+#[allow(clippy::derivable_impls)] // `Options` is generated; it cannot derive here.
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            output: None,
+            tail_lines: None,
+            container: None,
+            previous: false,
+            to_revision: None,
+            replicas: None,
+        }
+    }
+}
+
+impl Verb {
+    /// Every verb, in WIT order.
+    pub const ALL: [Self; 12] = [
+        Self::Get,
+        Self::Describe,
+        Self::Logs,
+        Self::Top,
+        Self::RolloutHistory,
+        Self::RolloutStatus,
+        Self::RolloutUndo,
+        Self::RolloutRestart,
+        Self::Scale,
+        Self::Delete,
+        Self::Cordon,
+        Self::Uncordon,
+    ];
+
+    /// The verb as policies spell it: `get`, `rollout undo`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Describe => "describe",
+            Self::Logs => "logs",
+            Self::Top => "top",
+            Self::RolloutHistory => "rollout history",
+            Self::RolloutStatus => "rollout status",
+            Self::RolloutUndo => "rollout undo",
+            Self::RolloutRestart => "rollout restart",
+            Self::Scale => "scale",
+            Self::Delete => "delete",
+            Self::Cordon => "cordon",
+            Self::Uncordon => "uncordon",
+        }
+    }
+}
+
+impl fmt::Display for Verb {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verb {
+    type Err = String;
+
+    /// Parses the policy spelling (`"rollout undo"`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|verb| verb.as_str() == text)
+            .ok_or_else(|| format!("unknown kubectl verb {text:?}"))
+    }
+}
+
+impl FromStr for OutputFormat {
+    type Err = String;
+
+    /// Parses `json`, `yaml`, `wide` or `name`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "json" => Ok(Self::Json),
+            "yaml" => Ok(Self::Yaml),
+            "wide" => Ok(Self::Wide),
+            "name" => Ok(Self::Name),
+            _ => Err(format!("unknown kubectl output format {text:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use super::*;
+use crate::testing::{self, MockHost};
+
+fn pods_fixture() -> String {
+    serde_json::json!({
+        "items": [
+            {
+                "metadata": { "name": "api-1" },
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{ "type": "Ready", "status": "True" }],
+                    "containerStatuses": [{ "restartCount": 2 }, { "restartCount": 3 }],
+                },
+            },
+            { "metadata": { "name": "api-2" }, "status": { "phase": "Pending" } },
+        ],
+    })
+    .to_string()
+}
+
+#[test]
+fn get_pods_sums_restarts_and_reads_readiness() -> Result<(), HostError> {
+    let host = MockHost::new().kubectl(|_| Ok(testing::stdout(pods_fixture())));
+    let _guard = host.install();
+
+    let pods = get_pods("production", Some("app=api"))?;
+
+    assert_eq!(
+        pods,
+        [
+            PodStatus {
+                name: "api-1".into(),
+                phase: "Running".into(),
+                restarts: 5,
+                ready: true
+            },
+            PodStatus {
+                name: "api-2".into(),
+                phase: "Pending".into(),
+                restarts: 0,
+                ready: false
+            },
+        ]
+    );
+    let expected = Request::new(Verb::Get, "pods")
+        .namespace("production")
+        .selector("app=api")
+        .output(OutputFormat::Json);
+    assert_eq!(host.kubectl_requests(), [expected]);
+    Ok(())
+}
+
+#[test]
+fn pod_list_fixture_round_trips() -> Result<(), HostError> {
+    let pods = vec![
+        testing::pod("a", "Running", 0),
+        testing::pod("b", "Running", 7),
+    ];
+    let json = testing::pod_list_json(&pods);
+    let _guard = MockHost::new()
+        .kubectl(move |_| Ok(testing::stdout(json.clone())))
+        .install();
+    assert_eq!(get_pods("ns", None)?, pods);
+    Ok(())
+}
+
+#[test]
+fn non_zero_exit_is_failed_with_stderr() {
+    let _guard = MockHost::new()
+        .kubectl(|_| {
+            Ok(testing::exit(
+                1,
+                "Error from server (NotFound): deployments \"api\" not found\n",
+            ))
+        })
+        .install();
+
+    assert_eq!(
+        rollout_history("production", "api"),
+        Err(HostError::Failed(
+            "Error from server (NotFound): deployments \"api\" not found".into()
+        ))
+    );
+}
+
+#[test]
+fn non_zero_exit_without_stderr_names_the_verb() {
+    let _guard = MockHost::new()
+        .kubectl(|_| Ok(testing::exit(3, "")))
+        .install();
+    assert_eq!(
+        rollout_restart("production", "api"),
+        Err(HostError::Failed(
+            "kubectl rollout restart exited with status 3".into()
+        ))
+    );
+}
+
+#[test]
+fn invalid_json_is_failed() {
+    let _guard = MockHost::new()
+        .kubectl(|_| Ok(testing::stdout("not json")))
+        .install();
+    assert!(
+        matches!(get_json("pods", "ns", None), Err(HostError::Failed(m)) if m.contains("invalid JSON"))
+    );
+}
+
+#[test]
+fn rollout_history_keeps_non_empty_lines() -> Result<(), HostError> {
+    let host = MockHost::new().kubectl(|_| {
+        Ok(testing::stdout(
+            "deployment.apps/api \nREVISION  CHANGE-CAUSE\n1         <none>\n2         <none>\n\n",
+        ))
+    });
+    let _guard = host.install();
+
+    let lines = rollout_history("production", "api")?;
+
+    assert_eq!(
+        lines,
+        [
+            "deployment.apps/api",
+            "REVISION  CHANGE-CAUSE",
+            "1         <none>",
+            "2         <none>"
+        ]
+    );
+    let request = &host.kubectl_requests()[0];
+    assert_eq!(request.verb, Verb::RolloutHistory);
+    assert_eq!(request.resource, "deployments");
+    assert_eq!(request.name.as_deref(), Some("api"));
+    Ok(())
+}
+
+#[test]
+fn write_helpers_build_the_expected_requests() -> Result<(), HostError> {
+    let host = MockHost::new().kubectl(|_| Ok(testing::stdout("")));
+    let _guard = host.install();
+
+    rollout_undo("production", "api", Some(4))?;
+    logs("production", "api-1", Some(20), true)?;
+
+    let requests = host.kubectl_requests();
+    assert_eq!(requests[0].verb, Verb::RolloutUndo);
+    assert_eq!(requests[0].options.to_revision, Some(4));
+    assert_eq!(requests[1].verb, Verb::Logs);
+    assert_eq!(requests[1].resource, "pods");
+    assert_eq!(requests[1].name.as_deref(), Some("api-1"));
+    assert_eq!(requests[1].options.tail_lines, Some(20));
+    assert!(requests[1].options.previous);
+    Ok(())
+}
+
+#[test]
+fn without_a_double_calls_are_denied() {
+    assert_eq!(
+        run(&Request::new(Verb::Get, "pods")),
+        Err(HostError::Denied(
+            "no test double installed for kubectl".into()
+        ))
+    );
+}
+
+#[test]
+fn a_double_without_a_handler_denies_but_records() {
+    let host = MockHost::new();
+    let _guard = host.install();
+    assert!(run(&Request::new(Verb::Get, "pods")).is_err_and(|e| e.is_denied()));
+    assert_eq!(host.kubectl_verbs(), [Verb::Get]);
+}
+
+#[test]
+fn verbs_parse_as_policies_spell_them() {
+    for verb in Verb::ALL {
+        assert_eq!(verb.as_str().parse::<Verb>(), Ok(verb));
+    }
+    assert_eq!("rollout undo".parse::<Verb>(), Ok(Verb::RolloutUndo));
+    assert!("rollout-undo".parse::<Verb>().is_err());
+}
+
+#[test]
+fn guards_nest_and_restore() {
+    let outer = MockHost::new().kubectl(|_| Ok(testing::stdout("outer")));
+    let inner = MockHost::new().kubectl(|_| Ok(testing::stdout("inner")));
+    let request = Request::new(Verb::Get, "pods");
+    let _outer = outer.install();
+    {
+        let _inner = inner.install();
+        assert_eq!(run(&request).map(|o| o.stdout), Ok("inner".to_owned()));
+    }
+    assert_eq!(run(&request).map(|o| o.stdout), Ok("outer".to_owned()));
+    assert_eq!(outer.calls().len(), 1);
+    assert_eq!(inner.calls().len(), 1);
+}

@@ -1,0 +1,31 @@
+//! Test support for Quell's integration tests: the real parts a runbook's capabilities talk to.
+//!
+//! - [`kube_sim`]: a Kubernetes API server simulator that the real `kubectl` talks to over
+//!   plain HTTP on loopback (discovery, pods, logs, events, deployments, replica sets, rollouts,
+//!   scale), with a tiny deployment controller and a log of every request.
+//! - [`sshd`]: a real OpenSSH server on loopback with a throwaway host key and client key.
+//! - [`http`]: loopback HTTP servers (axum) with ready-made routes: settable health, redirects,
+//!   large and stalled responses, and a request log.
+//!
+//! Every server runs on its own thread with its own tokio runtime, so it works the same from a
+//! plain `#[test]` and from `#[tokio::test]`, and stops when dropped.
+//!
+//! ```no_run
+//! use quell_tests::kube_sim::{KubeSim, Scenario};
+//!
+//! let sim = KubeSim::start()?;
+//! sim.add_service("production", "api", Scenario::crash_looping(5));
+//! sim.write_kubeconfig(std::path::Path::new("/tmp/kubeconfig"), "sim")?;
+//! // `kubectl --kubeconfig /tmp/kubeconfig --context sim rollout undo deployment/api -n production`
+//! assert!(sim.writes().is_empty());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod kube_sim;
+pub mod record;
+mod serve;
+pub mod sshd;
+
+pub use record::{RecordedRequest, RequestLog};

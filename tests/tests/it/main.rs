@@ -1,0 +1,1 @@
+//! Integration tests (written by the lead).
