@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::capabilities::{Capability, HttpPolicy, KubectlPolicy, SshPolicy};
 use crate::config::{ByteSize, HumanDuration};
-pub use patterns::{AnchoredRegex, Glob, HostPattern, Identifier};
+pub use patterns::{AnchoredRegex, Glob, HostPattern, Identifier, Network};
 
 /// A runbook's whole policy.
 #[derive(Debug, Deserialize)]

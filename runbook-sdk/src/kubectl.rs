@@ -165,7 +165,8 @@ fn checked(request: &Request) -> Result<CommandOutput, HostError> {
     if output.succeeded() {
         return Ok(output);
     }
-    let stderr = output.stderr.trim();
+    // kubectl repeats client-side retries on stderr; its last line is the verdict.
+    let stderr = output.stderr.trim().lines().last().unwrap_or_default().trim();
     Err(HostError::Failed(if stderr.is_empty() {
         format!(
             "kubectl {} exited with status {}",

@@ -12,7 +12,6 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use ipnet::IpNet;
 use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -22,6 +21,7 @@ use super::{CallContext, Capability, Effect, Verdict};
 use crate::bindings::quell::runbook::http::{Host, Method, Request, Response};
 use crate::bindings::quell::runbook::types::HostError;
 use crate::config::HttpConfig;
+use crate::policy::Network;
 
 pub use egress::{EgressDenied, check_address, non_public_kind};
 
@@ -31,7 +31,7 @@ pub use egress::{EgressDenied, check_address, non_public_kind};
 pub struct HttpPolicy {
     /// Non-public networks (CIDRs) this runbook may reach; IP-literal URLs must be in one.
     #[serde(default)]
-    pub networks: Vec<IpNet>,
+    pub networks: Vec<Network>,
     /// Each rule allows its methods on its URLs.
     #[serde(default)]
     pub allow: Vec<HttpRule>,
@@ -209,7 +209,7 @@ impl HttpCap {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.config.connect_timeout.0)
             .timeout(self.config.timeout.0)
-            .dns_resolver(std::sync::Arc::new(egress::GuardedResolver::new(policy.networks.clone())))
+            .dns_resolver(std::sync::Arc::new(egress::GuardedResolver::new(policy.networks.iter().map(|n| n.0).collect())))
             .user_agent(concat!("quell/", env!("CARGO_PKG_VERSION")))
             .build()?)
     }
@@ -272,7 +272,7 @@ fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> 
         _ => None,
     };
     if let Some(ip) = literal {
-        let named = ctx.policy.http.networks.iter().any(|n| n.contains(&ip) || n.contains(&egress::canonical(ip)));
+        let named = ctx.policy.http.networks.iter().any(|n| n.0.contains(&ip) || n.0.contains(&egress::canonical(ip)));
         if !named {
             let kind = non_public_kind(ip).map_or(String::new(), |k| format!(" (a {k} address)"));
             return Err(Refusal::Denied(format!(

@@ -73,10 +73,14 @@ impl TryFrom<String> for AnchoredRegex {
     type Error = String;
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
-        let regex = regex::RegexBuilder::new(&format!("^(?:{text})$"))
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| format!("invalid regular expression {text:?}: {e}"))?;
+        let build = |source: &str| regex::RegexBuilder::new(source).size_limit(1 << 20).build();
+        // Report errors against the expression as written, not the anchored wrapper.
+        build(&text).map_err(|e| {
+            let reason = e.to_string();
+            let reason = reason.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            format!("invalid regular expression {text:?}: {reason}")
+        })?;
+        let regex = build(&format!("^(?:{text})$")).map_err(|e| format!("invalid regular expression {text:?}: {e}"))?;
         Ok(Self { text, regex })
     }
 }
@@ -122,6 +126,22 @@ impl TryFrom<String> for HostPattern {
             return Err(format!("invalid host pattern {text:?}: expected a host name glob or a CIDR"));
         }
         Glob::try_from(text.to_ascii_lowercase()).map(Self::Name)
+    }
+}
+
+/// A network in CIDR form (`10.0.0.0/8`); a bare address is a /32 or /128.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Network(pub IpNet);
+
+impl TryFrom<String> for Network {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("invalid network {text:?}: expected a CIDR such as \"10.0.0.0/8\" or an address"))
     }
 }
 

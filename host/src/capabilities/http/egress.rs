@@ -130,7 +130,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
             // One bad address refuses the whole name: a mixed answer is how rebinding starts.
             for addr in &addrs {
                 check_address(addr.ip(), &networks)
-                    .map_err(|reason| Box::new(EgressDenied(format!("{host} resolves to {reason}"))) as Box<dyn StdError + Send + Sync>)?;
+                    .map_err(|reason| Box::new(EgressDenied(format!("{host}: {reason}"))) as Box<dyn StdError + Send + Sync>)?;
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
