@@ -3,6 +3,8 @@
 //!
 //! `cargo bench -p quell --bench runtime`
 
+#![allow(clippy::unwrap_used)] // a benchmark harness: failing loudly is the point
+
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -10,18 +12,34 @@ use quell::config::Config;
 use quell::sandbox::Runtime;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_owned).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_default()
 }
 
-fn setup(dir: &Path, calls: &str) -> (Runtime, quell::sandbox::LoadedRunbook, quell::bindings::quell::runbook::types::Incident) {
+fn setup(
+    dir: &Path,
+    calls: &str,
+) -> (
+    Runtime,
+    quell::sandbox::LoadedRunbook,
+    quell::bindings::quell::runbook::types::Incident,
+) {
     let probe = workspace().join("target/wasm32-wasip2/wasm/probe.wasm");
-    assert!(probe.is_file(), "{} is missing: run scripts/build-runbooks.sh", probe.display());
+    assert!(
+        probe.is_file(),
+        "{} is missing: run scripts/build-runbooks.sh",
+        probe.display()
+    );
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
         format!(
             "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"diagnose\"\n\
-             [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n",
+             [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n\
+             [ssh]\nuser = \"quell\"\nhosts = [\"*.internal\"]\n[ssh.commands]\nid = {{ run = \"id\", effect = \"read\" }}\n\
+             [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://*.internal/health\"]\n",
             probe.display().to_string()
         ),
     )
@@ -34,24 +52,36 @@ fn setup(dir: &Path, calls: &str) -> (Runtime, quell::sandbox::LoadedRunbook, qu
         "labels": { "alertname": "Bench", "service": "api" },
         "annotations": { "quell.test/diagnose-calls": calls },
     });
-    let incident = quell::incident::from_alert_json(&alert.to_string(), "bench").unwrap().remove(0);
+    let incident = quell::incident::from_alert_json(&alert.to_string(), "bench")
+        .unwrap()
+        .remove(0);
     (runtime, runbook, incident)
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("timeline note", r#"[{"note": "checked"}]"#),
         // A call the policy refuses: validation, policy check and the audit record, no I/O.
-        ("kubectl denied", r#"[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "kube-system"}}]"#),
+        (
+            "kubectl denied",
+            r#"[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "kube-system"}}]"#,
+        ),
     ];
     let mut group = c.benchmark_group("fresh instance + matches + diagnose");
     for (name, calls) in cases {
         let (runtime, runbook, incident) = setup(dir.path(), calls);
         // Sanity: the call really happens in every iteration.
         let once = rt.block_on(runtime.match_and_diagnose(&runbook, &incident));
-        assert!(once.outcome.as_ref().is_ok_and(Option::is_some), "{:?}", once.outcome);
+        assert!(
+            once.outcome.as_ref().is_ok_and(Option::is_some),
+            "{:?}",
+            once.outcome
+        );
         group.bench_function(name, |b| {
             b.iter(|| rt.block_on(runtime.match_and_diagnose(&runbook, &incident)));
         });

@@ -166,6 +166,15 @@ impl fmt::Debug for CallContext {
     }
 }
 
+/// What a finished call measured besides its result.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Measured {
+    /// Exit status of the process, or the HTTP status.
+    pub exit_status: Option<i32>,
+    /// Bytes of output produced.
+    pub output_bytes: u64,
+}
+
 /// What the gate decided for one call.
 #[derive(Debug)]
 pub(crate) enum Verdict {
@@ -205,8 +214,7 @@ impl CallContext {
         verdict: &Verdict,
         started: Instant,
         result: Result<T, HostError>,
-        exit_status: Option<i32>,
-        output_bytes: u64,
+        measured: Measured,
     ) -> Result<T, HostError> {
         let (decision, rule) = match verdict {
             Verdict::Execute(rule) => (Decision::Allowed, rule.clone()),
@@ -214,7 +222,15 @@ impl CallContext {
             Verdict::Deny(reason) => (Decision::Denied, reason.clone()),
         };
         let record = CallRecord::new(
-            self, capability, request, decision, rule, started, &result, exit_status, output_bytes,
+            self,
+            capability,
+            request,
+            decision,
+            rule,
+            started,
+            &result,
+            measured.exit_status,
+            measured.output_bytes,
         );
         tracing::info!(
             runbook = %self.runbook,
@@ -241,7 +257,13 @@ pub(crate) async fn run_command(
     let started = Instant::now();
     let (result, exit, bytes) = match (&verdict, spec) {
         (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
-        (_, None) => (Err(HostError::Failed("host bug: no command was rendered".to_owned())), None, 0),
+        (_, None) => (
+            Err(HostError::Failed(
+                "host bug: no command was rendered".to_owned(),
+            )),
+            None,
+            0,
+        ),
         (Verdict::Simulate(_), Some(spec)) => {
             let line = render_argv(&spec);
             let output = CommandOutput {
@@ -266,7 +288,17 @@ pub(crate) async fn run_command(
             Err(e) => (Err(HostError::Failed(e.to_string())), None, 0),
         },
     };
-    ctx.record(capability, request, &verdict, started, result, exit, bytes)
+    ctx.record(
+        capability,
+        request,
+        &verdict,
+        started,
+        result,
+        Measured {
+            exit_status: exit,
+            output_bytes: bytes,
+        },
+    )
 }
 
 /// The argv as one line, for dry-run output and logs.

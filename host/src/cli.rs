@@ -87,7 +87,9 @@ pub fn init_tracing(format: LogFormat, verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUELL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -97,9 +99,18 @@ pub fn init_tracing(format: LogFormat, verbose: u8) {
 /// Runs a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { runbooks, alert, config, dry_run, approve, runbook, json } => {
+        Command::Run {
+            runbooks,
+            alert,
+            config,
+            dry_run,
+            approve,
+            runbook,
+            json,
+        } => {
             let config = load_config(config.as_deref())?;
-            let text = std::fs::read_to_string(&alert).with_context(|| format!("cannot read alert {}", alert.display()))?;
+            let text = std::fs::read_to_string(&alert)
+                .with_context(|| format!("cannot read alert {}", alert.display()))?;
             let incidents = crate::incident::from_alert_json(&text, "cli")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
             let runtime = Runtime::new(&config)?;
@@ -110,11 +121,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(only) = &runbook {
                 loaded.retain(|rb| &rb.name == only);
                 if loaded.is_empty() {
-                    anyhow::bail!("no loaded runbook is named {only:?} in {}", runbooks.display());
+                    anyhow::bail!(
+                        "no loaded runbook is named {only:?} in {}",
+                        runbooks.display()
+                    );
                 }
             }
             if loaded.is_empty() && errors.is_empty() {
-                anyhow::bail!("no runbooks in {} (expected <dir>/*/policy.toml)", runbooks.display());
+                anyhow::bail!(
+                    "no runbooks in {} (expected <dir>/*/policy.toml)",
+                    runbooks.display()
+                );
             }
             let options = RunOptions { dry_run, approve };
             let mut reports = Vec::new();
@@ -128,15 +145,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     print!("{}", report.render());
                 }
             }
-            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
-        Command::Policy { command: PolicyCommand::Check { files } } => {
+        Command::Policy {
+            command: PolicyCommand::Check { files },
+        } => {
             let mut failed = false;
             for file in &files {
                 match Policy::load(file) {
                     Ok(policy) => {
                         let granted: Vec<_> = policy.granted().iter().map(|c| c.name()).collect();
-                        println!("{}: ok (runbook {}, mode {}, grants {})", file.display(), policy.runbook.name, policy.runbook.mode, granted.join(", "));
+                        println!(
+                            "{}: ok (runbook {}, mode {}, grants {})",
+                            file.display(),
+                            policy.runbook.name,
+                            policy.runbook.mode,
+                            granted.join(", ")
+                        );
                     }
                     Err(e) => {
                         failed = true;
@@ -144,7 +173,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

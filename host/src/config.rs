@@ -44,7 +44,9 @@ pub struct RunbooksConfig {
 
 impl Default for RunbooksConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("runbooks") }
+        Self {
+            dir: PathBuf::from("runbooks"),
+        }
     }
 }
 
@@ -162,7 +164,10 @@ impl Default for HttpConfig {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not valid TOML or does not match the schema.
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -171,10 +176,14 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file, then applies environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config = Self::parse(&text)
-            .map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         config.apply_env(|name| std::env::var(name).ok());
         Ok(config)
     }
@@ -216,7 +225,10 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
         let err = Config::parse("[kubectl]\ncontext = \"prod\"\nkubeconfg = \"x\"\n").unwrap_err();
-        assert!(err.starts_with("line 3, column 1: unknown field `kubeconfg`"), "{err}");
+        assert!(
+            err.starts_with("line 3, column 1: unknown field `kubeconfg`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,12 +28,22 @@ pub fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
-fn string_map(value: Option<&Value>, what: &str, index: usize) -> Result<Vec<(String, String)>, String> {
-    let Some(value) = value else { return Ok(Vec::new()) };
-    let object = value.as_object().ok_or_else(|| format!("alerts[{index}].{what}: expected an object of strings"))?;
+fn string_map(
+    value: Option<&Value>,
+    what: &str,
+    index: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let object = value
+        .as_object()
+        .ok_or_else(|| format!("alerts[{index}].{what}: expected an object of strings"))?;
     let mut pairs = Vec::with_capacity(object.len());
     for (key, value) in object {
-        let text = value.as_str().ok_or_else(|| format!("alerts[{index}].{what}.{key}: expected a string"))?;
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("alerts[{index}].{what}.{key}: expected a string"))?;
         pairs.push((key.clone(), text.to_owned()));
     }
     pairs.sort();
@@ -41,7 +51,10 @@ fn string_map(value: Option<&Value>, what: &str, index: usize) -> Result<Vec<(St
 }
 
 fn lookup<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The label set's fingerprint when the sender gave none: sha256 of the sorted pairs.
@@ -71,7 +84,11 @@ pub fn from_alert_json(text: &str, source: &str) -> Result<Vec<Incident>, String
     if alerts.is_empty() {
         return Err("the payload has no alerts".to_owned());
     }
-    alerts.into_iter().enumerate().map(|(index, alert)| incident(alert, source, index)).collect()
+    alerts
+        .into_iter()
+        .enumerate()
+        .map(|(index, alert)| incident(alert, source, index))
+        .collect()
 }
 
 fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, String> {
@@ -80,13 +97,22 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
     }
     let labels = string_map(alert.get("labels"), "labels", index)?;
     if labels.is_empty() {
-        return Err(format!("alerts[{index}].labels: an alert needs at least one label"));
+        return Err(format!(
+            "alerts[{index}].labels: an alert needs at least one label"
+        ));
     }
     let annotations = string_map(alert.get("annotations"), "annotations", index)?;
-    let text = |key: &str| alert.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let text = |key: &str| {
+        alert
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
     let fingerprint = text("fingerprint").map_or_else(|| fingerprint_of(&labels), str::to_owned);
     // Go's zero time means "not set".
-    let starts_at = text("startsAt").filter(|t| !t.starts_with("0001-01-01")).map(str::to_owned);
+    let starts_at = text("startsAt")
+        .filter(|t| !t.starts_with("0001-01-01"))
+        .map(str::to_owned);
     let status = match text("status") {
         Some("resolved") => "resolved",
         _ => "firing",
@@ -95,7 +121,10 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         .or_else(|| lookup(&labels, "alertname"))
         .unwrap_or("Unknown Alert")
         .to_owned();
-    let episode = Sha256::digest(format!("{source}\0{fingerprint}\0{}", starts_at.as_deref().unwrap_or("")));
+    let episode = Sha256::digest(format!(
+        "{source}\0{fingerprint}\0{}",
+        starts_at.as_deref().unwrap_or("")
+    ));
     Ok(Incident {
         id: format!("INC-{}", hex::encode_upper(&episode[..4])),
         title,
@@ -131,7 +160,11 @@ mod tests {
         assert_eq!(incident.title, "API 5xx above 5%");
         assert_eq!(incident.severity, Severity::Critical);
         assert_eq!(incident.fingerprint, "a1b2c3d4e5f60718");
-        assert!(incident.id.starts_with("INC-") && incident.id.len() == 12, "{}", incident.id);
+        assert!(
+            incident.id.starts_with("INC-") && incident.id.len() == 12,
+            "{}",
+            incident.id
+        );
         assert_eq!(label(incident, "service"), Some("api"));
     }
 
@@ -144,11 +177,19 @@ mod tests {
 
     #[test]
     fn bad_input_says_where() {
-        assert!(from_alert_json("{", "cli").unwrap_err().starts_with("not valid JSON"));
+        assert!(
+            from_alert_json("{", "cli")
+                .unwrap_err()
+                .starts_with("not valid JSON")
+        );
         assert_eq!(
             from_alert_json(r#"{"alerts":[{"labels":{"a":1}}]}"#, "cli").unwrap_err(),
             "alerts[0].labels.a: expected a string"
         );
-        assert!(from_alert_json(r#"{"x":1}"#, "cli").unwrap_err().contains("expected an Alertmanager"));
+        assert!(
+            from_alert_json(r#"{"x":1}"#, "cli")
+                .unwrap_err()
+                .contains("expected an Alertmanager")
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! let (runbooks, errors) = runtime.load_dir(std::path::Path::new("runbooks"));
 //! assert!(errors.is_empty());
 //! let alert = std::fs::read_to_string("examples/alerts/high-error-rate.json")?;
-//! for incident in quell::incident::from_alert_json(&alert, "cli")? {
+//! for incident in quell::incident::from_alert_json(&alert, "cli").map_err(anyhow::Error::msg)? {
 //!     let report = quell::runner::run(&runtime, &runbooks, &incident, &Default::default()).await;
 //!     println!("{}", report.render());
 //! }

@@ -137,7 +137,9 @@ pub struct Selector(BTreeMap<String, LabelMatcher>);
 impl Selector {
     /// Whether the labels satisfy every term. An empty selector matches everything.
     pub fn matches<'a>(&self, labels: impl Fn(&str) -> Option<&'a str>) -> bool {
-        self.0.iter().all(|(key, matcher)| labels(key).is_some_and(|value| matcher.is_match(value)))
+        self.0
+            .iter()
+            .all(|(key, matcher)| labels(key).is_some_and(|value| matcher.is_match(value)))
     }
 
     /// Whether the selector has no terms.
@@ -189,9 +191,14 @@ pub struct PolicyError {
 impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| PolicyError { path: path.to_owned(), message: format!("cannot read: {e}") })?;
-        Self::parse(&text).map_err(|message| PolicyError { path: path.to_owned(), message })
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            path: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text).map_err(|message| PolicyError {
+            path: path.to_owned(),
+            message,
+        })
     }
 
     /// Parses and validates policy text.
@@ -205,7 +212,11 @@ impl Policy {
         if !self.kubectl.allow.is_empty() {
             granted.push(Capability::Kubectl);
         }
-        if self.ssh.as_ref().is_some_and(|ssh| !ssh.commands.is_empty() && !ssh.hosts.is_empty()) {
+        if self
+            .ssh
+            .as_ref()
+            .is_some_and(|ssh| !ssh.commands.is_empty() && !ssh.hosts.is_empty())
+        {
             granted.push(Capability::Ssh);
         }
         if !self.http.allow.is_empty() {
@@ -245,14 +256,17 @@ mod tests {
 
     #[test]
     fn empty_sections_grant_nothing() {
-        let text = format!("{MINIMAL}[kubectl]\nallow = []\n[http]\nallow = []\n[ssh]\nuser = \"u\"\nhosts = []\n[ssh.commands]\n");
+        let text = format!(
+            "{MINIMAL}[kubectl]\nallow = []\n[http]\nallow = []\n[ssh]\nuser = \"u\"\nhosts = []\n[ssh.commands]\n"
+        );
         let policy = Policy::parse(&text).unwrap();
         assert_eq!(policy.granted(), vec![Capability::Timeline]);
     }
 
     #[test]
     fn selector_terms_must_all_match() {
-        let text = format!("{MINIMAL}[match]\nalertname = \"~.*(ErrorRate|5xx).*\"\nteam = \"web\"\n");
+        let text =
+            format!("{MINIMAL}[match]\nalertname = \"~.*(ErrorRate|5xx).*\"\nteam = \"web\"\n");
         let policy = Policy::parse(&text).unwrap();
         let labels = |alertname: &'static str, team: &'static str| {
             move |key: &str| match key {

@@ -75,7 +75,12 @@ impl RunbookReport {
 }
 
 /// Runs `incident` through every runbook and reports what happened.
-pub async fn run(runtime: &Runtime, runbooks: &[LoadedRunbook], incident: &Incident, options: &RunOptions) -> RunReport {
+pub async fn run(
+    runtime: &Runtime,
+    runbooks: &[LoadedRunbook],
+    incident: &Incident,
+    options: &RunOptions,
+) -> RunReport {
     let mut reports = Vec::new();
     for runbook in runbooks {
         reports.push(run_one(runtime, runbook, incident, options).await);
@@ -88,7 +93,12 @@ pub async fn run(runtime: &Runtime, runbooks: &[LoadedRunbook], incident: &Incid
     }
 }
 
-async fn run_one(runtime: &Runtime, runbook: &LoadedRunbook, incident: &Incident, options: &RunOptions) -> RunbookReport {
+async fn run_one(
+    runtime: &Runtime,
+    runbook: &LoadedRunbook,
+    incident: &Incident,
+    options: &RunOptions,
+) -> RunbookReport {
     let policy = &runbook.policy.runbook;
     let mut report = RunbookReport {
         name: runbook.name.clone(),
@@ -105,7 +115,8 @@ async fn run_one(runtime: &Runtime, runbook: &LoadedRunbook, incident: &Incident
     };
     let label = |key: &str| crate::incident::label(incident, key);
     if !runbook.policy.selector.matches(label) {
-        report.matched = Err("the policy's [match] selector does not match the alert's labels".to_owned());
+        report.matched =
+            Err("the policy's [match] selector does not match the alert's labels".to_owned());
         return report;
     }
     let diagnosis = match report.absorb(runtime.match_and_diagnose(runbook, incident).await) {
@@ -123,14 +134,21 @@ async fn run_one(runtime: &Runtime, runbook: &LoadedRunbook, incident: &Incident
     report.diagnosis = Some(Ok(diagnosis.clone()));
     let skipped = match policy.mode {
         Mode::Diagnose => Some("the policy's mode is diagnose: findings go to a human".to_owned()),
-        Mode::Approve if !options.approve => Some("the policy's mode is approve: the plan awaits approval (pass --approve to run it)".to_owned()),
+        Mode::Approve if !options.approve => Some(
+            "the policy's mode is approve: the plan awaits approval (pass --approve to run it)"
+                .to_owned(),
+        ),
         Mode::Approve | Mode::Auto => None,
     };
     if let Some(reason) = skipped {
         report.remediation_skipped = Some(reason);
         return report;
     }
-    let remediation = report.absorb(runtime.remediate(runbook, incident, &diagnosis, options.dry_run).await);
+    let remediation = report.absorb(
+        runtime
+            .remediate(runbook, incident, &diagnosis, options.dry_run)
+            .await,
+    );
     report.remediation = Some(remediation);
     report
 }
@@ -139,9 +157,20 @@ impl RunReport {
     /// The report as text for a terminal.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "incident {}: {} ({})", self.incident_id, self.title, self.severity);
+        let _ = writeln!(
+            out,
+            "incident {}: {} ({})",
+            self.incident_id, self.title, self.severity
+        );
         for rb in &self.runbooks {
-            let _ = writeln!(out, "\nrunbook {} (mode {}{}, sha256 {})", rb.name, rb.mode, if rb.dry_run { ", dry run" } else { "" }, &rb.digest[..12.min(rb.digest.len())]);
+            let _ = writeln!(
+                out,
+                "\nrunbook {} (mode {}{}, sha256 {})",
+                rb.name,
+                rb.mode,
+                if rb.dry_run { ", dry run" } else { "" },
+                &rb.digest[..12.min(rb.digest.len())]
+            );
             if let Err(why) = &rb.matched {
                 let _ = writeln!(out, "  not matched: {why}");
                 continue;
@@ -151,7 +180,13 @@ impl RunReport {
                 Some(Ok(d)) => {
                     let _ = writeln!(out, "  diagnosis: {}", d.summary);
                     for f in &d.findings {
-                        let _ = writeln!(out, "    [{}] {}: {}", if f.ok { "ok" } else { "!!" }, f.name, f.summary);
+                        let _ = writeln!(
+                            out,
+                            "    [{}] {}: {}",
+                            if f.ok { "ok" } else { "!!" },
+                            f.name,
+                            f.summary
+                        );
                     }
                     if !d.plan.is_empty() {
                         let _ = writeln!(out, "  plan:");
@@ -187,7 +222,17 @@ impl RunReport {
             }
             match &rb.remediation {
                 Some(Ok(r)) => {
-                    let _ = writeln!(out, "  remediation: {} — {} ({})", if r.success { "succeeded" } else { "did not succeed" }, r.action_taken, r.details);
+                    let _ = writeln!(
+                        out,
+                        "  remediation: {} — {} ({})",
+                        if r.success {
+                            "succeeded"
+                        } else {
+                            "did not succeed"
+                        },
+                        r.action_taken,
+                        r.details
+                    );
                 }
                 Some(Err(e)) => {
                     let _ = writeln!(out, "  remediation failed: {e}");
@@ -203,5 +248,8 @@ impl RunReport {
 }
 
 fn indent(text: &str, prefix: &str) -> String {
-    text.lines().map(|l| format!("{prefix}{l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("{prefix}{l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -44,7 +44,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("cache_dir", &self.cache_dir).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("cache_dir", &self.cache_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,7 +68,10 @@ pub struct LoadedRunbook {
 
 impl std::fmt::Debug for LoadedRunbook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedRunbook").field("name", &self.name).field("digest", &self.digest).finish_non_exhaustive()
+        f.debug_struct("LoadedRunbook")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,7 +87,10 @@ pub struct RunState {
 
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -93,15 +101,28 @@ struct Limits {
 }
 
 impl ResourceLimiter for Limits {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory {
             self.hit = true;
-            return Err(wasmtime::format_err!("memory limit of {} reached", ByteSize(self.memory as u64)));
+            return Err(wasmtime::format_err!(
+                "memory limit of {} reached",
+                ByteSize(self.memory as u64)
+            ));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 10_000)
     }
 
@@ -161,7 +182,9 @@ impl Runtime {
         let engine = engine::build(&config.sandbox)?;
         let mut linker = Linker::new(&engine);
         link_wasi(&mut linker)?;
-        Runbook::add_to_linker::<RunState, HasSelf<CallContext>>(&mut linker, |state| &mut state.calls)?;
+        Runbook::add_to_linker::<RunState, HasSelf<CallContext>>(&mut linker, |state| {
+            &mut state.calls
+        })?;
         std::fs::create_dir_all(&config.sandbox.cache_dir)?;
         Ok(Self {
             _ticker: engine::Ticker::start(&engine)?,
@@ -183,7 +206,15 @@ impl Runtime {
                 .map(|entry| entry.path().join("policy.toml"))
                 .filter(|path| path.is_file())
                 .collect(),
-            Err(e) => return (Vec::new(), vec![LoadError::new(dir, format!("cannot read runbooks directory: {e}"))]),
+            Err(e) => {
+                return (
+                    Vec::new(),
+                    vec![LoadError::new(
+                        dir,
+                        format!("cannot read runbooks directory: {e}"),
+                    )],
+                );
+            }
         };
         policies.sort();
         let mut loaded = Vec::new();
@@ -200,21 +231,34 @@ impl Runtime {
     /// Calls `matches` and, when it says yes, `diagnose` on the same fresh instance.
     /// Capability calls are refused in `matches`; `diagnose` may only read, whatever the
     /// policy grants. `Ok(None)` means the runbook does not apply.
-    pub async fn match_and_diagnose(&self, runbook: &LoadedRunbook, incident: &Incident) -> Invocation<Option<Diagnosis>> {
+    pub async fn match_and_diagnose(
+        &self,
+        runbook: &LoadedRunbook,
+        incident: &Incident,
+    ) -> Invocation<Option<Diagnosis>> {
         let timeout = runbook.policy.runbook.timeout.0;
         let matches_deadline = timeout.min(MATCHES_DEADLINE);
-        self.invoke(runbook, Phase::Matches, false, matches_deadline + timeout, async |store, pre| {
-            store.data_mut().deadline = matches_deadline;
-            store.set_epoch_deadline(epoch_ticks(matches_deadline));
-            let instance = pre.instantiate_async(&mut *store).await?;
-            if !instance.call_matches(&mut *store, incident).await? {
-                return Ok(Ok(None));
-            }
-            store.data_mut().calls.phase = Phase::Diagnose;
-            store.data_mut().deadline = timeout;
-            store.set_epoch_deadline(epoch_ticks(timeout));
-            instance.call_diagnose(&mut *store, incident).await.map(|r| r.map(Some))
-        })
+        self.invoke(
+            runbook,
+            Phase::Matches,
+            false,
+            matches_deadline + timeout,
+            async |store, pre| {
+                store.data_mut().deadline = matches_deadline;
+                store.set_epoch_deadline(epoch_ticks(matches_deadline));
+                let instance = pre.instantiate_async(&mut *store).await?;
+                if !instance.call_matches(&mut *store, incident).await? {
+                    return Ok(Ok(None));
+                }
+                store.data_mut().calls.phase = Phase::Diagnose;
+                store.data_mut().deadline = timeout;
+                store.set_epoch_deadline(epoch_ticks(timeout));
+                instance
+                    .call_diagnose(&mut *store, incident)
+                    .await
+                    .map(|r| r.map(Some))
+            },
+        )
         .await
     }
 
@@ -228,10 +272,18 @@ impl Runtime {
     ) -> Invocation<Remediation> {
         let deadline = runbook.policy.runbook.timeout.0;
         let dry_run = dry_run || runbook.policy.runbook.dry_run;
-        self.invoke(runbook, Phase::Remediate, dry_run, deadline, async |store, pre| {
-            let instance = pre.instantiate_async(&mut *store).await?;
-            instance.call_remediate(&mut *store, incident, diagnosis).await
-        })
+        self.invoke(
+            runbook,
+            Phase::Remediate,
+            dry_run,
+            deadline,
+            async |store, pre| {
+                let instance = pre.instantiate_async(&mut *store).await?;
+                instance
+                    .call_remediate(&mut *store, incident, diagnosis)
+                    .await
+            },
+        )
         .await
     }
 
@@ -241,7 +293,10 @@ impl Runtime {
         phase: Phase,
         dry_run: bool,
         deadline: Duration,
-        call: impl AsyncFnOnce(&mut Store<RunState>, &RunbookPre<RunState>) -> wasmtime::Result<Result<T, String>>,
+        call: impl AsyncFnOnce(
+            &mut Store<RunState>,
+            &RunbookPre<RunState>,
+        ) -> wasmtime::Result<Result<T, String>>,
     ) -> Invocation<T> {
         let started = Instant::now();
         let stdout = CappedPipe::new(self.output_cap);
@@ -256,7 +311,12 @@ impl Runtime {
             Err(_) => Err(InvokeError::Deadline(current)),
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
-            Ok(Err(error)) => Err(classify_trap(&error, store.data().limits.hit, current, memory)),
+            Ok(Err(error)) => Err(classify_trap(
+                &error,
+                store.data().limits.hit,
+                current,
+                memory,
+            )),
         };
         let state = store.into_data();
         Invocation {
@@ -278,13 +338,20 @@ impl Runtime {
         stdout: &CappedPipe,
         stderr: &CappedPipe,
     ) -> Store<RunState> {
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).max_random_size(64 << 10).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .max_random_size(64 << 10)
+            .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(1_000);
         let state = RunState {
             wasi,
             table,
-            limits: Limits { memory: runbook.policy.runbook.memory.0.min(self.max_memory) as usize, hit: false },
+            limits: Limits {
+                memory: runbook.policy.runbook.memory.0.min(self.max_memory) as usize,
+                hit: false,
+            },
             deadline,
             calls: CallContext {
                 runbook: runbook.name.clone(),
@@ -309,15 +376,26 @@ impl Runtime {
 
 /// A deadline in epoch ticks, rounded up.
 fn epoch_ticks(deadline: Duration) -> u64 {
-    let ticks = deadline.as_millis().div_ceil(engine::EPOCH_TICK.as_millis()).max(1);
+    let ticks = deadline
+        .as_millis()
+        .div_ceil(engine::EPOCH_TICK.as_millis())
+        .max(1);
     u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
-fn classify_trap(error: &wasmtime::Error, memory_hit: bool, deadline: HumanDuration, memory: ByteSize) -> InvokeError {
+fn classify_trap(
+    error: &wasmtime::Error,
+    memory_hit: bool,
+    deadline: HumanDuration,
+    memory: ByteSize,
+) -> InvokeError {
     if memory_hit {
         return InvokeError::Memory(memory);
     }
-    if matches!(error.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+    if matches!(
+        error.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
         return InvokeError::Deadline(deadline);
     }
     InvokeError::Trap(format!("{error:#}"))

@@ -166,7 +166,13 @@ fn checked(request: &Request) -> Result<CommandOutput, HostError> {
         return Ok(output);
     }
     // kubectl repeats client-side retries on stderr; its last line is the verdict.
-    let stderr = output.stderr.trim().lines().last().unwrap_or_default().trim();
+    let stderr = output
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim();
     Err(HostError::Failed(if stderr.is_empty() {
         format!(
             "kubectl {} exited with status {}",

@@ -74,7 +74,9 @@ impl CallRecord {
         output_bytes: u64,
     ) -> Self {
         let elapsed = started.elapsed();
-        let started_at = SystemTime::now().checked_sub(elapsed).unwrap_or_else(SystemTime::now);
+        let started_at = SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or_else(SystemTime::now);
         Self {
             runbook: ctx.runbook.clone(),
             digest: ctx.digest.clone(),

@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{CallContext, Capability, Effect, Verdict};
+use super::{CallContext, Capability, Effect, Measured, Verdict};
 use crate::bindings::quell::runbook::http::{Host, Method, Request, Response};
 use crate::bindings::quell::runbook::types::HostError;
 use crate::config::HttpConfig;
@@ -121,19 +121,25 @@ impl TryFrom<String> for UrlPattern {
 
     fn try_from(text: String) -> Result<Self, Self::Error> {
         let bad = |why: &str| format!("invalid URL pattern {text:?}: {why}");
-        let (scheme, rest) = text.split_once("://").ok_or_else(|| bad("expected scheme://host/path"))?;
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| bad("expected scheme://host/path"))?;
         let default_port = match scheme {
             "http" => "80",
             "https" => "443",
             _ => return Err(bad("the scheme must be http or https")),
         };
         if rest.contains(['?', '#', '@']) {
-            return Err(bad("queries, fragments and credentials are not part of a pattern"));
+            return Err(bad(
+                "queries, fragments and credentials are not part of a pattern",
+            ));
         }
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
         let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (host, port),
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+                (host, port)
+            }
             _ => (authority, default_port),
         };
         if host.is_empty() {
@@ -141,11 +147,21 @@ impl TryFrom<String> for UrlPattern {
         }
         let glob = |part: &str, star: &str| {
             part.split("**")
-                .map(|chunk| chunk.split('*').map(regex::escape).collect::<Vec<_>>().join(star))
+                .map(|chunk| {
+                    chunk
+                        .split('*')
+                        .map(regex::escape)
+                        .collect::<Vec<_>>()
+                        .join(star)
+                })
                 .collect::<Vec<_>>()
                 .join(".*")
         };
-        let port = if port == "*" { "[0-9]+".to_owned() } else { regex::escape(port) };
+        let port = if port == "*" {
+            "[0-9]+".to_owned()
+        } else {
+            regex::escape(port)
+        };
         let source = format!(
             "^{}://{}:{}{}$",
             regex::escape(scheme),
@@ -166,7 +182,8 @@ impl UrlPattern {
             None => return false,
         };
         let port = url.port_or_known_default().unwrap_or(0);
-        self.regex.is_match(&format!("{}://{host}:{port}{}", url.scheme(), url.path()))
+        self.regex
+            .is_match(&format!("{}://{host}:{port}{}", url.scheme(), url.path()))
     }
 }
 
@@ -196,7 +213,10 @@ pub struct HttpCap {
 impl HttpCap {
     /// Keeps the limits and the secrets policies may inject.
     pub fn new(config: &HttpConfig, secrets: BTreeMap<String, String>) -> Self {
-        Self { config: config.clone(), secrets }
+        Self {
+            config: config.clone(),
+            secrets,
+        }
     }
 
     /// The one place Quell builds an HTTP client for runbooks: no proxies, no redirects,
@@ -209,7 +229,9 @@ impl HttpCap {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.config.connect_timeout.0)
             .timeout(self.config.timeout.0)
-            .dns_resolver(std::sync::Arc::new(egress::GuardedResolver::new(policy.networks.iter().map(|n| n.0).collect())))
+            .dns_resolver(std::sync::Arc::new(egress::GuardedResolver::new(
+                policy.networks.iter().map(|n| n.0).collect(),
+            )))
             .user_agent(concat!("quell/", env!("CARGO_PKG_VERSION")))
             .build()?)
     }
@@ -218,7 +240,8 @@ impl HttpCap {
     pub fn check_secrets(&self, policy: &HttpPolicy) -> Result<(), String> {
         for rule in &policy.allow {
             for (header, secret) in &rule.headers {
-                HeaderName::from_bytes(header.as_bytes()).map_err(|_| format!("invalid header name {header:?}"))?;
+                HeaderName::from_bytes(header.as_bytes())
+                    .map_err(|_| format!("invalid header name {header:?}"))?;
                 if !self.secrets.contains_key(secret) {
                     return Err(format!(
                         "header {header:?} uses secret {secret:?}, which the host configuration's [secrets] does not define"
@@ -231,19 +254,34 @@ impl HttpCap {
 }
 
 /// Headers a runbook may not set: they would change where or how the request goes.
-const RESERVED_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"];
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
 
-fn guest_headers(headers: &[(String, String)], injected: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+fn guest_headers(
+    headers: &[(String, String)],
+    injected: &BTreeMap<String, String>,
+) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
         let reserved = RESERVED_HEADERS.contains(&header.as_str())
             || header.as_str().starts_with("proxy-")
             || injected.keys().any(|k| k.eq_ignore_ascii_case(name));
         if reserved {
-            return Err(format!("header {name:?} is set by the host, not the runbook"));
+            return Err(format!(
+                "header {name:?} is set by the host, not the runbook"
+            ));
         }
-        let value = HeaderValue::from_str(value).map_err(|_| format!("invalid value for header {name:?}"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("invalid value for header {name:?}"))?;
         map.append(header, value);
     }
     Ok(map)
@@ -256,15 +294,25 @@ enum Refusal {
 }
 
 fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> {
-    let url = Url::parse(&req.url).map_err(|e| Refusal::Denied(format!("invalid URL {:?}: {e}", req.url)))?;
+    let url = Url::parse(&req.url)
+        .map_err(|e| Refusal::Denied(format!("invalid URL {:?}: {e}", req.url)))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(Refusal::Denied(format!("scheme {:?} is not allowed; use http or https", url.scheme())));
+        return Err(Refusal::Denied(format!(
+            "scheme {:?} is not allowed; use http or https",
+            url.scheme()
+        )));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(Refusal::Denied("credentials in URLs are not allowed".to_owned()));
+        return Err(Refusal::Denied(
+            "credentials in URLs are not allowed".to_owned(),
+        ));
     }
     let method = HttpMethod::from_wit(req.method);
-    let rule = ctx.policy.http.check(method, &url).map_err(Refusal::Denied)?;
+    let rule = ctx
+        .policy
+        .http
+        .check(method, &url)
+        .map_err(Refusal::Denied)?;
     // IP literals never reach the resolver: check them here.
     let literal = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
@@ -272,7 +320,12 @@ fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> 
         _ => None,
     };
     if let Some(ip) = literal {
-        let named = ctx.policy.http.networks.iter().any(|n| n.0.contains(&ip) || n.0.contains(&egress::canonical(ip)));
+        let named = ctx
+            .policy
+            .http
+            .networks
+            .iter()
+            .any(|n| n.0.contains(&ip) || n.0.contains(&egress::canonical(ip)));
         if !named {
             let kind = non_public_kind(ip).map_or(String::new(), |k| format!(" (a {k} address)"));
             return Err(Refusal::Denied(format!(
@@ -284,16 +337,31 @@ fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> 
 }
 
 impl CallContext {
-    async fn send_http(&mut self, req: &Request, url: Url, rule: usize) -> Result<(Response, u64), Refusal> {
+    async fn send_http(
+        &mut self,
+        req: &Request,
+        url: Url,
+        rule: usize,
+    ) -> Result<(Response, u64), Refusal> {
         let policy_rule = &self.policy.http.allow[rule];
-        let mut headers = guest_headers(&req.headers, &policy_rule.headers).map_err(Refusal::Denied)?;
+        let mut headers =
+            guest_headers(&req.headers, &policy_rule.headers).map_err(Refusal::Denied)?;
         for (name, secret) in &policy_rule.headers {
-            let value = self.caps.http.secrets.get(secret).ok_or_else(|| Refusal::Failed(format!("secret {secret:?} is not configured")))?;
-            let value = HeaderValue::from_str(value).map_err(|_| Refusal::Failed(format!("secret {secret:?} is not a valid header value")))?;
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| Refusal::Failed(format!("invalid header name {name:?}")))?;
+            let value =
+                self.caps.http.secrets.get(secret).ok_or_else(|| {
+                    Refusal::Failed(format!("secret {secret:?} is not configured"))
+                })?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Refusal::Failed(format!("secret {secret:?} is not a valid header value"))
+            })?;
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Refusal::Failed(format!("invalid header name {name:?}")))?;
             headers.insert(name, value);
         }
-        let mut request = self.http_client.request(HttpMethod::from_wit(req.method).as_reqwest(), url).headers(headers);
+        let mut request = self
+            .http_client
+            .request(HttpMethod::from_wit(req.method).as_reqwest(), url)
+            .headers(headers);
         if let Some(body) = &req.body {
             request = request.body(body.clone());
         }
@@ -312,10 +380,22 @@ impl CallContext {
         let headers = response
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let size = body.len() as u64;
-        Ok((Response { status: response.status().as_u16(), headers, body }, size))
+        Ok((
+            Response {
+                status: response.status().as_u16(),
+                headers,
+                body,
+            },
+            size,
+        ))
     }
 }
 
@@ -353,32 +433,63 @@ impl Host for CallContext {
         let method = HttpMethod::from_wit(req.method);
         let (verdict, target) = match parse_url(self, &req) {
             Err(Refusal::Denied(reason) | Refusal::Failed(reason)) => (Verdict::Deny(reason), None),
-            Ok((url, rule)) => (self.gate(method.effect(), Ok(format!("[[http.allow]] #{}", rule + 1))), Some((url, rule))),
+            Ok((url, rule)) => (
+                self.gate(method.effect(), Ok(format!("[[http.allow]] #{}", rule + 1))),
+                Some((url, rule)),
+            ),
         };
         let (result, status, bytes) = match (&verdict, target) {
             (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
             (Verdict::Simulate(_), _) => {
                 let body = b"dry run: request not sent".to_vec();
                 let headers = vec![("x-quell-dry-run".to_owned(), "true".to_owned())];
-                (Ok(Response { status: 200, headers, body }), None, 0)
+                (
+                    Ok(Response {
+                        status: 200,
+                        headers,
+                        body,
+                    }),
+                    None,
+                    0,
+                )
             }
-            (Verdict::Execute(_), Some((url, rule))) => match self.send_http(&req, url, rule).await {
+            (Verdict::Execute(_), Some((url, rule))) => match self.send_http(&req, url, rule).await
+            {
                 Ok((response, size)) => {
                     let status = i32::from(response.status);
                     (Ok(response), Some(status), size)
                 }
                 Err(Refusal::Denied(reason)) => (Err(HostError::Denied(reason)), None, 0),
-                Err(Refusal::Failed(reason)) if reason == "timeout" => (Err(HostError::Timeout), None, 0),
-                Err(Refusal::Failed(reason)) if reason.starts_with("too-large:") => (Err(HostError::TooLarge), None, 0),
+                Err(Refusal::Failed(reason)) if reason == "timeout" => {
+                    (Err(HostError::Timeout), None, 0)
+                }
+                Err(Refusal::Failed(reason)) if reason.starts_with("too-large:") => {
+                    (Err(HostError::TooLarge), None, 0)
+                }
                 Err(Refusal::Failed(reason)) => (Err(HostError::Failed(reason)), None, 0),
             },
-            (Verdict::Execute(_), None) => (Err(HostError::Failed("host bug: no target".to_owned())), None, 0),
+            (Verdict::Execute(_), None) => (
+                Err(HostError::Failed("host bug: no target".to_owned())),
+                None,
+                0,
+            ),
         };
         let recorded = result
             .as_ref()
             .map(|r| json!({ "status": r.status, "headers": r.headers, "body": String::from_utf8_lossy(&r.body) }))
             .map_err(Clone::clone);
-        let _ = self.record(Capability::Http, request, &verdict, started, recorded, status, bytes);
+        let measured = Measured {
+            exit_status: status,
+            output_bytes: bytes,
+        };
+        let _ = self.record(
+            Capability::Http,
+            request,
+            &verdict,
+            started,
+            recorded,
+            measured,
+        );
         result
     }
 }

@@ -94,9 +94,12 @@ impl Verb {
     /// Reads are `get/describe/logs/top/rollout history/rollout status`; the rest write.
     pub fn effect(self) -> Effect {
         match self {
-            Self::Get | Self::Describe | Self::Logs | Self::Top | Self::RolloutHistory | Self::RolloutStatus => {
-                Effect::Read
-            }
+            Self::Get
+            | Self::Describe
+            | Self::Logs
+            | Self::Top
+            | Self::RolloutHistory
+            | Self::RolloutStatus => Effect::Read,
             _ => Effect::Write,
         }
     }
@@ -140,8 +143,16 @@ const RESOURCES: &[(&str, &[&str], bool)] = &[
     ("cronjobs", &["cronjob", "cj"], true),
     ("ingresses", &["ingress", "ing"], true),
     ("endpoints", &["ep"], true),
-    ("persistentvolumeclaims", &["persistentvolumeclaim", "pvc"], true),
-    ("horizontalpodautoscalers", &["horizontalpodautoscaler", "hpa"], true),
+    (
+        "persistentvolumeclaims",
+        &["persistentvolumeclaim", "pvc"],
+        true,
+    ),
+    (
+        "horizontalpodautoscalers",
+        &["horizontalpodautoscaler", "hpa"],
+        true,
+    ),
     ("nodes", &["node", "no"], false),
     ("namespaces", &["namespace", "ns"], false),
 ];
@@ -162,7 +173,9 @@ impl Resource {
         let lower = text.to_ascii_lowercase();
         RESOURCES
             .iter()
-            .find(|(canonical, aliases, _)| *canonical == lower || aliases.contains(&lower.as_str()))
+            .find(|(canonical, aliases, _)| {
+                *canonical == lower || aliases.contains(&lower.as_str())
+            })
             .map(|(canonical, _, namespaced)| Self(canonical, *namespaced))
             .ok_or_else(|| {
                 let known: Vec<_> = RESOURCES.iter().map(|(c, ..)| *c).collect();
@@ -203,27 +216,37 @@ pub struct Call {
 fn dns_label(what: &str, value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 63
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !value.starts_with('-')
         && !value.ends_with('-');
-    ok.then_some(()).ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS label (a-z, 0-9, '-')"))
+    ok.then_some(())
+        .ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS label (a-z, 0-9, '-')"))
 }
 
 fn dns_subdomain(what: &str, value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 253
-        && value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && value.starts_with(|c: char| c.is_ascii_alphanumeric())
         && value.ends_with(|c: char| c.is_ascii_alphanumeric());
-    ok.then_some(()).ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS subdomain (a-z, 0-9, '-', '.')"))
+    ok.then_some(()).ok_or_else(|| {
+        format!("invalid {what} {value:?}: must be a DNS subdomain (a-z, 0-9, '-', '.')")
+    })
 }
 
 fn label_selector(value: &str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 1024
         && !value.starts_with('-')
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || "._-/=!,() ".contains(c));
-    ok.then_some(()).ok_or_else(|| format!("invalid label selector {value:?}"))
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-/=!,() ".contains(c));
+    ok.then_some(())
+        .ok_or_else(|| format!("invalid label selector {value:?}"))
 }
 
 impl Call {
@@ -240,16 +263,29 @@ impl Call {
         if let Some(selector) = &req.selector {
             label_selector(selector)?;
         }
-        let namespace = if resource.namespaced() {
-            Some(req.namespace.clone().ok_or_else(|| format!("{} are namespaced: set a namespace", resource.name()))?)
-        } else {
-            None
+        let namespace =
+            if resource.namespaced() {
+                Some(req.namespace.clone().ok_or_else(|| {
+                    format!("{} are namespaced: set a namespace", resource.name())
+                })?)
+            } else {
+                None
+            };
+        let needs = |what: &str, ok: bool| {
+            ok.then_some(())
+                .ok_or_else(|| format!("{verb} needs {what}"))
         };
-        let needs = |what: &str, ok: bool| ok.then_some(()).ok_or_else(|| format!("{verb} needs {what}"));
         let allowed_kinds = |kinds: &[&str]| {
-            kinds.contains(&resource.name()).then_some(()).ok_or_else(|| {
-                format!("{verb} works on {}, not {}", kinds.join(", "), resource.name())
-            })
+            kinds
+                .contains(&resource.name())
+                .then_some(())
+                .ok_or_else(|| {
+                    format!(
+                        "{verb} works on {}, not {}",
+                        kinds.join(", "),
+                        resource.name()
+                    )
+                })
         };
         let opts = &req.options;
         let mut extra = Vec::new();
@@ -267,7 +303,10 @@ impl Call {
             }
             Verb::Logs => {
                 allowed_kinds(&["pods"])?;
-                needs("a pod name or a selector", req.name.is_some() || req.selector.is_some())?;
+                needs(
+                    "a pod name or a selector",
+                    req.name.is_some() || req.selector.is_some(),
+                )?;
                 if let Some(container) = &opts.container {
                     dns_label("container", container)?;
                     extra.push(format!("--container={container}"));
@@ -280,7 +319,10 @@ impl Call {
                 }
             }
             Verb::Top => allowed_kinds(&["pods", "nodes"])?,
-            Verb::RolloutHistory | Verb::RolloutStatus | Verb::RolloutUndo | Verb::RolloutRestart => {
+            Verb::RolloutHistory
+            | Verb::RolloutStatus
+            | Verb::RolloutUndo
+            | Verb::RolloutRestart => {
                 allowed_kinds(&["deployments", "statefulsets", "daemonsets"])?;
                 needs("a name", req.name.is_some() && req.selector.is_none())?;
                 match (verb, opts.to_revision) {
@@ -293,11 +335,16 @@ impl Call {
             Verb::Scale => {
                 allowed_kinds(&["deployments", "statefulsets", "replicasets"])?;
                 needs("a name", req.name.is_some() && req.selector.is_none())?;
-                let replicas = opts.replicas.ok_or_else(|| "scale needs replicas".to_owned())?;
+                let replicas = opts
+                    .replicas
+                    .ok_or_else(|| "scale needs replicas".to_owned())?;
                 extra.push(format!("--replicas={}", replicas.min(10_000)));
             }
             Verb::Delete => {
-                needs("a name (bulk deletes by selector are not offered)", req.name.is_some() && req.selector.is_none())?;
+                needs(
+                    "a name (bulk deletes by selector are not offered)",
+                    req.name.is_some() && req.selector.is_none(),
+                )?;
                 extra.push("--wait=false".to_owned());
             }
             Verb::Cordon | Verb::Uncordon => {
@@ -305,7 +352,14 @@ impl Call {
                 needs("a name", req.name.is_some() && req.selector.is_none())?;
             }
         }
-        Ok(Self { verb, resource, namespace, name: req.name.clone(), selector: req.selector.clone(), extra })
+        Ok(Self {
+            verb,
+            resource,
+            namespace,
+            name: req.name.clone(),
+            selector: req.selector.clone(),
+            extra,
+        })
     }
 
     /// The verb.
@@ -318,11 +372,17 @@ impl Call {
         let mut args: Vec<String> = self.verb.words().iter().map(|w| (*w).to_owned()).collect();
         let rollout_style = matches!(
             self.verb,
-            Verb::RolloutHistory | Verb::RolloutStatus | Verb::RolloutUndo | Verb::RolloutRestart | Verb::Scale
+            Verb::RolloutHistory
+                | Verb::RolloutStatus
+                | Verb::RolloutUndo
+                | Verb::RolloutRestart
+                | Verb::Scale
         );
         match (&self.name, rollout_style) {
             (Some(name), true) => args.push(format!("{}/{name}", self.resource.singular())),
-            (Some(name), false) if matches!(self.verb, Verb::Logs | Verb::Cordon | Verb::Uncordon) => {
+            (Some(name), false)
+                if matches!(self.verb, Verb::Logs | Verb::Cordon | Verb::Uncordon) =>
+            {
                 args.push(name.clone())
             }
             (name, _) => {
@@ -365,19 +425,30 @@ impl KubectlPolicy {
         let allowing = self.allow.iter().enumerate().find(|(_, rule)| {
             rule.verbs.contains(&call.verb)
                 && rule.resources.contains(&call.resource)
-                && call.namespace.as_ref().is_none_or(|ns| rule.namespaces.iter().any(|g| g.is_match(ns)))
+                && call
+                    .namespace
+                    .as_ref()
+                    .is_none_or(|ns| rule.namespaces.iter().any(|g| g.is_match(ns)))
                 && rule.names.as_ref().is_none_or(|names| {
-                    call.name.as_ref().is_some_and(|name| names.iter().any(|g| g.is_match(name)))
+                    call.name
+                        .as_ref()
+                        .is_some_and(|name| names.iter().any(|g| g.is_match(name)))
                 })
         });
         match allowing {
             Some((index, _)) => Ok(format!("[[kubectl.allow]] #{}", index + 1)),
             None => {
-                let mut hint = format!("verbs = [{:?}], resources = [{:?}]", call.verb.to_string(), call.resource.name());
+                let mut hint = format!(
+                    "verbs = [{:?}], resources = [{:?}]",
+                    call.verb.to_string(),
+                    call.resource.name()
+                );
                 if let Some(ns) = &call.namespace {
                     hint.push_str(&format!(", namespaces = [{ns:?}]"));
                 }
-                Err(format!("no [[kubectl.allow]] rule allows {call}; a rule with {hint} would"))
+                Err(format!(
+                    "no [[kubectl.allow]] rule allows {call}; a rule with {hint} would"
+                ))
             }
         }
     }
@@ -397,7 +468,8 @@ impl KubectlCap {
     pub fn new(config: &KubectlConfig, home: &Path) -> anyhow::Result<Self> {
         // A missing kubectl is not fatal at start-up: runbooks without kubectl still work,
         // and calls fail with a clear message.
-        let binary = process::resolve_binary(&config.binary).unwrap_or_else(|_| config.binary.clone());
+        let binary =
+            process::resolve_binary(&config.binary).unwrap_or_else(|_| config.binary.clone());
         let mut pinned: Vec<OsString> = Vec::new();
         if let Some(kubeconfig) = &config.kubeconfig {
             let mut flag = OsString::from("--kubeconfig=");
@@ -408,7 +480,12 @@ impl KubectlCap {
             pinned.push(format!("--context={context}").into());
         }
         pinned.push(format!("--request-timeout={}s", config.timeout.0.as_secs().max(1)).into());
-        Ok(Self { binary, pinned, home: home.to_owned(), config: config.clone() })
+        Ok(Self {
+            binary,
+            pinned,
+            home: home.to_owned(),
+            config: config.clone(),
+        })
     }
 
     fn spec(&self, call: &Call) -> process::Spec {
@@ -430,9 +507,13 @@ impl KubectlCap {
 
 impl Host for CallContext {
     async fn run(&mut self, req: Request) -> Result<CommandOutput, HostError> {
-        let request = serde_json::to_value(&req).unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
+        let request = serde_json::to_value(&req)
+            .unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
         let (verdict, spec) = match Call::parse(&req) {
-            Err(reason) => (Verdict::Deny(format!("invalid kubectl request: {reason}")), None),
+            Err(reason) => (
+                Verdict::Deny(format!("invalid kubectl request: {reason}")),
+                None,
+            ),
             Ok(call) => {
                 let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
                 (verdict, Some(self.caps.kubectl.spec(&call)))

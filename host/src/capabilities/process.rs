@@ -49,13 +49,19 @@ pub struct Output {
 pub enum Error {
     /// The binary could not be started.
     #[error("cannot start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
     /// The deadline passed; the process group was killed.
     #[error("deadline of {0:?} passed; process group killed")]
     Timeout(Duration),
     /// Reading the output or waiting failed.
     #[error("waiting for {program}: {source}")]
-    Wait { program: String, source: std::io::Error },
+    Wait {
+        program: String,
+        source: std::io::Error,
+    },
 }
 
 /// Kills the child's whole process group if dropped while armed: covers both the deadline
@@ -95,15 +101,26 @@ pub async fn run(spec: Spec) -> Result<Output, Error> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| Error::Spawn { program: program.clone(), source })?;
-    let mut guard = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+    let mut child = command.spawn().map_err(|source| Error::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let mut guard = GroupGuard(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    );
 
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let cap = spec.output_cap;
     let work = async {
-        let (out, err, status) =
-            tokio::join!(read_capped(stdout, cap), read_capped(stderr, cap), child.wait());
+        let (out, err, status) = tokio::join!(
+            read_capped(stdout, cap),
+            read_capped(stderr, cap),
+            child.wait()
+        );
         (out, err, status)
     };
     let Ok((out, err, status)) = tokio::time::timeout(spec.timeout, work).await else {
@@ -113,7 +130,10 @@ pub async fn run(spec: Spec) -> Result<Output, Error> {
     };
     // The leader has been reaped: its pid may be reused, so never signal the group now.
     guard.disarm();
-    let wait_error = |source| Error::Wait { program: program.clone(), source };
+    let wait_error = |source| Error::Wait {
+        program: program.clone(),
+        source,
+    };
     let status = status.map_err(wait_error)?;
     let (stdout, out_total) = out.map_err(wait_error)?;
     let (stderr, err_total) = err.map_err(wait_error)?;
@@ -131,8 +151,13 @@ pub async fn run(spec: Spec) -> Result<Output, Error> {
 }
 
 /// Reads a stream to its end, keeping at most `cap` bytes; returns them and the total.
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: usize) -> std::io::Result<(Vec<u8>, u64)> {
-    let Some(mut stream) = stream else { return Ok((Vec::new(), 0)) };
+async fn read_capped(
+    stream: Option<impl AsyncRead + Unpin>,
+    cap: usize,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let Some(mut stream) = stream else {
+        return Ok((Vec::new(), 0));
+    };
     let mut kept = Vec::new();
     let mut total = 0u64;
     let mut chunk = vec![0u8; 16 << 10];
@@ -176,14 +201,22 @@ mod tests {
     #[tokio::test]
     async fn environment_is_cleared_and_stdin_closed() {
         // SAFETY-free: set in this process only to prove it does not leak to the child.
-        let out = run(sh("echo \"[$KUBECONFIG]\"; cat", Duration::from_secs(5), 1024)).await.unwrap();
+        let out = run(sh(
+            "echo \"[$KUBECONFIG]\"; cat",
+            Duration::from_secs(5),
+            1024,
+        ))
+        .await
+        .unwrap();
         assert_eq!(out.exit_code, 0);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "[]\n");
     }
 
     #[tokio::test]
     async fn output_is_capped_and_drained() {
-        let out = run(sh("head -c 1000000 /dev/zero", Duration::from_secs(5), 100)).await.unwrap();
+        let out = run(sh("head -c 1000000 /dev/zero", Duration::from_secs(5), 100))
+            .await
+            .unwrap();
         assert_eq!(out.stdout.len(), 100);
         assert!(out.truncated);
         assert_eq!(out.total_bytes, 1_000_000);
@@ -194,9 +227,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("grandchild.pid");
         let script = format!("sleep 60 & echo $! > {}; wait", pidfile.display());
-        let err = run(sh(&script, Duration::from_millis(300), 1024)).await.unwrap_err();
+        let err = run(sh(&script, Duration::from_millis(300), 1024))
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
         // The grandchild was in the group and got SIGKILL; give the kernel a moment to reap it.
         let mut alive = true;
         for _ in 0..50 {

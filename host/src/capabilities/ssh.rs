@@ -44,8 +44,11 @@ impl TryFrom<String> for SshUser {
         let ok = !text.is_empty()
             && text.len() <= 32
             && text.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        ok.then(|| Self(text.clone())).ok_or_else(|| format!("invalid ssh user {text:?}"))
+            && text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        ok.then(|| Self(text.clone()))
+            .ok_or_else(|| format!("invalid ssh user {text:?}"))
     }
 }
 
@@ -98,14 +101,24 @@ impl TryFrom<RawTemplate> for CommandTemplate {
         }
         parts.push(Part::Text(rest.to_owned()));
         for name in raw.params.keys() {
-            if !parts.iter().any(|p| matches!(p, Part::Param(n) if n == name)) {
-                return Err(format!("param {name:?} is declared but {:?} never uses it", raw.run));
+            if !parts
+                .iter()
+                .any(|p| matches!(p, Part::Param(n) if n == name))
+            {
+                return Err(format!(
+                    "param {name:?} is declared but {:?} never uses it",
+                    raw.run
+                ));
             }
         }
         if raw.run.trim().is_empty() {
             return Err("empty command".to_owned());
         }
-        Ok(Self { parts, params: raw.params, effect: raw.effect })
+        Ok(Self {
+            parts,
+            params: raw.params,
+            effect: raw.effect,
+        })
     }
 }
 
@@ -131,7 +144,9 @@ impl CommandTemplate {
             match part {
                 Part::Text(text) => line.push_str(text),
                 Part::Param(name) => {
-                    let value = given.get(name.as_str()).ok_or_else(|| format!("command {id:?} needs parameter {name:?}"))?;
+                    let value = given
+                        .get(name.as_str())
+                        .ok_or_else(|| format!("command {id:?} needs parameter {name:?}"))?;
                     line.push_str(&shell_escape::unix::escape((*value).into()));
                 }
             }
@@ -144,16 +159,26 @@ fn valid_host(host: &str) -> Result<(), String> {
     let ok = !host.is_empty()
         && host.len() <= 253
         && !host.starts_with('-')
-        && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
-    ok.then_some(()).ok_or_else(|| format!("invalid host {host:?}"))
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
+    ok.then_some(())
+        .ok_or_else(|| format!("invalid host {host:?}"))
 }
 
 impl SshPolicy {
     /// Checks host, command and parameters; returns the allowing rule and the remote command.
-    fn check(&self, host: &str, command: &str, params: &[(String, String)]) -> Result<(String, Effect, String), String> {
+    fn check(
+        &self,
+        host: &str,
+        command: &str,
+        params: &[(String, String)],
+    ) -> Result<(String, Effect, String), String> {
         valid_host(host)?;
         if !self.hosts.iter().any(|pattern| pattern.covers(host)) {
-            return Err(format!("host {host:?} is not in [ssh] hosts; add a pattern that covers it"));
+            return Err(format!(
+                "host {host:?} is not in [ssh] hosts; add a pattern that covers it"
+            ));
         }
         let (id, template) = self
             .commands
@@ -176,8 +201,13 @@ pub struct SshCap {
 impl SshCap {
     /// Resolves the binary.
     pub fn new(config: &SshConfig, home: &Path) -> anyhow::Result<Self> {
-        let binary = process::resolve_binary(&config.binary).unwrap_or_else(|_| config.binary.clone());
-        Ok(Self { binary, home: home.to_owned(), config: config.clone() })
+        let binary =
+            process::resolve_binary(&config.binary).unwrap_or_else(|_| config.binary.clone());
+        Ok(Self {
+            binary,
+            home: home.to_owned(),
+            config: config.clone(),
+        })
     }
 
     fn spec(&self, user: &str, host: &str, remote: &str) -> process::Spec {
@@ -185,10 +215,16 @@ impl SshCap {
         let mut args: Vec<OsString> = vec!["-F".into(), "/dev/null".into(), "-T".into()];
         args.extend(option("BatchMode=yes".into()));
         args.extend(option("StrictHostKeyChecking=yes".into()));
-        args.extend(option(format!("UserKnownHostsFile={}", self.config.known_hosts.display())));
+        args.extend(option(format!(
+            "UserKnownHostsFile={}",
+            self.config.known_hosts.display()
+        )));
         args.extend(option("GlobalKnownHostsFile=/dev/null".into()));
         args.extend(option("IdentitiesOnly=yes".into()));
-        args.extend(option(format!("ConnectTimeout={}", self.config.connect_timeout.0.as_secs().max(1))));
+        args.extend(option(format!(
+            "ConnectTimeout={}",
+            self.config.connect_timeout.0.as_secs().max(1)
+        )));
         args.extend(option("ServerAliveInterval=5".into()));
         args.extend(option("ServerAliveCountMax=3".into()));
         args.extend(option("ForwardAgent=no".into()));
@@ -198,12 +234,20 @@ impl SshCap {
             args.push("-i".into());
             args.push(identity.clone().into_os_string());
         }
-        args.extend(["-p".into(), self.config.port.to_string().into(), "-l".into(), user.into()]);
+        args.extend([
+            "-p".into(),
+            self.config.port.to_string().into(),
+            "-l".into(),
+            user.into(),
+        ]);
         args.extend(["--".into(), host.into(), remote.into()]);
         process::Spec {
             program: self.binary.clone(),
             args,
-            env: vec![("PATH", "/usr/bin:/bin".into()), ("HOME", self.home.clone().into_os_string())],
+            env: vec![
+                ("PATH", "/usr/bin:/bin".into()),
+                ("HOME", self.home.clone().into_os_string()),
+            ],
             timeout: self.config.timeout.0,
             output_cap: self.config.output_cap.as_usize(),
         }
@@ -220,7 +264,9 @@ impl Host for CallContext {
         let request = json!({ "host": host, "command": command, "params": params });
         let checked = match &self.policy.ssh {
             None => Err("the policy has no [ssh] section".to_owned()),
-            Some(policy) => policy.check(&host, &command, &params).map(|ok| (policy.user.0.clone(), ok)),
+            Some(policy) => policy
+                .check(&host, &command, &params)
+                .map(|ok| (policy.user.0.clone(), ok)),
         };
         let (verdict, spec) = match checked {
             Err(reason) => (Verdict::Deny(reason), None),
@@ -264,19 +310,44 @@ vacuum-journal = { run = "journalctl --vacuum-time={days}d", params = { days = "
         let p = policy(POLICY);
         for evil in ["3; rm -rf /", "3$(reboot)", "3`id`", "3\nreboot", "3 && id"] {
             let params = vec![("days".to_owned(), evil.to_owned())];
-            let err = p.check("db.internal", "vacuum-journal", &params).unwrap_err();
-            assert!(err.contains("does not match its pattern"), "{evil:?}: {err}");
+            let err = p
+                .check("db.internal", "vacuum-journal", &params)
+                .unwrap_err();
+            assert!(
+                err.contains("does not match its pattern"),
+                "{evil:?}: {err}"
+            );
         }
     }
 
     #[test]
     fn hosts_and_commands_outside_the_policy_are_refused() {
         let p = policy(POLICY);
-        assert!(p.check("evil.example.com", "clean-tmp", &[]).unwrap_err().contains("not in [ssh] hosts"));
-        assert!(p.check("-oProxyCommand=id", "clean-tmp", &[]).unwrap_err().contains("invalid host"));
-        assert!(p.check("10.1.1.1", "rm-rf", &[]).unwrap_err().contains("no command \"rm-rf\""));
-        assert!(p.check("10.1.1.1", "clean-tmp", &[("x".into(), "1".into())]).unwrap_err().contains("takes no parameter"));
-        assert!(p.check("10.1.1.1", "vacuum-journal", &[]).unwrap_err().contains("needs parameter"));
+        assert!(
+            p.check("evil.example.com", "clean-tmp", &[])
+                .unwrap_err()
+                .contains("not in [ssh] hosts")
+        );
+        assert!(
+            p.check("-oProxyCommand=id", "clean-tmp", &[])
+                .unwrap_err()
+                .contains("invalid host")
+        );
+        assert!(
+            p.check("10.1.1.1", "rm-rf", &[])
+                .unwrap_err()
+                .contains("no command \"rm-rf\"")
+        );
+        assert!(
+            p.check("10.1.1.1", "clean-tmp", &[("x".into(), "1".into())])
+                .unwrap_err()
+                .contains("takes no parameter")
+        );
+        assert!(
+            p.check("10.1.1.1", "vacuum-journal", &[])
+                .unwrap_err()
+                .contains("needs parameter")
+        );
     }
 
     #[test]
@@ -285,6 +356,10 @@ vacuum-journal = { run = "journalctl --vacuum-time={days}d", params = { days = "
             "user = \"u\"\n[commands]\nx = { run = \"rm {path}\", effect = \"write\" }\n",
         )
         .unwrap_err();
-        assert!(err.message().contains("uses {path} but params has no pattern"), "{err}");
+        assert!(
+            err.message()
+                .contains("uses {path} but params has no pattern"),
+            "{err}"
+        );
     }
 }

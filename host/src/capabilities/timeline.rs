@@ -19,7 +19,9 @@ impl Host for CallContext {
                 }
                 self.notes.push(text[..end].to_owned());
             }
-            n if n == MAX_NOTES => self.notes.push(format!("(further notes dropped: at most {MAX_NOTES} per call)")),
+            n if n == MAX_NOTES => self.notes.push(format!(
+                "(further notes dropped: at most {MAX_NOTES} per call)"
+            )),
             _ => {}
         }
     }

@@ -23,10 +23,13 @@ impl FromStr for HumanDuration {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let duration = humantime::parse_duration(text)
-            .map_err(|e| format!("invalid duration {text:?} ({e}); write e.g. \"30s\" or \"5m\""))?;
+        let duration = humantime::parse_duration(text).map_err(|e| {
+            format!("invalid duration {text:?} ({e}); write e.g. \"30s\" or \"5m\"")
+        })?;
         if duration.is_zero() {
-            return Err(format!("invalid duration {text:?}: must be greater than zero"));
+            return Err(format!(
+                "invalid duration {text:?}: must be greater than zero"
+            ));
         }
         Ok(Self(duration))
     }
@@ -84,9 +87,21 @@ mod tests {
 
     #[test]
     fn parses_durations_and_sizes() {
-        assert_eq!("30s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(30));
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
         assert_eq!("64MiB".parse::<ByteSize>().unwrap().0, 64 << 20);
-        assert!("0s".parse::<HumanDuration>().unwrap_err().contains("greater than zero"));
-        assert!("lots".parse::<ByteSize>().unwrap_err().contains("invalid size"));
+        assert!(
+            "0s".parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            "lots"
+                .parse::<ByteSize>()
+                .unwrap_err()
+                .contains("invalid size")
+        );
     }
 }

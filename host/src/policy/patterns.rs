@@ -39,7 +39,10 @@ impl TryFrom<String> for Glob {
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("invalid glob {text:?}: {}", e.kind()))?;
-        Ok(Self { matcher: glob.compile_matcher(), text })
+        Ok(Self {
+            matcher: glob.compile_matcher(),
+            text,
+        })
     }
 }
 
@@ -77,10 +80,16 @@ impl TryFrom<String> for AnchoredRegex {
         // Report errors against the expression as written, not the anchored wrapper.
         build(&text).map_err(|e| {
             let reason = e.to_string();
-            let reason = reason.lines().last().unwrap_or_default().trim_start_matches("error: ").to_owned();
+            let reason = reason
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim_start_matches("error: ")
+                .to_owned();
             format!("invalid regular expression {text:?}: {reason}")
         })?;
-        let regex = build(&format!("^(?:{text})$")).map_err(|e| format!("invalid regular expression {text:?}: {e}"))?;
+        let regex = build(&format!("^(?:{text})$"))
+            .map_err(|e| format!("invalid regular expression {text:?}: {e}"))?;
         Ok(Self { text, regex })
     }
 }
@@ -122,8 +131,14 @@ impl TryFrom<String> for HostPattern {
         if let Ok(ip) = text.parse::<IpAddr>() {
             return Ok(Self::Network(IpNet::from(ip)));
         }
-        if text.starts_with('-') || text.chars().any(|c| c.is_whitespace() || c == '@' || c == '/') {
-            return Err(format!("invalid host pattern {text:?}: expected a host name glob or a CIDR"));
+        if text.starts_with('-')
+            || text
+                .chars()
+                .any(|c| c.is_whitespace() || c == '@' || c == '/')
+        {
+            return Err(format!(
+                "invalid host pattern {text:?}: expected a host name glob or a CIDR"
+            ));
         }
         Glob::try_from(text.to_ascii_lowercase()).map(Self::Name)
     }
@@ -141,7 +156,11 @@ impl TryFrom<String> for Network {
         text.parse::<IpNet>()
             .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
             .map(Self)
-            .map_err(|_| format!("invalid network {text:?}: expected a CIDR such as \"10.0.0.0/8\" or an address"))
+            .map_err(|_| {
+                format!(
+                    "invalid network {text:?}: expected a CIDR such as \"10.0.0.0/8\" or an address"
+                )
+            })
     }
 }
 
@@ -165,7 +184,9 @@ impl TryFrom<String> for Identifier {
         let valid = !text.is_empty()
             && text.len() <= 63
             && text.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-            && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if valid {
             Ok(Self(text))
         } else {

@@ -52,12 +52,14 @@ impl Ticker {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
         let flag = Arc::clone(&stop);
-        std::thread::Builder::new().name("quell-epoch".to_owned()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
-                engine.increment_epoch();
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("quell-epoch".to_owned())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
         Ok(Self { stop })
     }
 }

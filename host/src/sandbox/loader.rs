@@ -47,7 +47,10 @@ pub struct LoadError {
 
 impl LoadError {
     pub(super) fn new(path: &Path, message: impl Into<String>) -> Self {
-        Self { path: path.to_owned(), message: message.into() }
+        Self {
+            path: path.to_owned(),
+            message: message.into(),
+        }
     }
 }
 
@@ -56,7 +59,10 @@ impl Runtime {
     pub fn load(&self, policy_path: &Path) -> Result<LoadedRunbook, LoadError> {
         let fail = |message: String| LoadError::new(policy_path, message);
         let policy = Policy::load(policy_path).map_err(|e| fail(e.message))?;
-        let component_path = policy_path.parent().unwrap_or(Path::new(".")).join(&policy.runbook.component);
+        let component_path = policy_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&policy.runbook.component);
         let wasm = std::fs::read(&component_path).map_err(|e| {
             fail(format!("component {}: cannot read: {e} (build the runbooks first: scripts/build-runbooks.sh)", component_path.display()))
         })?;
@@ -70,15 +76,29 @@ impl Runtime {
                 pin.0
             )));
         }
-        self.caps.http.check_secrets(&policy.http).map_err(|e| fail(format!("[http]: {e}")))?;
-        let component = self.compile(&wasm, &digest).map_err(|e| fail(format!("component {}: {e:#}", component_path.display())))?;
+        self.caps
+            .http
+            .check_secrets(&policy.http)
+            .map_err(|e| fail(format!("[http]: {e}")))?;
+        let component = self
+            .compile(&wasm, &digest)
+            .map_err(|e| fail(format!("component {}: {e:#}", component_path.display())))?;
         let imports = check_imports(&self.engine, &component, &policy).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .and_then(RunbookPre::new)
-            .map_err(|e| fail(format!("component {} does not fit the quell:runbook world: {e:#}", component_path.display())))?;
-        let http_client = self.caps.http.client(&policy.http).map_err(|e| fail(format!("http client: {e:#}")))?;
+            .map_err(|e| {
+                fail(format!(
+                    "component {} does not fit the quell:runbook world: {e:#}",
+                    component_path.display()
+                ))
+            })?;
+        let http_client = self
+            .caps
+            .http
+            .client(&policy.http)
+            .map_err(|e| fail(format!("http client: {e:#}")))?;
         let granted = policy.granted();
         for capability in &granted {
             if *capability != Capability::Timeline && !imports.contains(capability) {
@@ -99,8 +119,12 @@ impl Runtime {
     /// Compiles a component, or loads it from the cache keyed by sha256 and engine.
     fn compile(&self, wasm: &[u8], digest: &str) -> anyhow::Result<Component> {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
-        let cached = self.cache_dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        let cached = self
+            .cache_dir
+            .join(format!("{digest}-{:016x}.cwasm", hasher.finish()));
         if cached.is_file() {
             // SAFETY: files in the cache directory are written only by `compile` below, from
             // a component whose sha256 is part of the file name and was just checked; the
@@ -108,9 +132,15 @@ impl Runtime {
             // engine-compatibility hash in the name keeps artifacts of other engines out.
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize_file(&self.engine, &cached) };
-            match loaded.and_then(|component| component.initialize_copy_on_write_image().map(|()| component)) {
+            match loaded.and_then(|component| {
+                component
+                    .initialize_copy_on_write_image()
+                    .map(|()| component)
+            }) {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cached component"),
+                Err(e) => {
+                    tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cached component")
+                }
             }
         }
         let component = Component::new(&self.engine, wasm)?;
@@ -125,7 +155,11 @@ impl Runtime {
 }
 
 /// Compares the component's imports with the policy's grants; names the missing grant.
-fn check_imports(engine: &wasmtime::Engine, component: &Component, policy: &Policy) -> Result<Vec<Capability>, String> {
+fn check_imports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    policy: &Policy,
+) -> Result<Vec<Capability>, String> {
     let granted = policy.granted();
     let mut imported = Vec::new();
     for (name, item) in component.component_type().imports(engine) {
@@ -140,10 +174,16 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, policy: &Poli
         } else if name.starts_with("wasi:") {
             let interface = name.split('@').next().unwrap_or(name);
             if !PROVIDED_WASI.contains(&interface) {
-                return Err(format!("the component imports {name}, which Quell does not provide to runbooks"));
+                return Err(format!(
+                    "the component imports {name}, which Quell does not provide to runbooks"
+                ));
             }
-        } else if !matches!(item.ty, ComponentItem::Type(_)) && !name.starts_with("quell:runbook/types") {
-            return Err(format!("the component imports {name}, which is not part of the quell:runbook world"));
+        } else if !matches!(item.ty, ComponentItem::Type(_))
+            && !name.starts_with("quell:runbook/types")
+        {
+            return Err(format!(
+                "the component imports {name}, which is not part of the quell:runbook world"
+            ));
         }
     }
     imported.sort();

@@ -25,7 +25,12 @@ struct Captured {
 impl CappedPipe {
     /// A pipe keeping at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
-        Self { inner: Arc::new(Mutex::new(Captured { cap, ..Captured::default() })) }
+        Self {
+            inner: Arc::new(Mutex::new(Captured {
+                cap,
+                ..Captured::default()
+            })),
+        }
     }
 
     /// What was kept, as text, with a marker when something was dropped.
@@ -33,7 +38,10 @@ impl CappedPipe {
         let captured = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let mut text = String::from_utf8_lossy(&captured.kept).into_owned();
         if captured.dropped > 0 {
-            text.push_str(&format!("\n[quell: {} more bytes dropped]", captured.dropped));
+            text.push_str(&format!(
+                "\n[quell: {} more bytes dropped]",
+                captured.dropped
+            ));
         }
         text
     }
@@ -52,7 +60,11 @@ impl StdoutStream for CappedPipe {
 }
 
 impl AsyncWrite for CappedPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let mut captured = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let room = captured.cap.saturating_sub(captured.kept.len());
         let keep = buf.len().min(room);

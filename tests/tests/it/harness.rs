@@ -12,14 +12,24 @@ use quell_tests::sshd::Sshd;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
 }
 
 /// A built component, by crate name (`probe`, `high_error_rate`).
 pub fn component(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace().join("target"), PathBuf::from);
-    let path = target.join("wasm32-wasip2/wasm").join(format!("{name}.wasm"));
-    assert!(path.is_file(), "{} is missing: run scripts/build-runbooks.sh (scripts/test.sh does)", path.display());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    let path = target
+        .join("wasm32-wasip2/wasm")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-runbooks.sh (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
@@ -36,14 +46,17 @@ impl Env {
         // Compiled components are keyed by digest, so tests can share one cache.
         config.sandbox.cache_dir = workspace().join("target/quell-test-cache");
         config.kubectl.timeout = HumanDuration(Duration::from_secs(20));
-        config.secrets.insert("health-token".to_owned(), "Bearer test".to_owned());
+        config
+            .secrets
+            .insert("health-token".to_owned(), "Bearer test".to_owned());
         Env { dir, config }
     }
 
     /// Points kubectl at the simulator.
     pub fn kube(mut self, sim: &KubeSim) -> Env {
         let kubeconfig = self.dir.path().join("kubeconfig");
-        sim.write_kubeconfig(&kubeconfig, "sim").expect("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig, "sim")
+            .expect("kubeconfig");
         self.config.kubectl.kubeconfig = Some(kubeconfig);
         self.config.kubectl.context = Some("sim".to_owned());
         self
@@ -77,11 +90,20 @@ impl Env {
 
     /// A shipped runbook's policy, with the component path made absolute and `edit` applied.
     pub fn shipped_policy(&self, runbook: &str, edit: impl Fn(String) -> String) -> PathBuf {
-        let text = std::fs::read_to_string(workspace().join("runbooks").join(runbook).join("policy.toml")).expect("shipped policy");
+        let text = std::fs::read_to_string(
+            workspace()
+                .join("runbooks")
+                .join(runbook)
+                .join("policy.toml"),
+        )
+        .expect("shipped policy");
         let crate_name = runbook.replace('-', "_");
         let text = text.replace(
             &format!("component = \"{crate_name}.wasm\""),
-            &format!("component = {:?}", component(&crate_name).display().to_string()),
+            &format!(
+                "component = {:?}",
+                component(&crate_name).display().to_string()
+            ),
         );
         let dir = self.dir.path().join(runbook);
         std::fs::create_dir_all(&dir).expect("runbook dir");
@@ -92,13 +114,18 @@ impl Env {
 }
 
 pub fn load(runtime: &Runtime, policy: &Path) -> LoadedRunbook {
-    runtime.load(policy).unwrap_or_else(|e| panic!("runbook does not load: {e}"))
+    runtime
+        .load(policy)
+        .unwrap_or_else(|e| panic!("runbook does not load: {e}"))
 }
 
 /// An incident from labels and annotations, through the same parser `quell run` uses.
 pub fn incident(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Incident {
     let map = |pairs: &[(&str, &str)]| {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
     };
     let alert = serde_json::json!({
         "status": "firing",
@@ -106,7 +133,9 @@ pub fn incident(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Incide
         "annotations": map(annotations),
         "startsAt": "2026-11-24T03:00:00Z",
     });
-    quell::incident::from_alert_json(&alert.to_string(), "test").expect("incident").remove(0)
+    quell::incident::from_alert_json(&alert.to_string(), "test")
+        .expect("incident")
+        .remove(0)
 }
 
 /// The probe guest's scripted calls, as its annotation value.

@@ -16,11 +16,20 @@ const POLICY: &str = "timeout = \"1s\"\nmemory = \"16MiB\"\n\
     [http]\nnetworks = [\"127.0.0.0/8\"]\n[[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n";
 
 fn behaving(behaviour: &str) -> quell::bindings::quell::runbook::types::Incident {
-    incident(&[("alertname", "Hostile")], &[("quell.test/behaviour", behaviour)])
+    incident(
+        &[("alertname", "Hostile")],
+        &[("quell.test/behaviour", behaviour)],
+    )
 }
 
 fn normal() -> quell::bindings::quell::runbook::types::Incident {
-    incident(&[("alertname", "Fine")], &[("quell.test/diagnose-calls", &calls(json!([{ "note": "still serving" }])))])
+    incident(
+        &[("alertname", "Fine")],
+        &[(
+            "quell.test/diagnose-calls",
+            &calls(json!([{ "note": "still serving" }])),
+        )],
+    )
 }
 
 #[tokio::test]
@@ -30,23 +39,55 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     let probe = load(&runtime, &env.policy("probe", "probe", POLICY));
     let deadline = HumanDuration(Duration::from_secs(1));
 
-    let spin = runtime.match_and_diagnose(&probe, &behaving("spin-diagnose")).await;
-    assert!(matches!(spin.outcome, Err(InvokeError::Deadline(d)) if d == deadline), "{:?}", spin.outcome);
+    let spin = runtime
+        .match_and_diagnose(&probe, &behaving("spin-diagnose"))
+        .await;
+    assert!(
+        matches!(spin.outcome, Err(InvokeError::Deadline(d)) if d == deadline),
+        "{:?}",
+        spin.outcome
+    );
 
-    let spin_matches = runtime.match_and_diagnose(&probe, &behaving("spin-matches")).await;
-    assert!(matches!(spin_matches.outcome, Err(InvokeError::Deadline(_))), "{:?}", spin_matches.outcome);
+    let spin_matches = runtime
+        .match_and_diagnose(&probe, &behaving("spin-matches"))
+        .await;
+    assert!(
+        matches!(spin_matches.outcome, Err(InvokeError::Deadline(_))),
+        "{:?}",
+        spin_matches.outcome
+    );
 
     let bomb = runtime.match_and_diagnose(&probe, &behaving("bomb")).await;
-    assert!(matches!(bomb.outcome, Err(InvokeError::Memory(ByteSize(m))) if m == 16 << 20), "{:?}", bomb.outcome);
+    assert!(
+        matches!(bomb.outcome, Err(InvokeError::Memory(ByteSize(m))) if m == 16 << 20),
+        "{:?}",
+        bomb.outcome
+    );
 
     let panic = runtime.match_and_diagnose(&probe, &behaving("panic")).await;
-    assert!(matches!(&panic.outcome, Err(InvokeError::Trap(_))), "{:?}", panic.outcome);
-    assert!(panic.stderr.contains("probe panicked"), "panic message not captured: {}", panic.stderr);
+    assert!(
+        matches!(&panic.outcome, Err(InvokeError::Trap(_))),
+        "{:?}",
+        panic.outcome
+    );
+    assert!(
+        panic.stderr.contains("probe panicked"),
+        "panic message not captured: {}",
+        panic.stderr
+    );
 
     let chatty = runtime.match_and_diagnose(&probe, &behaving("print")).await;
     assert!(chatty.outcome.is_ok(), "{:?}", chatty.outcome);
-    assert!(chatty.stdout.len() < 128 << 10, "stdout not capped: {} bytes", chatty.stdout.len());
-    assert!(chatty.stdout.ends_with("more bytes dropped]"), "{}", &chatty.stdout[chatty.stdout.len() - 80..]);
+    assert!(
+        chatty.stdout.len() < 128 << 10,
+        "stdout not capped: {} bytes",
+        chatty.stdout.len()
+    );
+    assert!(
+        chatty.stdout.ends_with("more bytes dropped]"),
+        "{}",
+        &chatty.stdout[chatty.stdout.len() - 80..]
+    );
 
     // After all of that, the same runtime runs a well-behaved call.
     let fine = runtime.match_and_diagnose(&probe, &normal()).await;
@@ -60,7 +101,10 @@ fn kubectl_processes(kubeconfig: &str) -> Vec<String> {
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(kubeconfig) {
-            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     found
@@ -73,33 +117,80 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
     sim.set_stall(true);
     let mut env = Env::new().kube(&sim);
     env.config.kubectl.timeout = HumanDuration(Duration::from_millis(1500));
-    let kubeconfig = env.config.kubectl.kubeconfig.clone().unwrap().display().to_string();
+    let kubeconfig = env
+        .config
+        .kubectl
+        .kubeconfig
+        .clone()
+        .unwrap()
+        .display()
+        .to_string();
     let runtime = env.runtime();
-    let probe = load(&runtime, &env.policy("probe", "probe", &POLICY.replace("timeout = \"1s\"", "timeout = \"10s\"")));
-    let get = json!([{ "kubectl": { "verb": "get", "resource": "pods", "namespace": "production" } }]);
+    let probe = load(
+        &runtime,
+        &env.policy(
+            "probe",
+            "probe",
+            &POLICY.replace("timeout = \"1s\"", "timeout = \"10s\""),
+        ),
+    );
+    let get =
+        json!([{ "kubectl": { "verb": "get", "resource": "pods", "namespace": "production" } }]);
 
     // kubectl's own deadline is 1.5 s: the host kills its process group and the guest sees
     // `timeout`, then goes on.
-    let incident = incident(&[("alertname", "Hung")], &[("quell.test/diagnose-calls", &calls(get.clone()))]);
-    let mut report = run(&runtime, std::slice::from_ref(&probe), &incident, &RunOptions::default()).await;
+    let incident = incident(
+        &[("alertname", "Hung")],
+        &[("quell.test/diagnose-calls", &calls(get.clone()))],
+    );
+    let mut report = run(
+        &runtime,
+        std::slice::from_ref(&probe),
+        &incident,
+        &RunOptions::default(),
+    )
+    .await;
     let report = report.runbooks.remove(0);
     let findings = report.diagnosis.clone().unwrap().unwrap().findings;
     assert_eq!(findings[0].summary, "timeout");
     assert_eq!(report.calls[0].result["error"], "timeout");
-    assert!(kubectl_processes(&kubeconfig).is_empty(), "left behind: {:?}", kubectl_processes(&kubeconfig));
+    assert!(
+        kubectl_processes(&kubeconfig).is_empty(),
+        "left behind: {:?}",
+        kubectl_processes(&kubeconfig)
+    );
 
     // The export's outer deadline also covers host calls: a 1 s policy timeout stops a call
     // that kubectl's own (longer) deadline would not.
     let mut slow = Env::new().kube(&sim);
     slow.config.kubectl.timeout = HumanDuration(Duration::from_secs(60));
-    let kubeconfig = slow.config.kubectl.kubeconfig.clone().unwrap().display().to_string();
+    let kubeconfig = slow
+        .config
+        .kubectl
+        .kubeconfig
+        .clone()
+        .unwrap()
+        .display()
+        .to_string();
     let runtime = slow.runtime();
     let probe = load(&runtime, &slow.policy("probe", "probe", POLICY));
     let cut = runtime.match_and_diagnose(&probe, &incident).await;
-    assert!(matches!(cut.outcome, Err(InvokeError::Deadline(_))), "{:?}", cut.outcome);
-    assert!(kubectl_processes(&kubeconfig).is_empty(), "left behind: {:?}", kubectl_processes(&kubeconfig));
+    assert!(
+        matches!(cut.outcome, Err(InvokeError::Deadline(_))),
+        "{:?}",
+        cut.outcome
+    );
+    assert!(
+        kubectl_processes(&kubeconfig).is_empty(),
+        "left behind: {:?}",
+        kubectl_processes(&kubeconfig)
+    );
 
     sim.set_stall(false);
     let after = runtime.match_and_diagnose(&probe, &incident).await;
-    assert!(matches!(&after.outcome, Ok(Some(d)) if d.findings[0].summary == "ok"), "{:?}", after.outcome);
+    assert!(
+        matches!(&after.outcome, Ok(Some(d)) if d.findings[0].summary == "ok"),
+        "{:?}",
+        after.outcome
+    );
 }

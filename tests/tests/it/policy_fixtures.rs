@@ -9,9 +9,16 @@ use quell::policy::Policy;
 fn every_bad_policy_is_rejected_with_its_exact_message() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/policies");
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     entries.sort();
-    for path in entries.into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+    for path in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
         let message = match Policy::load(&path) {
             Ok(_) => panic!("{} was accepted", path.display()),
             Err(e) => e.message,

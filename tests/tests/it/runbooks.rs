@@ -13,14 +13,23 @@ use crate::harness::{Env, incident, load};
 
 fn image(sim: &KubeSim) -> String {
     let deployment = sim.deployment("production", "api").expect("deployment api");
-    deployment["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or_default().to_owned()
+    deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The shipped high-error-rate policy, plus loopback named for the test's health server.
 fn high_error_rate(env: &Env) -> std::path::PathBuf {
     env.shipped_policy("high-error-rate", |text| {
-        text.replace("networks = [\"10.0.0.0/8\"]", "networks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]")
-            .replace("urls = [\"http://*.internal/health\"]", "urls = [\"http://*.internal/health\", \"http://127.0.0.1:*/health\"]")
+        text.replace(
+            "networks = [\"10.0.0.0/8\"]",
+            "networks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]",
+        )
+        .replace(
+            "urls = [\"http://*.internal/health\"]",
+            "urls = [\"http://*.internal/health\", \"http://127.0.0.1:*/health\"]",
+        )
     })
 }
 
@@ -29,7 +38,11 @@ async fn run_high_error_rate(sim: &KubeSim, health_url: &str) -> RunbookReport {
     let runtime = env.runtime();
     let runbook = load(&runtime, &high_error_rate(&env));
     let incident = incident(
-        &[("alertname", "HighErrorRate"), ("service", "api"), ("severity", "critical")],
+        &[
+            ("alertname", "HighErrorRate"),
+            ("service", "api"),
+            ("severity", "critical"),
+        ],
         &[("summary", "api 5xx above 5%"), ("health_url", health_url)],
     );
     let mut report = run(&runtime, &[runbook], &incident, &RunOptions::default()).await;
@@ -47,21 +60,39 @@ fn remediation(report: &RunbookReport) -> (bool, String) {
 async fn crash_looping_service_is_rolled_back() {
     let sim = KubeSim::start().unwrap();
     sim.add_service("production", "api", Scenario::crash_looping(5));
-    let health = HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
+    let health =
+        HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
     assert_eq!(image(&sim), "api:v2");
 
     let report = run_high_error_rate(&sim, &health.url("/health")).await;
 
-    assert_eq!(remediation(&report), (true, "Rolled back deployment/api".to_owned()));
+    assert_eq!(
+        remediation(&report),
+        (true, "Rolled back deployment/api".to_owned())
+    );
     // The real kubectl sent the rollback and the simulated cluster now runs the old template.
     assert_eq!(image(&sim), "api:v1");
-    let patches: Vec<_> = sim.writes().into_iter().filter(|w| w.method == "PATCH").collect();
+    let patches: Vec<_> = sim
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "PATCH")
+        .collect();
     assert_eq!(patches.len(), 1, "{patches:?}");
-    assert_eq!(patches[0].content_type.as_deref(), Some("application/json-patch+json"));
+    assert_eq!(
+        patches[0].content_type.as_deref(),
+        Some("application/json-patch+json")
+    );
     // Diagnosis only read; the one write happened in remediate and was allowed by rule #2.
-    let writes: Vec<_> = report.calls.iter().filter(|c| c.request["verb"] == "RolloutUndo").collect();
+    let writes: Vec<_> = report
+        .calls
+        .iter()
+        .filter(|c| c.request["verb"] == "RolloutUndo")
+        .collect();
     assert_eq!(writes.len(), 1);
-    assert_eq!((writes[0].phase, writes[0].decision), (Phase::Remediate, Decision::Allowed));
+    assert_eq!(
+        (writes[0].phase, writes[0].decision),
+        (Phase::Remediate, Decision::Allowed)
+    );
     assert_eq!(writes[0].rule, "[[kubectl.allow]] #2");
     assert_eq!(writes[0].exit_status, Some(0));
 }
@@ -71,14 +102,24 @@ async fn unreachable_service_is_restarted() {
     let sim = KubeSim::start().unwrap();
     sim.add_service("production", "api", Scenario::healthy(2));
     // A port nobody listens on: the health check is refused, i.e. unreachable.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
 
     let report = run_high_error_rate(&sim, &format!("http://127.0.0.1:{closed}/health")).await;
 
-    assert_eq!(remediation(&report), (true, "Restarted deployment/api".to_owned()));
+    assert_eq!(
+        remediation(&report),
+        (true, "Restarted deployment/api".to_owned())
+    );
     let deployment = sim.deployment("production", "api").unwrap();
     let restarted = &deployment["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
-    assert!(restarted.is_string(), "no restart annotation: {deployment:#}");
+    assert!(
+        restarted.is_string(),
+        "no restart annotation: {deployment:#}"
+    );
     assert_eq!(image(&sim), "api:v2", "a restart must not roll back");
 }
 
@@ -86,15 +127,33 @@ async fn unreachable_service_is_restarted() {
 async fn healthy_service_gets_no_write() {
     let sim = KubeSim::start().unwrap();
     sim.add_service("production", "api", Scenario::healthy(2));
-    let health = HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
+    let health =
+        HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
 
     let report = run_high_error_rate(&sim, &health.url("/health")).await;
 
-    assert_eq!(remediation(&report), (false, "No automatic remediation available".to_owned()));
-    assert!(sim.writes().is_empty(), "unexpected writes: {:?}", sim.writes());
-    assert!(report.calls.iter().all(|c| c.phase == Phase::Diagnose), "{:?}", report.calls);
+    assert_eq!(
+        remediation(&report),
+        (false, "No automatic remediation available".to_owned())
+    );
+    assert!(
+        sim.writes().is_empty(),
+        "unexpected writes: {:?}",
+        sim.writes()
+    );
+    assert!(
+        report.calls.iter().all(|c| c.phase == Phase::Diagnose),
+        "{:?}",
+        report.calls
+    );
     let diagnosis = report.diagnosis.unwrap().unwrap();
-    assert!(diagnosis.findings.iter().any(|f| f.name == "health" && f.ok), "{diagnosis:?}");
+    assert!(
+        diagnosis
+            .findings
+            .iter()
+            .any(|f| f.name == "health" && f.ok),
+        "{diagnosis:?}"
+    );
 }
 
 #[tokio::test]
@@ -104,20 +163,45 @@ async fn k8s_context_gathers_logs_events_and_history_without_writing() {
     let env = Env::new().kube(&sim);
     let runtime = env.runtime();
     let runbook = load(&runtime, &env.shipped_policy("k8s-context", |t| t));
-    let incident = incident(&[("alertname", "KubePodCrashLooping"), ("namespace", "production"), ("service", "api")], &[]);
+    let incident = incident(
+        &[
+            ("alertname", "KubePodCrashLooping"),
+            ("namespace", "production"),
+            ("service", "api"),
+        ],
+        &[],
+    );
 
     let mut report = run(&runtime, &[runbook], &incident, &RunOptions::default()).await;
     let report = report.runbooks.remove(0);
 
     let diagnosis = report.diagnosis.clone().unwrap().unwrap();
     let text = serde_json::to_string(&diagnosis.findings).unwrap();
-    assert!(text.contains("panic: invalid config"), "crash logs missing: {text}");
+    assert!(
+        text.contains("panic: invalid config"),
+        "crash logs missing: {text}"
+    );
     assert!(text.contains("BackOff"), "events missing: {text}");
-    assert!(text.contains("restarts") || text.contains('7'), "restart count missing: {text}");
-    assert!(report.remediation.is_none(), "diagnose-only runbook remediated");
+    assert!(
+        text.contains("restarts") || text.contains('7'),
+        "restart count missing: {text}"
+    );
+    assert!(
+        report.remediation.is_none(),
+        "diagnose-only runbook remediated"
+    );
     assert!(sim.writes().is_empty());
-    let logs_calls: Vec<_> = report.calls.iter().filter(|c| c.request["verb"] == "Logs").collect();
-    assert!(!logs_calls.is_empty() && logs_calls.iter().all(|c| c.request["options"]["previous"] == true));
+    let logs_calls: Vec<_> = report
+        .calls
+        .iter()
+        .filter(|c| c.request["verb"] == "Logs")
+        .collect();
+    assert!(
+        !logs_calls.is_empty()
+            && logs_calls
+                .iter()
+                .all(|c| c.request["options"]["previous"] == true)
+    );
 }
 
 #[tokio::test]
@@ -139,7 +223,12 @@ async fn disk_space_cleans_the_host_over_real_ssh() {
     ] {
         let file = data.join(path);
         std::fs::write(&file, "x").unwrap();
-        let status = std::process::Command::new("touch").arg("-d").arg(format!("{age_days} days ago")).arg(&file).status().unwrap();
+        let status = std::process::Command::new("touch")
+            .arg("-d")
+            .arg(format!("{age_days} days ago"))
+            .arg(&file)
+            .status()
+            .unwrap();
         assert!(status.success());
     }
     let env = Env::new().ssh(&sshd);
@@ -157,14 +246,35 @@ async fn disk_space_cleans_the_host_over_real_ssh() {
     );
     let runtime = env.runtime();
     let runbook = load(&runtime, &env.policy("disk-space", "disk_space", &body));
-    let incident = incident(&[("alertname", "DiskSpaceLow"), ("instance", "127.0.0.1:9100")], &[("value", "93")]);
+    let incident = incident(
+        &[
+            ("alertname", "DiskSpaceLow"),
+            ("instance", "127.0.0.1:9100"),
+        ],
+        &[("value", "93")],
+    );
 
     // approve mode: without approval nothing runs.
-    let waiting = run(&runtime, std::slice::from_ref(&runbook), &incident, &RunOptions::default()).await;
-    assert!(waiting.runbooks[0].remediation_skipped.as_deref().unwrap_or_default().contains("awaits approval"));
+    let waiting = run(
+        &runtime,
+        std::slice::from_ref(&runbook),
+        &incident,
+        &RunOptions::default(),
+    )
+    .await;
+    assert!(
+        waiting.runbooks[0]
+            .remediation_skipped
+            .as_deref()
+            .unwrap_or_default()
+            .contains("awaits approval")
+    );
     assert!(data.join("tmp/old").exists());
 
-    let options = RunOptions { approve: true, ..RunOptions::default() };
+    let options = RunOptions {
+        approve: true,
+        ..RunOptions::default()
+    };
     let mut report = run(&runtime, &[runbook], &incident, &options).await;
     let report = report.runbooks.remove(0);
 
@@ -177,7 +287,16 @@ async fn disk_space_cleans_the_host_over_real_ssh() {
     for kept in ["tmp/new", "log/app.log", "journal/new.journal"] {
         assert!(data.join(kept).exists(), "{kept} was deleted");
     }
-    let ssh_calls: Vec<_> = report.calls.iter().filter(|c| c.capability == "ssh").collect();
+    let ssh_calls: Vec<_> = report
+        .calls
+        .iter()
+        .filter(|c| c.capability == "ssh")
+        .collect();
     assert_eq!(ssh_calls.len(), 4, "{ssh_calls:#?}");
-    assert!(ssh_calls.iter().all(|c| c.decision == Decision::Allowed && c.exit_status == Some(0)), "{ssh_calls:#?}");
+    assert!(
+        ssh_calls
+            .iter()
+            .all(|c| c.decision == Decision::Allowed && c.exit_status == Some(0)),
+        "{ssh_calls:#?}"
+    );
 }

@@ -23,7 +23,8 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
         return IpAddr::V4(v4);
     }
     // NAT64 well-known prefix 64:ff9b::/96 and IPv4-compatible ::a.b.c.d.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (segments[..6] == [0; 6] && segments[6] != 0) {
+    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (segments[..6] == [0; 6] && segments[6] != 0)
+    {
         return IpAddr::V4(embedded());
     }
     // 6to4 2002:AABB:CCDD::/48 carries a.b.c.d in the second and third segments.
@@ -66,7 +67,10 @@ fn v4_kind(ip: Ipv4Addr) -> Option<&'static str> {
         ("240.0.0.0/4", "reserved"),
     ];
     let ip = IpAddr::V4(ip);
-    RANGES.iter().find(|(net, _)| in_net(ip, net)).map(|(_, kind)| *kind)
+    RANGES
+        .iter()
+        .find(|(net, _)| in_net(ip, net))
+        .map(|(_, kind)| *kind)
 }
 
 fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
@@ -83,13 +87,19 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         ("ff00::/8", "multicast"),
     ];
     let ip = IpAddr::V6(ip);
-    RANGES.iter().find(|(net, _)| in_net(ip, net)).map(|(_, kind)| *kind)
+    RANGES
+        .iter()
+        .find(|(net, _)| in_net(ip, net))
+        .map(|(_, kind)| *kind)
 }
 
 /// Whether a runbook whose policy names `networks` may connect to `ip`.
 pub fn check_address(ip: IpAddr, networks: &[IpNet]) -> Result<(), String> {
     let real = canonical(ip);
-    if networks.iter().any(|net| net.contains(&real) || net.contains(&ip)) {
+    if networks
+        .iter()
+        .any(|net| net.contains(&real) || net.contains(&ip))
+    {
         return Ok(());
     }
     match non_public_kind(ip) {
@@ -114,7 +124,9 @@ pub struct GuardedResolver {
 impl GuardedResolver {
     /// A resolver for a runbook whose policy names `networks`.
     pub fn new(networks: Vec<IpNet>) -> Self {
-        Self { networks: Arc::new(networks) }
+        Self {
+            networks: Arc::new(networks),
+        }
     }
 }
 
@@ -123,14 +135,18 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let networks = Arc::clone(&self.networks);
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() {
-                return Err(Box::new(EgressDenied(format!("{host} has no addresses"))) as Box<dyn StdError + Send + Sync>);
+                return Err(Box::new(EgressDenied(format!("{host} has no addresses")))
+                    as Box<dyn StdError + Send + Sync>);
             }
             // One bad address refuses the whole name: a mixed answer is how rebinding starts.
             for addr in &addrs {
-                check_address(addr.ip(), &networks)
-                    .map_err(|reason| Box::new(EgressDenied(format!("{host}: {reason}"))) as Box<dyn StdError + Send + Sync>)?;
+                check_address(addr.ip(), &networks).map_err(|reason| {
+                    Box::new(EgressDenied(format!("{host}: {reason}")))
+                        as Box<dyn StdError + Send + Sync>
+                })?;
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -164,7 +180,10 @@ mod tests {
             "fd00::1",
             "fe80::1",
         ] {
-            assert!(check_address(ip(refused), &[]).is_err(), "{refused} was allowed");
+            assert!(
+                check_address(ip(refused), &[]).is_err(),
+                "{refused} was allowed"
+            );
         }
         assert!(check_address(ip("93.184.216.34"), &[]).is_ok());
         assert!(check_address(ip("2606:2800:220:1:248:1893:25c8:1946"), &[]).is_ok());

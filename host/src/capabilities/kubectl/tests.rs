@@ -2,6 +2,7 @@ use super::*;
 use crate::bindings::quell::runbook::kubectl::Options;
 use crate::capabilities::testing::context;
 use crate::capabilities::{Decision, Phase};
+use crate::policy::Policy;
 
 fn request(verb: WitVerb, resource: &str, namespace: Option<&str>, name: Option<&str>) -> Request {
     Request {
@@ -10,7 +11,14 @@ fn request(verb: WitVerb, resource: &str, namespace: Option<&str>, name: Option<
         namespace: namespace.map(str::to_owned),
         name: name.map(str::to_owned),
         selector: None,
-        options: Options { output: None, tail_lines: None, container: None, previous: false, to_revision: None, replicas: None },
+        options: Options {
+            output: None,
+            tail_lines: None,
+            container: None,
+            previous: false,
+            to_revision: None,
+            replicas: None,
+        },
     }
 }
 
@@ -35,12 +43,35 @@ fn argv_is_rendered_by_the_host() {
     req.selector = Some("app=api".to_owned());
     req.options.output = Some(OutputFormat::Json);
     let call = Call::parse(&req).unwrap();
-    assert_eq!(call.args(), ["get", "pods", "--namespace=production", "--selector=app=api", "--output=json"]);
+    assert_eq!(
+        call.args(),
+        [
+            "get",
+            "pods",
+            "--namespace=production",
+            "--selector=app=api",
+            "--output=json"
+        ]
+    );
 
-    let mut undo = request(WitVerb::RolloutUndo, "deploy", Some("production"), Some("api-1"));
+    let mut undo = request(
+        WitVerb::RolloutUndo,
+        "deploy",
+        Some("production"),
+        Some("api-1"),
+    );
     undo.options.to_revision = Some(2);
     let call = Call::parse(&undo).unwrap();
-    assert_eq!(call.args(), ["rollout", "undo", "deployment/api-1", "--namespace=production", "--to-revision=2"]);
+    assert_eq!(
+        call.args(),
+        [
+            "rollout",
+            "undo",
+            "deployment/api-1",
+            "--namespace=production",
+            "--to-revision=2"
+        ]
+    );
     assert_eq!(call.verb().effect(), Effect::Write);
 }
 
@@ -60,7 +91,16 @@ fn flag_injection_cannot_be_expressed() {
     let mut req = request(WitVerb::Get, "pods", Some("production"), None);
     req.selector = Some("--raw=/api".to_owned());
     assert!(Call::parse(&req).is_err());
-    assert!(Call::parse(&request(WitVerb::Get, "secrets/../x", Some("production"), None)).unwrap_err().starts_with("unknown resource"));
+    assert!(
+        Call::parse(&request(
+            WitVerb::Get,
+            "secrets/../x",
+            Some("production"),
+            None
+        ))
+        .unwrap_err()
+        .starts_with("unknown resource")
+    );
 }
 
 #[test]
@@ -68,9 +108,21 @@ fn policy_names_the_rule_or_the_missing_one() {
     let policy = Policy::parse(POLICY).unwrap();
     let get = Call::parse(&request(WitVerb::Get, "pods", Some("production"), None)).unwrap();
     assert_eq!(policy.kubectl.check(&get).unwrap(), "[[kubectl.allow]] #1");
-    let undo = Call::parse(&request(WitVerb::RolloutUndo, "deployments", Some("production"), Some("api-7"))).unwrap();
+    let undo = Call::parse(&request(
+        WitVerb::RolloutUndo,
+        "deployments",
+        Some("production"),
+        Some("api-7"),
+    ))
+    .unwrap();
     assert_eq!(policy.kubectl.check(&undo).unwrap(), "[[kubectl.allow]] #2");
-    let other = Call::parse(&request(WitVerb::RolloutUndo, "deployments", Some("production"), Some("db"))).unwrap();
+    let other = Call::parse(&request(
+        WitVerb::RolloutUndo,
+        "deployments",
+        Some("production"),
+        Some("db"),
+    ))
+    .unwrap();
     assert!(policy.kubectl.check(&other).is_err());
     let staging = Call::parse(&request(WitVerb::Get, "pods", Some("staging"), None)).unwrap();
     assert_eq!(
@@ -83,21 +135,43 @@ fn policy_names_the_rule_or_the_missing_one() {
 #[tokio::test]
 async fn diagnose_may_not_write_and_dry_run_does_not_execute() {
     let mut ctx = context(POLICY, Phase::Diagnose, false);
-    let undo = request(WitVerb::RolloutUndo, "deployments", Some("production"), Some("api-1"));
+    let undo = request(
+        WitVerb::RolloutUndo,
+        "deployments",
+        Some("production"),
+        Some("api-1"),
+    );
     let err = ctx.run(undo.clone()).await.unwrap_err();
-    assert!(matches!(&err, HostError::Denied(r) if r.contains("diagnose may only read")), "{err:?}");
+    assert!(
+        matches!(&err, HostError::Denied(r) if r.contains("diagnose may only read")),
+        "{err:?}"
+    );
 
     let mut ctx = context(POLICY, Phase::Remediate, true);
     let out = ctx.run(undo).await.unwrap();
-    assert!(out.stdout.starts_with("dry run: not executed:"), "{}", out.stdout);
-    assert!(out.stdout.contains("rollout undo deployment/api-1 --namespace=production"));
+    assert!(
+        out.stdout.starts_with("dry run: not executed:"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("rollout undo deployment/api-1 --namespace=production")
+    );
     assert_eq!(ctx.calls[0].decision, Decision::DryRun);
 }
 
 #[tokio::test]
 async fn absent_section_denies_everything() {
-    let mut ctx = context("[runbook]\nname = \"t\"\ncomponent = \"t.wasm\"\n", Phase::Diagnose, false);
-    let err = ctx.run(request(WitVerb::Get, "pods", Some("production"), None)).await.unwrap_err();
+    let mut ctx = context(
+        "[runbook]\nname = \"t\"\ncomponent = \"t.wasm\"\n",
+        Phase::Diagnose,
+        false,
+    );
+    let err = ctx
+        .run(request(WitVerb::Get, "pods", Some("production"), None))
+        .await
+        .unwrap_err();
     assert!(matches!(err, HostError::Denied(_)));
     assert_eq!(ctx.calls.len(), 1);
     assert_eq!(ctx.calls[0].decision, Decision::Denied);
