@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runbooks=(high-error-rate disk-space k8s-context)
-guests=(probe)
+guests=(probe minimal)
 args=()
 for p in "${runbooks[@]}" "${guests[@]}"; do args+=(-p "$p"); done
 cargo build --quiet --profile wasm --target wasm32-wasip2 "${args[@]}"

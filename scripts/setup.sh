@@ -17,6 +17,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-# rustup does not install targets on its own; rust-toolchain.toml pins the toolchain.
-rustup target add wasm32-wasip2 >/dev/null
+# rust-toolchain.toml pins the toolchain; rustup may be told not to install it on its own
+# (RUSTUP_AUTO_INSTALL=0), and it never adds targets on its own.
+toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy --target wasm32-wasip2 >/dev/null
+rustup target add --toolchain "$toolchain" wasm32-wasip2 >/dev/null
 scripts/build-runbooks.sh

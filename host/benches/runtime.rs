@@ -20,13 +20,14 @@ fn workspace() -> PathBuf {
 
 fn setup(
     dir: &Path,
+    guest: &str,
     calls: &str,
 ) -> (
     Runtime,
     quell::sandbox::LoadedRunbook,
     quell::bindings::quell::runbook::types::Incident,
 ) {
-    let probe = workspace().join("target/wasm32-wasip2/wasm/probe.wasm");
+    let probe = workspace().join(format!("target/wasm32-wasip2/wasm/{guest}.wasm"));
     assert!(
         probe.is_file(),
         "{} is missing: run scripts/build-runbooks.sh",
@@ -49,7 +50,7 @@ fn setup(
     let runtime = Runtime::new(&config).unwrap();
     let runbook = runtime.load(&policy).unwrap();
     let alert = serde_json::json!({
-        "labels": { "alertname": "Bench", "service": "api" },
+        "labels": { "alertname": "Bench", "service": "api", "namespace": "kube-system" },
         "annotations": { "quell.test/diagnose-calls": calls },
     });
     let incident = quell::incident::from_alert_json(&alert.to_string(), "bench")
@@ -64,17 +65,24 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Each diagnose makes one host call. "kubectl denied" is a call the policy refuses:
+    // validation, policy check and the audit record, no process.
     let cases = [
-        ("timeline note", r#"[{"note": "checked"}]"#),
-        // A call the policy refuses: validation, policy check and the audit record, no I/O.
+        ("minimal guest, kubectl denied", "minimal", ""),
         (
-            "kubectl denied",
+            "probe guest, timeline note",
+            "probe",
+            r#"[{"note": "checked"}]"#,
+        ),
+        (
+            "probe guest, kubectl denied",
+            "probe",
             r#"[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "kube-system"}}]"#,
         ),
     ];
     let mut group = c.benchmark_group("fresh instance + matches + diagnose");
-    for (name, calls) in cases {
-        let (runtime, runbook, incident) = setup(dir.path(), calls);
+    for (name, guest, calls) in cases {
+        let (runtime, runbook, incident) = setup(dir.path(), guest, calls);
         // Sanity: the call really happens in every iteration.
         let once = rt.block_on(runtime.match_and_diagnose(&runbook, &incident));
         assert!(

@@ -209,7 +209,7 @@ impl RunReport {
                         call.phase.to_string(),
                         call.capability,
                         call.decision.to_string(),
-                        call.request,
+                        compact(&call.request),
                         call.rule
                     );
                 }
@@ -244,6 +244,24 @@ impl RunReport {
             }
         }
         out
+    }
+}
+
+/// A request without its empty fields, for one-line display.
+fn compact(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), compact(v)))
+                .filter(|(_, v)| {
+                    !matches!(v, Value::Null | Value::Bool(false))
+                        && v != &Value::Object(Default::default())
+                        && v != &Value::Array(Vec::new())
+                })
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 

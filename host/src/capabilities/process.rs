@@ -200,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn environment_is_cleared_and_stdin_closed() {
-        // SAFETY-free: set in this process only to prove it does not leak to the child.
+        // Whatever KUBECONFIG the test process has, the child sees none.
         let out = run(sh(
             "echo \"[$KUBECONFIG]\"; cat",
             Duration::from_secs(5),
