@@ -39,9 +39,10 @@ enum Command {
     /// Run one alert through the runbooks, for runbook authors: prints what matched, the
     /// diagnosis, the plan, every capability call with its decision, and the remediation.
     Run {
-        /// Directory of runbooks (`<dir>/*/policy.toml`).
-        #[arg(long, default_value = "runbooks")]
-        runbooks: PathBuf,
+        /// Directory of runbooks (`<dir>/*/policy.toml`); default: the configuration's
+        /// `[runbooks] dir`, which defaults to `runbooks`.
+        #[arg(long)]
+        runbooks: Option<PathBuf>,
         /// An Alertmanager webhook payload, or one alert, as JSON.
         #[arg(long)]
         alert: PathBuf,
@@ -109,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let config = load_config(config.as_deref())?;
+            let runbooks = runbooks.unwrap_or_else(|| config.runbooks.dir.clone());
             let text = std::fs::read_to_string(&alert)
                 .with_context(|| format!("cannot read alert {}", alert.display()))?;
             let incidents = crate::incident::from_alert_json(&text, "cli")

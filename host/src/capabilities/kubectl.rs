@@ -516,7 +516,9 @@ impl Host for CallContext {
             ),
             Ok(call) => {
                 let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
-                (verdict, Some(self.caps.kubectl.spec(&call)))
+                let spec =
+                    (!matches!(verdict, Verdict::Deny(_))).then(|| self.caps.kubectl.spec(&call));
+                (verdict, spec)
             }
         };
         run_command(self, Capability::Kubectl, request, verdict, spec).await

@@ -145,8 +145,12 @@ impl Runtime {
         }
         let component = Component::new(&self.engine, wasm)?;
         let bytes = component.serialize()?;
-        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
-        if let Err(e) = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &cached)) {
+        // Write to a private temporary file and rename it into place, so a concurrent loader
+        // never maps a half-written artifact.
+        let written = tempfile::NamedTempFile::new_in(&self.cache_dir)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes).map(|()| file))
+            .and_then(|file| file.persist(&cached).map_err(|e| e.error));
+        if let Err(e) = written {
             tracing::warn!(path = %cached.display(), error = %e, "cannot cache compiled component");
         }
         component.initialize_copy_on_write_image()?;
