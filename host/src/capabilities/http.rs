@@ -136,12 +136,20 @@ impl TryFrom<String> for UrlPattern {
         }
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
         let path = if path.is_empty() { "/" } else { path };
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                (host, port)
-            }
-            _ => (authority, default_port),
+        // `[v6]:port`, `[v6]`, `host:port`, `host`.
+        let (host, port) = match authority.strip_prefix('[').and_then(|a| a.split_once(']')) {
+            Some((v6, "")) => (&authority[..v6.len() + 2], default_port),
+            Some((v6, rest)) => match rest.strip_prefix(':') {
+                Some(port) => (&authority[..v6.len() + 2], port),
+                None => return Err(bad("expected :port after the IPv6 address")),
+            },
+            None => authority
+                .rsplit_once(':')
+                .unwrap_or((authority, default_port)),
         };
+        if port != "*" && port.parse::<u16>().is_err() {
+            return Err(bad("the port must be a number or *"));
+        }
         if host.is_empty() {
             return Err(bad("empty host"));
         }
@@ -491,5 +499,60 @@ impl Host for CallContext {
             measured,
         );
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, url: &str) -> bool {
+        UrlPattern::try_from(pattern.to_owned())
+            .unwrap()
+            .matches(&Url::parse(url).unwrap())
+    }
+
+    #[test]
+    fn url_patterns_match_scheme_host_port_and_path() {
+        assert!(matches(
+            "http://*.internal/health",
+            "http://api.internal/health"
+        ));
+        assert!(matches(
+            "http://*.internal/health",
+            "http://API.internal:80/health?x=1"
+        ));
+        assert!(!matches(
+            "http://*.internal/health",
+            "http://api.internal:8080/health"
+        ));
+        assert!(!matches(
+            "http://*.internal/health",
+            "https://api.internal/health"
+        ));
+        assert!(!matches(
+            "http://*.internal/health",
+            "http://api.internal.evil.com/health"
+        ));
+        assert!(!matches(
+            "http://*.internal/health",
+            "http://api.internal/health/../admin"
+        ));
+        assert!(matches(
+            "http://127.0.0.1:*/**",
+            "http://127.0.0.1:9090/a/b"
+        ));
+        assert!(matches("http://[::1]/x", "http://[::1]/x"));
+        assert!(matches("http://[::1]:*/x", "http://[::1]:8080/x"));
+        assert!(!matches(
+            "https://api.example.com/v1/*",
+            "https://api.example.com/v1/a/b"
+        ));
+        assert!(matches(
+            "https://api.example.com/v1/**",
+            "https://api.example.com/v1/a/b"
+        ));
+        assert!(UrlPattern::try_from("http://h:port/".to_owned()).is_err());
+        assert!(UrlPattern::try_from("http://[::1]x/".to_owned()).is_err());
     }
 }

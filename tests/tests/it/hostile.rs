@@ -95,6 +95,17 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     assert_eq!(fine.notes, ["still serving"]);
 }
 
+fn kubeconfig_of(env: &Env) -> String {
+    env.config
+        .kubectl
+        .kubeconfig
+        .as_ref()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Processes whose command line names this kubeconfig: kubectl and anything it started.
 fn kubectl_processes(kubeconfig: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -117,14 +128,7 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
     sim.set_stall(true);
     let mut env = Env::new().kube(&sim);
     env.config.kubectl.timeout = HumanDuration(Duration::from_millis(1500));
-    let kubeconfig = env
-        .config
-        .kubectl
-        .kubeconfig
-        .clone()
-        .unwrap()
-        .display()
-        .to_string();
+    let kubeconfig = kubeconfig_of(&env);
     let runtime = env.runtime();
     let probe = load(
         &runtime,
@@ -164,14 +168,7 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
     // that kubectl's own (longer) deadline would not.
     let mut slow = Env::new().kube(&sim);
     slow.config.kubectl.timeout = HumanDuration(Duration::from_secs(60));
-    let kubeconfig = slow
-        .config
-        .kubectl
-        .kubeconfig
-        .clone()
-        .unwrap()
-        .display()
-        .to_string();
+    let kubeconfig = kubeconfig_of(&slow);
     let runtime = slow.runtime();
     let probe = load(&runtime, &slow.policy("probe", "probe", POLICY));
     let cut = runtime.match_and_diagnose(&probe, &incident).await;
