@@ -319,12 +319,20 @@ impl Runtime {
             )),
         };
         let state = store.into_data();
+        let phase = state.calls.phase;
+        let (stdout, stderr) = (stdout.contents(), stderr.contents());
+        if !stdout.is_empty() || !stderr.is_empty() {
+            tracing::debug!(runbook = %runbook.name, %phase, %stdout, %stderr, "guest output");
+        }
+        if let Err(error) = &outcome {
+            tracing::info!(runbook = %runbook.name, %phase, %error, "runbook invocation failed");
+        }
         Invocation {
             outcome,
             calls: state.calls.calls,
             notes: state.calls.notes,
-            stdout: stdout.contents(),
-            stderr: stderr.contents(),
+            stdout,
+            stderr,
             duration: started.elapsed(),
         }
     }
