@@ -153,7 +153,20 @@ pub struct CallContext {
     pub calls: Vec<CallRecord>,
     /// Lines the runbook added to the timeline.
     pub notes: Vec<String>,
+    /// When the running export's deadline passes; no call may outlive it.
+    pub deadline: Instant,
+    /// Calls refused and not recorded because the call budget was spent.
+    pub dropped_calls: u64,
+    /// Bytes of results recorded so far, against [`RECORD_BUDGET`].
+    pub recorded_bytes: usize,
 }
+
+/// At most this many capability calls per export call; later ones are refused unrecorded.
+pub const MAX_CALLS: usize = 256;
+/// Recorded results beyond this many bytes per export call are replaced by their size.
+pub const RECORD_BUDGET: usize = 8 << 20;
+/// Requests and reasons longer than this are cut in the record.
+const MAX_RECORDED_TEXT: usize = 4096;
 
 impl fmt::Debug for CallContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,9 +200,19 @@ pub(crate) enum Verdict {
 }
 
 impl CallContext {
+    /// Time until the running export's deadline.
+    pub(crate) fn time_left(&self) -> std::time::Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
     /// The one place where the phase, the policy and dry-run combine into a decision.
     /// `policy` is the capability's own policy check: the allowing rule, or why none does.
     pub(crate) fn gate(&self, effect: Effect, policy: Result<String, String>) -> Verdict {
+        if self.calls.len() >= MAX_CALLS {
+            return Verdict::Deny(format!(
+                "call budget exhausted: at most {MAX_CALLS} capability calls per export call"
+            ));
+        }
         if self.phase == Phase::Matches {
             return Verdict::Deny("capability calls are not allowed in matches".to_owned());
         }
@@ -221,6 +244,12 @@ impl CallContext {
             Verdict::Simulate(rule) => (Decision::DryRun, rule.clone()),
             Verdict::Deny(reason) => (Decision::Denied, reason.clone()),
         };
+        if self.calls.len() >= MAX_CALLS {
+            self.dropped_calls += 1;
+            return result;
+        }
+        let rule = cut(rule);
+        let request = bounded_json(request, MAX_RECORDED_TEXT);
         let record = CallRecord::new(
             self,
             capability,
@@ -240,9 +269,38 @@ impl CallContext {
             duration_ms = record.duration_ms,
             "capability call"
         );
+        let mut record = record;
+        let size = serde_json::to_vec(&record.result).map_or(0, |bytes| bytes.len());
+        if self.recorded_bytes + size > RECORD_BUDGET {
+            record.result = serde_json::json!({ "not_recorded": format!("{size} bytes: over the per-call record budget") });
+        } else {
+            self.recorded_bytes += size;
+        }
         self.calls.push(record);
         result
     }
+}
+
+/// Cuts text to [`MAX_RECORDED_TEXT`] bytes on a character boundary, marking the cut.
+pub(crate) fn cut(mut text: String) -> String {
+    if text.len() > MAX_RECORDED_TEXT {
+        let mut end = MAX_RECORDED_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("… (cut)");
+    }
+    text
+}
+
+/// A JSON value, or a preview of it when its text is longer than `limit`.
+fn bounded_json(value: serde_json::Value, limit: usize) -> serde_json::Value {
+    let text = value.to_string();
+    if text.len() <= limit {
+        return value;
+    }
+    serde_json::json!({ "cut": text.len(), "preview": cut(text) })
 }
 
 /// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or
@@ -252,7 +310,7 @@ pub(crate) async fn run_command(
     capability: Capability,
     request: serde_json::Value,
     verdict: Verdict,
-    spec: Option<process::Spec>,
+    spec: Option<(process::Spec, String)>,
 ) -> Result<CommandOutput, HostError> {
     let started = Instant::now();
     let (result, exit, bytes) = match (&verdict, spec) {
@@ -264,8 +322,7 @@ pub(crate) async fn run_command(
             None,
             0,
         ),
-        (Verdict::Simulate(_), Some(spec)) => {
-            let line = render_argv(&spec);
+        (Verdict::Simulate(_), Some((_, line))) => {
             let output = CommandOutput {
                 exit_code: 0,
                 stdout: format!("dry run: not executed: {line}\n"),
@@ -274,7 +331,11 @@ pub(crate) async fn run_command(
             };
             (Ok(output), None, 0)
         }
-        (Verdict::Execute(_), Some(spec)) => match process::run(spec).await {
+        (Verdict::Execute(_), Some((mut spec, _))) => match {
+            // No call outlives the export's deadline: it ends in time to be recorded.
+            spec.timeout = spec.timeout.min(ctx.time_left());
+            process::run(spec).await
+        } {
             Ok(out) => {
                 let output = CommandOutput {
                     exit_code: out.exit_code,
@@ -301,15 +362,6 @@ pub(crate) async fn run_command(
     )
 }
 
-/// The argv as one line, for dry-run output and logs.
-fn render_argv(spec: &process::Spec) -> String {
-    std::iter::once(spec.program.as_os_str())
-        .chain(spec.args.iter().map(|a| a.as_os_str()))
-        .map(|a| a.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Helpers for unit-testing capabilities without wasm.
 #[cfg(test)]
 pub(crate) mod testing {
@@ -333,6 +385,9 @@ pub(crate) mod testing {
             http_client,
             calls: Vec::new(),
             notes: Vec::new(),
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+            dropped_calls: 0,
+            recorded_bytes: 0,
         }
     }
 }

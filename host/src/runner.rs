@@ -154,7 +154,8 @@ async fn run_one(
 }
 
 impl RunReport {
-    /// The report as text for a terminal.
+    /// The report as text for a terminal. Control characters from the runbook (terminal
+    /// escape sequences included) are shown as U+FFFD, never passed to the terminal.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -243,7 +244,15 @@ impl RunReport {
                 let _ = writeln!(out, "  guest output:\n{}", indent(&rb.output, "    "));
             }
         }
-        out
+        out.chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' {
+                    '\u{fffd}'
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 }
 

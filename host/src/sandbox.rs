@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::quell::runbook::types::{Diagnosis, Incident, Remediation};
@@ -85,6 +85,14 @@ pub struct RunState {
     calls: CallContext,
 }
 
+impl RunState {
+    /// Starts the clock for the export about to run.
+    fn set_deadline(&mut self, deadline: Duration) {
+        self.deadline = deadline;
+        self.calls.deadline = Instant::now() + deadline;
+    }
+}
+
 impl WasiView for RunState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -94,26 +102,30 @@ impl WasiView for RunState {
     }
 }
 
-/// The memory cap, remembering whether the guest ran into it.
+/// The memory cap for the whole instance (all its linear memories together), remembering
+/// whether the guest ran into it.
 struct Limits {
     memory: usize,
+    used: usize,
     hit: bool,
 }
 
 impl ResourceLimiter for Limits {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory {
+        let total = self.used.saturating_add(desired.saturating_sub(current));
+        if total > self.memory {
             self.hit = true;
             return Err(wasmtime::format_err!(
                 "memory limit of {} reached",
                 ByteSize(self.memory as u64)
             ));
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -244,15 +256,13 @@ impl Runtime {
             false,
             matches_deadline + timeout,
             async |store, pre| {
-                store.data_mut().deadline = matches_deadline;
-                store.set_epoch_deadline(epoch_ticks(matches_deadline));
+                store.data_mut().set_deadline(matches_deadline);
                 let instance = pre.instantiate_async(&mut *store).await?;
                 if !instance.call_matches(&mut *store, incident).await? {
                     return Ok(Ok(None));
                 }
                 store.data_mut().calls.phase = Phase::Diagnose;
-                store.data_mut().deadline = timeout;
-                store.set_epoch_deadline(epoch_ticks(timeout));
+                store.data_mut().set_deadline(timeout);
                 instance
                     .call_diagnose(&mut *store, incident)
                     .await
@@ -305,7 +315,7 @@ impl Runtime {
         // The epoch deadline stops guest code; this one also covers time inside host calls.
         let outer = deadline + engine::EPOCH_TICK * 5;
         let result = tokio::time::timeout(outer, call(&mut store, &runbook.pre)).await;
-        let memory = runbook.policy.runbook.memory;
+        let memory = ByteSize(store.data().limits.memory as u64);
         let current = HumanDuration(store.data().deadline);
         let outcome = match result {
             Err(_) => Err(InvokeError::Deadline(current)),
@@ -358,6 +368,7 @@ impl Runtime {
             table,
             limits: Limits {
                 memory: runbook.policy.runbook.memory.0.min(self.max_memory) as usize,
+                used: 0,
                 hit: false,
             },
             deadline,
@@ -371,24 +382,27 @@ impl Runtime {
                 http_client: runbook.http_client.clone(),
                 calls: Vec::new(),
                 notes: Vec::new(),
+                deadline: Instant::now() + deadline,
+                dropped_calls: 0,
+                recorded_bytes: 0,
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
         store.set_hostcall_fuel(1 << 20);
         store.set_max_component_handles(1_000);
-        store.set_epoch_deadline(epoch_ticks(deadline));
+        // Every tick, a running guest yields to the executor (so a spinning runbook cannot hold
+        // a worker thread) and is stopped once the export's deadline has passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            Ok(if Instant::now() >= context.data().calls.deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         store
     }
-}
-
-/// A deadline in epoch ticks, rounded up.
-fn epoch_ticks(deadline: Duration) -> u64 {
-    let ticks = deadline
-        .as_millis()
-        .div_ceil(engine::EPOCH_TICK.as_millis())
-        .max(1);
-    u64::try_from(ticks).unwrap_or(u64::MAX)
 }
 
 fn classify_trap(

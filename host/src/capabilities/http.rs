@@ -153,6 +153,11 @@ impl TryFrom<String> for UrlPattern {
         if host.is_empty() {
             return Err(bad("empty host"));
         }
+        if host.contains("**") {
+            return Err(bad(
+                "'**' is for paths; in a host, '*' already spans labels",
+            ));
+        }
         let glob = |part: &str, star: &str| {
             part.split("**")
                 .map(|chunk| {
@@ -263,6 +268,9 @@ impl HttpCap {
 
 /// Headers a runbook may not set: they would change where or how the request goes.
 const RESERVED_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "host",
     "content-length",
     "transfer-encoding",

@@ -419,16 +419,28 @@ impl fmt::Display for Call {
     }
 }
 
+/// Whether the rule's namespace globs cover the call. For the `namespaces` resource itself the
+/// object is a namespace, so its name is what the globs must cover; listing all namespaces
+/// needs a `"*"`. Other cluster-scoped resources (nodes) are not namespaced.
+fn in_namespaces(call: &Call, namespaces: &[Glob]) -> bool {
+    let covers = |ns: &str| namespaces.iter().any(|g| g.is_match(ns));
+    match (&call.namespace, call.resource.name()) {
+        (Some(ns), _) => covers(ns),
+        (None, "namespaces") => call
+            .name
+            .as_deref()
+            .map_or_else(|| namespaces.iter().any(|g| g.as_str() == "*"), covers),
+        (None, _) => true,
+    }
+}
+
 impl KubectlPolicy {
     /// The rule that allows `call`, or a refusal that says what rule would.
     pub fn check(&self, call: &Call) -> Result<String, String> {
         let allowing = self.allow.iter().enumerate().find(|(_, rule)| {
             rule.verbs.contains(&call.verb)
                 && rule.resources.contains(&call.resource)
-                && call
-                    .namespace
-                    .as_ref()
-                    .is_none_or(|ns| rule.namespaces.iter().any(|g| g.is_match(ns)))
+                && in_namespaces(call, &rule.namespaces)
                 && rule.names.as_ref().is_none_or(|names| {
                     call.name
                         .as_ref()
@@ -516,8 +528,11 @@ impl Host for CallContext {
             ),
             Ok(call) => {
                 let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
-                let spec =
-                    (!matches!(verdict, Verdict::Deny(_))).then(|| self.caps.kubectl.spec(&call));
+                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| {
+                    // A dry run shows the request, not the host's kubeconfig or context.
+                    let shown = format!("kubectl {}", call.args().join(" "));
+                    (self.caps.kubectl.spec(&call), shown)
+                });
                 (verdict, spec)
             }
         };

@@ -131,7 +131,12 @@ impl CommandTemplate {
                 .params
                 .get(name)
                 .ok_or_else(|| format!("command {id:?} takes no parameter {name:?}"))?;
-            if value.chars().any(char::is_control) || !pattern.is_match(value) {
+            // A value starting with '-' would be read as an option by the remote command,
+            // quoting or not.
+            if value.chars().any(char::is_control)
+                || value.starts_with('-')
+                || !pattern.is_match(value)
+            {
                 return Err(format!(
                     "parameter {name}={value:?} of command {id:?} does not match its pattern {:?}",
                     pattern.as_str()
@@ -272,7 +277,11 @@ impl Host for CallContext {
             Err(reason) => (Verdict::Deny(reason), None),
             Ok((user, (rule, effect, line))) => {
                 let verdict = self.gate(effect, Ok(rule));
-                (verdict, Some(self.caps.ssh.spec(&user, &host, &line)))
+                let shown = format!("ssh {user}@{host} {line}");
+                (
+                    verdict,
+                    Some((self.caps.ssh.spec(&user, &host, &line), shown)),
+                )
             }
         };
         run_command(self, Capability::Ssh, request, verdict, spec).await

@@ -176,3 +176,25 @@ async fn absent_section_denies_everything() {
     assert_eq!(ctx.calls.len(), 1);
     assert_eq!(ctx.calls[0].decision, Decision::Denied);
 }
+
+#[test]
+fn a_namespace_object_is_covered_by_the_namespace_globs() {
+    let policy = Policy::parse(
+        "[runbook]\nname = \"t\"\ncomponent = \"t.wasm\"\n[[kubectl.allow]]\nverbs = [\"get\", \"delete\"]\nresources = [\"namespaces\"]\nnamespaces = [\"staging-*\"]\n",
+    )
+    .unwrap();
+    let call = |verb, name| Call::parse(&request(verb, "namespaces", None, name)).unwrap();
+    assert!(
+        policy
+            .kubectl
+            .check(&call(WitVerb::Delete, Some("staging-1")))
+            .is_ok()
+    );
+    assert!(
+        policy
+            .kubectl
+            .check(&call(WitVerb::Delete, Some("production")))
+            .is_err()
+    );
+    assert!(policy.kubectl.check(&call(WitVerb::Get, None)).is_err());
+}
