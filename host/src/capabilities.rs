@@ -313,6 +313,12 @@ pub(crate) async fn run_command(
     spec: Option<(process::Spec, String)>,
 ) -> Result<CommandOutput, HostError> {
     let started = Instant::now();
+    // No call outlives the export's deadline, so it ends in time to be recorded.
+    let time_left = ctx.time_left();
+    let spec = spec.map(|(mut spec, shown)| {
+        spec.timeout = spec.timeout.min(time_left);
+        (spec, shown)
+    });
     let (result, exit, bytes) = match (&verdict, spec) {
         (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
         (_, None) => (
@@ -331,11 +337,7 @@ pub(crate) async fn run_command(
             };
             (Ok(output), None, 0)
         }
-        (Verdict::Execute(_), Some((mut spec, _))) => match {
-            // No call outlives the export's deadline: it ends in time to be recorded.
-            spec.timeout = spec.timeout.min(ctx.time_left());
-            process::run(spec).await
-        } {
+        (Verdict::Execute(_), Some((spec, _))) => match process::run(spec).await {
             Ok(out) => {
                 let output = CommandOutput {
                     exit_code: out.exit_code,

@@ -197,11 +197,12 @@ impl Runtime {
         Runbook::add_to_linker::<RunState, HasSelf<CallContext>>(&mut linker, |state| {
             &mut state.calls
         })?;
-        std::fs::create_dir_all(&config.sandbox.cache_dir)?;
+        let cache_dir = config.sandbox.cache_dir.join("components");
+        loader::private_dir(&cache_dir)?;
         Ok(Self {
             _ticker: engine::Ticker::start(&engine)?,
             caps: Arc::new(Capabilities::new(config)?),
-            cache_dir: config.sandbox.cache_dir.clone(),
+            cache_dir,
             output_cap: config.sandbox.output_cap.as_usize(),
             max_memory: config.sandbox.max_memory.0,
             engine,

@@ -128,8 +128,10 @@ impl Runtime {
         if cached.is_file() {
             // SAFETY: files in the cache directory are written only by `compile` below, from
             // a component whose sha256 is part of the file name and was just checked; the
-            // directory belongs to the daemon and is not writable by runbook authors. The
-            // engine-compatibility hash in the name keeps artifacts of other engines out.
+            // directory is created 0700 and refused at start-up unless it belongs to this
+            // user and nobody else can write it (`private_dir`). The engine-compatibility
+            // hash in the name keeps artifacts of other engines out, and wasmtime checks it
+            // again while loading.
             #[allow(unsafe_code)]
             let loaded = unsafe { Component::deserialize_file(&self.engine, &cached) };
             match loaded.and_then(|component| {
@@ -156,6 +158,26 @@ impl Runtime {
         component.initialize_copy_on_write_image()?;
         Ok(component)
     }
+}
+
+/// Creates the component cache (mode 0700) and refuses one that another user could write:
+/// it holds native code that is loaded without further checks.
+pub(super) fn private_dir(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)?;
+    let meta = std::fs::metadata(path)?;
+    let ours = meta.uid() == nix::unistd::geteuid().as_raw();
+    if !ours || meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{}: the component cache must belong to this user and be writable by no one else (mode {:o})",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    Ok(())
 }
 
 /// Compares the component's imports with the policy's grants; names the missing grant.

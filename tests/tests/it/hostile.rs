@@ -191,3 +191,31 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
         after.outcome
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_calls_is_cut_at_the_call_budget() {
+    let env = Env::new();
+    let runtime = env.runtime();
+    let probe = load(&runtime, &env.policy("probe", "probe", POLICY));
+    let denied =
+        json!({ "kubectl": { "verb": "get", "resource": "pods", "namespace": "kube-system" } });
+    let flood = serde_json::Value::Array(vec![denied; quell::capabilities::MAX_CALLS + 50]);
+    let incident = incident(
+        &[("alertname", "Flood")],
+        &[("quell.test/diagnose-calls", &calls(flood))],
+    );
+
+    let invocation = runtime.match_and_diagnose(&probe, &incident).await;
+
+    let findings = invocation.outcome.unwrap().unwrap().findings;
+    assert_eq!(invocation.calls.len(), quell::capabilities::MAX_CALLS);
+    assert!(
+        findings[quell::capabilities::MAX_CALLS - 1]
+            .summary
+            .starts_with("denied: no [[kubectl.allow]]")
+    );
+    assert_eq!(
+        findings[quell::capabilities::MAX_CALLS].summary,
+        "denied: call budget exhausted: at most 256 capability calls per export call"
+    );
+}
