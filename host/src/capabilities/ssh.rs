@@ -83,7 +83,15 @@ impl TryFrom<RawTemplate> for CommandTemplate {
     fn try_from(raw: RawTemplate) -> Result<Self, Self::Error> {
         let mut parts = Vec::new();
         let mut rest = raw.run.as_str();
+        let mut quotes = QuoteState::default();
         while let Some(open) = rest.find('{') {
+            quotes.scan(&rest[..open]);
+            if quotes.inside() {
+                return Err(format!(
+                    "command {:?} puts a parameter inside quotes; the host quotes parameters itself",
+                    raw.run
+                ));
+            }
             let close = rest[open..]
                 .find('}')
                 .map(|i| open + i)
@@ -119,6 +127,32 @@ impl TryFrom<RawTemplate> for CommandTemplate {
             params: raw.params,
             effect: raw.effect,
         })
+    }
+}
+
+/// Whether a position in a shell command line is inside single or double quotes.
+#[derive(Default)]
+struct QuoteState {
+    single: bool,
+    double: bool,
+    escaped: bool,
+}
+
+impl QuoteState {
+    fn scan(&mut self, text: &str) {
+        for c in text.chars() {
+            match c {
+                _ if self.escaped => self.escaped = false,
+                '\\' if !self.single => self.escaped = true,
+                '\'' if !self.double => self.single = !self.single,
+                '"' if !self.single => self.double = !self.double,
+                _ => {}
+            }
+        }
+    }
+
+    fn inside(&self) -> bool {
+        self.single || self.double
     }
 }
 
@@ -357,6 +391,19 @@ vacuum-journal = { run = "journalctl --vacuum-time={days}d", params = { days = "
                 .unwrap_err()
                 .contains("needs parameter")
         );
+    }
+
+    #[test]
+    fn parameters_inside_quotes_are_refused_at_load() {
+        for run in ["sh -c 'rm {p}'", "echo \"{p}\"", "echo 'a' \"b {p}\""] {
+            let text = format!(
+                "user = \"u\"\n[commands]\nx = {{ run = {run:?}, params = {{ p = \"[a-z]+\" }}, effect = \"write\" }}\n"
+            );
+            let err = toml::from_str::<SshPolicy>(&text).unwrap_err();
+            assert!(err.message().contains("inside quotes"), "{run}: {err}");
+        }
+        let ok = "user = \"u\"\n[commands]\nx = { run = \"find /var/log -name '*.gz' -mtime +{d} -delete\", params = { d = \"[0-9]+\" }, effect = \"write\" }\n";
+        assert!(toml::from_str::<SshPolicy>(ok).is_ok());
     }
 
     #[test]
