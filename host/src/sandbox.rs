@@ -160,15 +160,12 @@ pub enum InvokeError {
     /// It tried to grow memory past its cap and was stopped.
     #[error("stopped at its memory limit of {0}")]
     Memory(ByteSize),
-    /// It trapped (a panic, an abort, a host-side limit).
+    /// It trapped (a panic, an abort, a host-side limit), or could not be instantiated.
     #[error("trapped: {0}")]
     Trap(String),
     /// The export returned an error.
     #[error("returned an error: {0}")]
     Guest(String),
-    /// The instance could not be created.
-    #[error("could not be instantiated: {0}")]
-    Instantiate(String),
 }
 
 /// The outcome of one export call, with everything it did on the way.
