@@ -1,7 +1,7 @@
 //! The sandbox: loading runbook components and calling their exports under limits.
 //!
 //! One [`Runtime`] per process holds the engine, the linker and the capabilities. Each
-//! runbook is loaded once ([`loader`]): policy parsed, digest checked, component compiled
+//! runbook is loaded once (`Runtime::load`): policy parsed, digest checked, component compiled
 //! (or taken from the on-disk cache), imports compared with the policy's grants. Every
 //! export call gets a fresh `Store` and instance with a memory cap, low host-side limits,
 //! an empty WASI context, an epoch deadline for guest CPU, and an outer deadline for time
