@@ -219,3 +219,37 @@ async fn a_flood_of_calls_is_cut_at_the_call_budget() {
         "denied: call budget exhausted: at most 256 capability calls per export call"
     );
 }
+
+/// On a single-threaded executor, other work keeps running while a runbook spins: the guest
+/// yields at every epoch tick until its deadline stops it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_spinning_guest_does_not_starve_the_executor() {
+    let env = Env::new();
+    let runtime = env.runtime();
+    let probe = load(&runtime, &env.policy("probe", "probe", POLICY));
+    let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&ticks);
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    let spin = runtime
+        .match_and_diagnose(&probe, &behaving("spin-diagnose"))
+        .await;
+    heartbeat.abort();
+
+    assert!(
+        matches!(spin.outcome, Err(InvokeError::Deadline(_))),
+        "{:?}",
+        spin.outcome
+    );
+    // About 50 beats fit in the 1 s deadline; none would if the guest held the thread.
+    let beats = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        beats >= 10,
+        "the executor ran only {beats} heartbeats while the guest spun"
+    );
+}
