@@ -323,6 +323,14 @@ fn parse_url(ctx: &CallContext, req: &Request) -> Result<(Url, usize), Refusal> 
             "credentials in URLs are not allowed".to_owned(),
         ));
     }
+    // An encoded '/' or backslash would satisfy a `*` path glob here and become a separator on a
+    // server that decodes it.
+    let path = url.path().to_ascii_lowercase();
+    if path.contains("%2f") || path.contains("%5c") {
+        return Err(Refusal::Denied(
+            "encoded '/' or '\\' in the URL path is not allowed".to_owned(),
+        ));
+    }
     let method = HttpMethod::from_wit(req.method);
     let rule = ctx
         .policy
@@ -518,6 +526,33 @@ mod tests {
         UrlPattern::try_from(pattern.to_owned())
             .unwrap()
             .matches(&Url::parse(url).unwrap())
+    }
+
+    #[tokio::test]
+    async fn encoded_separators_in_paths_are_refused() {
+        let policy = "[runbook]\nname = \"t\"\ncomponent = \"t.wasm\"\n[http]\nnetworks = [\"127.0.0.2\"]\n\
+                      [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.2:*/files/*\"]\n";
+        let mut ctx = crate::capabilities::testing::context(
+            policy,
+            crate::capabilities::Phase::Diagnose,
+            false,
+        );
+        for url in [
+            "http://127.0.0.2:9/files/..%2Fadmin",
+            "http://127.0.0.2:9/files/..%5cadmin",
+        ] {
+            let request = Request {
+                method: Method::Get,
+                url: url.to_owned(),
+                headers: Vec::new(),
+                body: None,
+            };
+            let error = ctx.send(request).await.unwrap_err();
+            assert!(
+                matches!(&error, HostError::Denied(r) if r.contains("encoded")),
+                "{url}: {error:?}"
+            );
+        }
     }
 
     #[test]
