@@ -46,10 +46,13 @@ pub struct RunbookReport {
     /// Whether writes were simulated.
     pub dry_run: bool,
     /// Whether it applied, and why not when it did not.
+    #[serde(serialize_with = "as_outcome")]
     pub matched: Result<(), String>,
     /// The diagnosis, or why there is none.
+    #[serde(serialize_with = "as_optional_outcome")]
     pub diagnosis: Option<Result<Diagnosis, String>>,
     /// The remediation, why it failed, or why it did not run.
+    #[serde(serialize_with = "as_optional_outcome")]
     pub remediation: Option<Result<Remediation, String>>,
     /// Why remediation did not run, when it did not.
     pub remediation_skipped: Option<String>,
@@ -59,6 +62,30 @@ pub struct RunbookReport {
     pub notes: Vec<String>,
     /// Captured guest output (stdout then stderr), capped.
     pub output: String,
+}
+
+/// `{"ok": value}` or `{"error": "why"}`, the shape audit records use too.
+fn as_outcome<T: Serialize, S: serde::Serializer>(
+    outcome: &Result<T, String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = serializer.serialize_map(Some(1))?;
+    match outcome {
+        Ok(value) => map.serialize_entry("ok", value)?,
+        Err(error) => map.serialize_entry("error", error)?,
+    }
+    map.end()
+}
+
+fn as_optional_outcome<T: Serialize, S: serde::Serializer>(
+    outcome: &Option<Result<T, String>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match outcome {
+        Some(outcome) => as_outcome(outcome, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl RunbookReport {
