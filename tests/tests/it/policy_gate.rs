@@ -142,6 +142,8 @@ async fn dry_run_records_writes_without_executing_them() {
         json!([
             kubectl("rollout restart", "deployments", "production", Some("api")),
             { "http": { "method": "POST", "url": "http://127.0.0.2:9/anything" } },
+            // Never executed, so no sshd is needed: the record shows what would have run.
+            { "ssh": { "host": "127.0.0.1", "command": "touch", "params": {} } },
         ]),
         RunOptions {
             dry_run: true,
@@ -158,12 +160,14 @@ async fn dry_run_records_writes_without_executing_them() {
         .iter()
         .filter(|c| c.phase == quell::capabilities::Phase::Remediate)
         .collect();
-    assert_eq!(remediate.len(), 2);
+    assert_eq!(remediate.len(), 3);
     assert!(
         remediate.iter().all(|c| c.decision == Decision::DryRun),
         "{remediate:#?}"
     );
     assert!(sim.writes().is_empty(), "dry run wrote: {:?}", sim.writes());
+    let ssh_out = remediate[2].result["ok"]["stdout"].as_str().unwrap();
+    assert_eq!(ssh_out, "dry run: not executed: ssh root@127.0.0.1 true\n");
     let kubectl_out = remediate[0].result["ok"]["stdout"].as_str().unwrap();
     assert!(
         kubectl_out.contains("rollout restart deployment/api --namespace=production"),
@@ -198,6 +202,7 @@ async fn http_allowed_with_secret_header_and_guarded_against_ssrf() {
             get(format!("http://localhost:{port}/health")),
             get("http://example.invalid/health".to_owned()),
             get(server.url("/big?mib=2")),
+            json!({ "http": { "method": "POST", "url": server.url("/echo") } }),
         ]),
         json!([]),
         RunOptions::default(),
@@ -235,6 +240,15 @@ async fn http_allowed_with_secret_header_and_guarded_against_ssrf() {
         s[6]
     );
     assert_eq!(s[7], "too-large");
+    // A write in diagnose is refused even where the policy allows the method.
+    assert_eq!(
+        s[8],
+        "denied: this call writes, and diagnose may only read; writes run in remediate"
+    );
+    assert!(
+        !routes.requests().iter().any(|r| r.method == "POST"),
+        "a POST reached the server"
+    );
     assert!(
         loopback_routes.requests().is_empty(),
         "loopback was reached: {:?}",
