@@ -249,7 +249,8 @@ impl CallContext {
             return result;
         }
         let rule = cut(rule);
-        let request = bounded_json(request, MAX_RECORDED_TEXT);
+        let mut request = request;
+        bound_json(&mut request);
         let record = CallRecord::new(
             self,
             capability,
@@ -270,7 +271,12 @@ impl CallContext {
             "capability call"
         );
         let mut record = record;
-        let size = serde_json::to_vec(&record.result).map_or(0, |bytes| bytes.len());
+        // A refusal can quote the guest's input at length; outputs are capped by the host.
+        if let Some(error) = record.result.get_mut("error") {
+            bound_json(error);
+        }
+        // The result is the call's output plus a little framing; its size is known already.
+        let size = usize::try_from(measured.output_bytes).unwrap_or(usize::MAX) + record.rule.len();
         if self.recorded_bytes + size > RECORD_BUDGET {
             record.result = serde_json::json!({ "not_recorded": format!("{size} bytes: over the per-call record budget") });
         } else {
@@ -294,13 +300,19 @@ pub(crate) fn cut(mut text: String) -> String {
     text
 }
 
-/// A JSON value, or a preview of it when its text is longer than `limit`.
-fn bounded_json(value: serde_json::Value, limit: usize) -> serde_json::Value {
-    let text = value.to_string();
-    if text.len() <= limit {
-        return value;
+/// Cuts every string in a JSON value to [`MAX_RECORDED_TEXT`] bytes and every array to 64
+/// entries, in place: a guest's request is recorded, but never at the guest's chosen size.
+fn bound_json(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.len() > MAX_RECORDED_TEXT => *text = cut(std::mem::take(text)),
+        Value::Array(items) => {
+            items.truncate(64);
+            items.iter_mut().for_each(bound_json);
+        }
+        Value::Object(map) => map.values_mut().for_each(bound_json),
+        _ => {}
     }
-    serde_json::json!({ "cut": text.len(), "preview": cut(text) })
 }
 
 /// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or

@@ -198,3 +198,17 @@ fn a_namespace_object_is_covered_by_the_namespace_globs() {
     );
     assert!(policy.kubectl.check(&call(WitVerb::Get, None)).is_err());
 }
+
+#[tokio::test]
+async fn a_huge_request_is_recorded_cut_to_size() {
+    let mut ctx = context(POLICY, Phase::Diagnose, false);
+    let huge = "\u{1}".repeat(1 << 20);
+    let err = ctx
+        .run(request(WitVerb::Get, &huge, Some("production"), None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, HostError::Denied(_)));
+    let record = serde_json::to_string(&ctx.calls[0]).unwrap();
+    assert!(record.len() < 64 << 10, "record is {} bytes", record.len());
+    assert!(ctx.calls[0].rule.ends_with("… (cut)"));
+}
