@@ -447,11 +447,12 @@ fn describe_reqwest_error(error: reqwest::Error) -> Refusal {
 impl Host for CallContext {
     async fn send(&mut self, req: Request) -> Result<Response, HostError> {
         let started = Instant::now();
-        let injected: Vec<_> = req.headers.iter().map(|(k, _)| k.clone()).collect();
+        // The runbook's own header names; values and the host's secret headers stay out of records.
+        let header_names: Vec<_> = req.headers.iter().map(|(k, _)| k.clone()).collect();
         let request = json!({
             "method": HttpMethod::from_wit(req.method).to_string(),
             "url": req.url,
-            "headers": injected,
+            "headers": header_names,
             "body_bytes": req.body.as_ref().map_or(0, Vec::len),
         });
         let method = HttpMethod::from_wit(req.method);

@@ -311,11 +311,12 @@ impl Host for CallContext {
             Err(reason) => (Verdict::Deny(reason), None),
             Ok((user, (rule, effect, line))) => {
                 let verdict = self.gate(effect, Ok(rule));
-                let shown = format!("ssh {user}@{host} {line}");
-                (
-                    verdict,
-                    Some((self.caps.ssh.spec(&user, &host, &line), shown)),
-                )
+                // Like kubectl: no command is rendered for a refused call.
+                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| {
+                    let shown = format!("ssh {user}@{host} {line}");
+                    (self.caps.ssh.spec(&user, &host, &line), shown)
+                });
+                (verdict, spec)
             }
         };
         run_command(self, Capability::Ssh, request, verdict, spec).await
