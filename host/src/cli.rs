@@ -1,4 +1,7 @@
-//! The command line: `quell run`, `quell policy check`.
+//! The command line: `quell serve`, `quell run`, `quell policy check`, and `quell incidents`,
+//! `quell incident`, `quell postmortem` against a running daemon.
+
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,11 +65,72 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the daemon: webhooks, incidents, the runbook pipeline and the API. Without a
+    /// configuration it listens on 127.0.0.1:8080 with `.quell/quell.db` and `runbooks/`.
+    Serve {
+        /// The configuration file (`quell.toml`).
+        #[arg(long, env = "QUELL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Listen here instead of `[server] listen`.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Use this database file instead of `[database] path`.
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+    /// List incidents from a running daemon.
+    Incidents {
+        #[command(flatten)]
+        remote: Remote,
+        /// Only this status: open, acknowledged, resolved.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this severity.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only since this RFC 3339 time or duration back (`1h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one incident (timeline, runs, capability calls) from a running daemon.
+    Incident {
+        /// `INC-XXXXXXXX`
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an incident's post-mortem draft (Markdown) from a running daemon.
+    Postmortem {
+        /// `INC-XXXXXXXX`
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Validate capability policy files.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+}
+
+/// Where the daemon is.
+#[derive(Debug, clap::Args)]
+struct Remote {
+    /// The daemon's base URL.
+    #[arg(long, env = "QUELL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A bearer token from `[auth] api_tokens`.
+    #[arg(long, env = "QUELL_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,9 +143,17 @@ enum PolicyCommand {
     },
 }
 
+impl Cli {
+    /// Whether the command is `serve` (which logs at info by default).
+    pub fn is_serve(&self) -> bool {
+        matches!(self.command, Command::Serve { .. })
+    }
+}
+
 /// Starts logging to stderr.
-pub fn init_tracing(format: LogFormat, verbose: u8) {
+pub fn init_tracing(format: LogFormat, verbose: u8, serving: bool) {
     let default = match verbose {
+        0 if serving => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",
@@ -152,6 +224,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Serve {
+            config,
+            listen,
+            database,
+        } => {
+            let mut config = load_config(config.as_deref())?;
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            if let Some(database) = database {
+                config.database.path = database;
+            }
+            crate::daemon::serve(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incidents {
+            remote,
+            status,
+            severity,
+            since,
+            limit,
+            json,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(status.map(|v| ("status", v)));
+            query.extend(severity.map(|v| ("severity", v)));
+            query.extend(since.map(|v| ("since", v)));
+            let page = remote::get_json(
+                &remote.url,
+                remote.token.as_deref(),
+                "/api/incidents",
+                &query,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", remote::render_list(&page));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Incident { id, remote, json } => {
+            let path = format!("/api/incidents/{}", remote::segment(&id));
+            let detail = remote::get_json(&remote.url, remote.token.as_deref(), &path, &[]).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&detail)?);
+            } else {
+                print!("{}", remote::render_detail(&detail));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Postmortem { id, remote } => {
+            let path = format!("/api/incidents/{}/postmortem", remote::segment(&id));
+            let text = remote::get_text(&remote.url, remote.token.as_deref(), &path).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy {
             command: PolicyCommand::Check { files },

@@ -5,6 +5,7 @@
 //! and the secrets that policies may attach to requests. Every section is optional and
 //! every field has a safe default, so an empty file is a valid configuration.
 
+mod daemon;
 mod units;
 
 use std::collections::BTreeMap;
@@ -13,12 +14,30 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use daemon::{
+    AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
+    PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SourceConfig, SourcesConfig,
+};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The HTTP listener (`quell serve`).
+    pub server: ServerConfig,
+    /// The embedded SQLite database.
+    pub database: DatabaseConfig,
+    /// API credentials.
+    pub auth: AuthConfig,
+    /// Webhook sources: credentials and body limits.
+    pub sources: SourcesConfig,
+    /// Workers, approvals, reopening.
+    pub pipeline: PipelineConfig,
+    /// Post-mortem drafts.
+    pub postmortems: PostmortemConfig,
+    /// How long history is kept.
+    pub retention: RetentionConfig,
     /// Where runbooks live: every `<dir>/*/policy.toml` is a runbook.
     pub runbooks: RunbooksConfig,
     /// Engine and per-instance limits.
@@ -193,8 +212,30 @@ impl Config {
         toml::from_str(text).map_err(|e| crate::policy::describe_toml_error(text, &e))
     }
 
-    /// Applies `QUELL_SECRET_<NAME>` overrides.
+    /// Applies environment overrides: `QUELL_SECRET_<NAME>`, `QUELL_API_TOKENS` and
+    /// `QUELL_<SOURCE>_TOKENS` (comma-separated lists that replace the file's).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
+        let tokens = |var: &str| {
+            lookup(var).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+        };
+        if let Some(list) = tokens("QUELL_API_TOKENS") {
+            self.auth.api_tokens = list;
+        }
+        if let Some(list) = tokens("QUELL_ALERTMANAGER_TOKENS") {
+            self.sources.alertmanager.tokens = list;
+        }
+        if let Some(list) = tokens("QUELL_GRAFANA_TOKENS") {
+            self.sources.grafana.tokens = list;
+        }
+        if let Some(list) = tokens("QUELL_GENERIC_TOKENS") {
+            self.sources.generic.source.tokens = list;
+        }
         for (name, value) in &mut self.secrets {
             let var = format!("QUELL_SECRET_{}", name.to_uppercase().replace('-', "_"));
             if let Some(v) = lookup(&var) {

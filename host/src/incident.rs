@@ -73,10 +73,15 @@ fn fingerprint_of(labels: &[(String, String)]) -> String {
 /// alert object (`{"labels": {...}, ...}`). The error says what is wrong and where.
 pub fn from_alert_json(text: &str, source: &str) -> Result<Vec<Incident>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    from_alert_value(&value, source)
+}
+
+/// [`from_alert_json`] on parsed JSON.
+pub fn from_alert_value(value: &Value, source: &str) -> Result<Vec<Incident>, String> {
     let alerts: Vec<&Value> = match (&value.get("alerts"), value.get("labels")) {
         (Some(Value::Array(alerts)), _) => alerts.iter().collect(),
         (Some(_), _) => return Err("\"alerts\" must be an array".to_owned()),
-        (None, Some(_)) => vec![&value],
+        (None, Some(_)) => vec![value],
         (None, None) => {
             return Err("expected an Alertmanager webhook payload (with \"alerts\") or one alert (with \"labels\")".to_owned());
         }

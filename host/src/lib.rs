@@ -22,13 +22,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod incident;
+pub mod metrics;
+pub mod pipeline;
 pub mod policy;
+pub mod postmortem;
 pub mod runner;
 pub mod sandbox;
+pub mod sources;
+pub mod store;
 
 /// Host bindings for the `quell:runbook` world (`runbook-sdk/wit`).
 pub mod bindings {
@@ -37,7 +44,7 @@ pub mod bindings {
         path: "../runbook-sdk/wit",
         imports: { default: async },
         exports: { default: async },
-        additional_derives: [serde::Serialize],
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 

@@ -6,7 +6,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = quell::cli::Cli::parse();
-    quell::cli::init_tracing(cli.log_format, cli.verbose);
+    quell::cli::init_tracing(cli.log_format, cli.verbose, cli.is_serve());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -46,7 +46,7 @@ pub struct LoadError {
 }
 
 impl LoadError {
-    pub(super) fn new(path: &Path, message: impl Into<String>) -> Self {
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
         Self {
             path: path.to_owned(),
             message: message.into(),

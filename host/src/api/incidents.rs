@@ -1,0 +1,379 @@
+//! `/api/*`: incidents, actions on them, post-mortems, runbooks, reload, the pause switch.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::postmortem;
+use crate::store::incidents::{event, resolve};
+use crate::store::jobs;
+use crate::store::queries::{self, IncidentFilter};
+use crate::store::{StoreError, now};
+
+/// Query string of `GET /api/incidents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    severity: Option<String>,
+    /// RFC 3339, or a duration back from now (`1h`, `7d`).
+    since: Option<String>,
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+fn since_ms(text: &str) -> Result<i64, ApiError> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    let back = humantime::parse_duration(text).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("since: {text:?} is neither an RFC 3339 time nor a duration like 1h"),
+        )
+    })?;
+    Ok(now().1 - i64::try_from(back.as_millis()).unwrap_or(i64::MAX / 2))
+}
+
+/// `GET /api/incidents`
+pub async fn list(
+    State(app): State<Arc<AppState>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    for (name, value, allowed) in [
+        (
+            "status",
+            &query.status,
+            &["open", "acknowledged", "resolved"][..],
+        ),
+        (
+            "severity",
+            &query.severity,
+            &["critical", "high", "medium", "low", "info"][..],
+        ),
+    ] {
+        if let Some(value) = value
+            && !allowed.contains(&value.as_str())
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{name}: {value:?} is not one of {}", allowed.join(", ")),
+            ));
+        }
+    }
+    let filter = IncidentFilter {
+        status: query.status,
+        severity: query.severity,
+        since_ms: query.since.as_deref().map(since_ms).transpose()?,
+        limit: query.limit.unwrap_or(50),
+        before: query.before,
+    };
+    let page = app
+        .store
+        .read(move |conn| queries::list_incidents(conn, &filter))
+        .await?;
+    Ok(Json(page).into_response())
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}"))
+}
+
+/// `GET /api/incidents/{id}`
+pub async fn show(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = id.clone();
+    let detail = app
+        .store
+        .read(move |conn| queries::incident_detail(conn, &key))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(detail).into_response())
+}
+
+/// `GET /api/incidents/{id}/postmortem`: the draft as Markdown.
+pub async fn postmortem(
+    State(app): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let key = id.clone();
+    let detail = app
+        .store
+        .read(move |conn| queries::incident_detail(conn, &key))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let text = postmortem::render(&detail, app.config.server.public_url.as_deref());
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+/// Optional body of the incident actions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// Who is acting (shown on the timeline); default `api`.
+    by: Option<String>,
+    /// approve / reject: only this runbook's plan.
+    runbook: Option<String>,
+    /// Free text for the timeline.
+    note: Option<String>,
+}
+
+fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("the body: {e}")))
+}
+
+/// `POST /api/incidents/{id}/{ack,resolve,approve,reject}`
+pub async fn act(
+    State(app): State<Arc<AppState>>,
+    Path((id, action)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ActionBody = body(&bytes)?;
+    let who: String = request
+        .by
+        .unwrap_or_else(|| "api".to_owned())
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(100)
+        .collect();
+    let note = request.note.map(|n| format!(": {n}")).unwrap_or_default();
+    let key = id.clone();
+    let exists = app
+        .store
+        .read(move |conn| queries::incident_record(conn, &key))
+        .await?
+        .is_some();
+    if !exists {
+        return Err(not_found(&id));
+    }
+    let incident = id.clone();
+    let answer = match action.as_str() {
+        "ack" => {
+            let changed = app
+                .store
+                .write(move |conn| {
+                    let (at, _) = now();
+                    let n = conn
+                        .prepare_cached(
+                            "UPDATE incidents SET status = 'acknowledged', updated_at = ?2
+                             WHERE id = ?1 AND status = 'open'",
+                        )?
+                        .execute([&incident, &at])?;
+                    if n > 0 {
+                        event(
+                            conn,
+                            &incident,
+                            &at,
+                            "acknowledged",
+                            None,
+                            &format!("acknowledged by {who}{note}"),
+                            None,
+                        )?;
+                    }
+                    Ok(n > 0)
+                })
+                .await?;
+            if !changed {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{id} is not open, so it cannot be acknowledged"),
+                ));
+            }
+            json!({"incident": id, "status": "acknowledged"})
+        }
+        "resolve" => {
+            let changed = app
+                .store
+                .write(move |conn| {
+                    let (at, ms) = now();
+                    resolve(
+                        conn,
+                        &incident,
+                        &at,
+                        ms,
+                        &format!("resolved by {who}{note}"),
+                    )
+                })
+                .await?;
+            if !changed {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!("{id} is already resolved"),
+                ));
+            }
+            app.pipeline.resolved(&id);
+            json!({"incident": id, "status": "resolved"})
+        }
+        "approve" | "reject" => {
+            let approve = action == "approve";
+            let runbook = request.runbook.clone();
+            let decision = app
+                .store
+                .write(move |conn| jobs::decide(conn, &incident, runbook.as_deref(), approve, &who))
+                .await?;
+            if decision.runbooks.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "no plan of {id}{} awaits approval (already decided, expired, or never asked)",
+                        request
+                            .runbook
+                            .map(|r| format!(" by {r}"))
+                            .unwrap_or_default()
+                    ),
+                ));
+            }
+            if approve {
+                app.pipeline.wake();
+            } else {
+                app.metrics.escalations.inc();
+            }
+            json!({"incident": id, "decision": action, "runbooks": decision.runbooks})
+        }
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no action {other:?}: use ack, resolve, approve or reject"),
+            ));
+        }
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// `GET /api/runbooks`
+pub async fn runbooks(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let runbooks = app.pipeline.runbooks();
+    let budgets: Vec<(String, u32, String, i64)> = {
+        let list: Vec<(String, u32, std::time::Duration, String)> = runbooks
+            .loaded
+            .iter()
+            .filter_map(|r| {
+                r.policy
+                    .runbook
+                    .max_runs
+                    .map(|b| (r.name.clone(), b.count, b.per.0, b.per.to_string()))
+            })
+            .collect();
+        app.store
+            .read(move |conn| {
+                list.into_iter()
+                    .map(|(name, count, per, shown)| {
+                        let used = jobs::budget_used(
+                            conn,
+                            &name,
+                            i64::try_from(per.as_millis()).unwrap_or(i64::MAX),
+                        )?;
+                        Ok((name, count, shown, used))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?
+    };
+    let loaded: Vec<_> = runbooks
+        .loaded
+        .iter()
+        .map(|r| {
+            let policy = &r.policy.runbook;
+            let budget = budgets
+                .iter()
+                .find(|b| b.0 == r.name)
+                .map(|(_, count, per, used)| json!({"count": count, "per": per, "used": used}));
+            json!({
+                "name": r.name,
+                "digest": r.digest,
+                "policy": r.policy_path,
+                "mode": policy.mode.to_string(),
+                "dry_run": policy.dry_run,
+                "timeout": policy.timeout.to_string(),
+                "description": policy.description,
+                "capabilities": r.imports.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "budget": budget,
+            })
+        })
+        .collect();
+    let errors: Vec<_> = runbooks
+        .errors
+        .iter()
+        .map(|e| json!({"path": e.path, "error": e.message}))
+        .collect();
+    Ok(Json(json!({"runbooks": loaded, "errors": errors})).into_response())
+}
+
+/// `POST /api/reload`: re-read runbooks and policies; a bad file keeps its last good
+/// version serving and is reported.
+pub async fn reload(State(app): State<Arc<AppState>>) -> Response {
+    let report = app.pipeline.reload().await;
+    let status = if report.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, Json(report)).into_response()
+}
+
+/// `GET /api/remediation`: whether remediation is paused.
+pub async fn remediation(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let paused = app.store.read(jobs::paused).await?;
+    Ok(Json(json!({"paused": paused})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PauseBody {
+    paused: bool,
+    by: Option<String>,
+}
+
+/// `POST /api/remediation` with `{"paused": true|false}`: the global pause switch.
+/// Diagnosis keeps running; plans wait for approval while paused.
+pub async fn set_remediation(
+    State(app): State<Arc<AppState>>,
+    bytes: Bytes,
+) -> Result<Response, ApiError> {
+    let request: PauseBody = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("expected {{\"paused\": true|false}}: {e}"),
+        )
+    })?;
+    let paused = request.paused;
+    app.store
+        .write(move |conn| jobs::set_paused(conn, paused))
+        .await?;
+    tracing::warn!(
+        paused,
+        by = request.by.as_deref().unwrap_or("api"),
+        "remediation pause switch set"
+    );
+    if !paused {
+        app.pipeline.wake();
+    }
+    Ok(Json(json!({"paused": paused})).into_response())
+}
+
+/// `GET /api/dead-letters`: deliveries that could not be used, newest first.
+pub async fn dead_letters(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let letters = app
+        .store
+        .read(|conn| queries::dead_letters(conn, 100))
+        .await?;
+    Ok(Json(json!({"dead_letters": letters})).into_response())
+}

@@ -1,0 +1,216 @@
+//! `POST /webhooks/{alertmanager,grafana,generic}`: authenticate, bound the body, parse,
+//! and commit before answering.
+//!
+//! | situation | answer |
+//! |---|---|
+//! | stored (alerts applied to incidents) | 200 with what each alert did |
+//! | JSON but unusable | 202, kept as a dead letter with the reason |
+//! | not JSON | 400 with the parser's position and reason |
+//! | bad or missing credentials | 401 |
+//! | body over the route's limit | 413 |
+//! | database unavailable, shutting down | 503 with `Retry-After` |
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use super::auth::{source_ok, unauthorized};
+use super::{ApiError, AppState};
+use crate::config::SourceConfig;
+use crate::sources::{self, Rejection, Source};
+use crate::store::incidents::{self, Arrival, Effect};
+
+/// The three webhook routes.
+pub fn routes(_state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/webhooks/alertmanager",
+            post(|state, request| receive(state, Source::Alertmanager, request)),
+        )
+        .route(
+            "/webhooks/grafana",
+            post(|state, request| receive(state, Source::Grafana, request)),
+        )
+        .route(
+            "/webhooks/generic",
+            post(|state, request| receive(state, Source::Generic, request)),
+        )
+}
+
+fn settings(app: &AppState, source: Source) -> &SourceConfig {
+    match source {
+        Source::Alertmanager => &app.config.sources.alertmanager,
+        Source::Grafana => &app.config.sources.grafana,
+        Source::Generic => &app.config.sources.generic.source,
+    }
+}
+
+async fn receive(State(app): State<Arc<AppState>>, source: Source, request: Request) -> Response {
+    let started = Instant::now();
+    let (outcome, response) = match handle(&app, source, request).await {
+        Ok((outcome, response)) => (outcome, response),
+        Err((outcome, error)) => (outcome, error),
+    };
+    app.metrics
+        .deliveries
+        .get_or_create(&vec![
+            ("source", source.name().to_owned()),
+            ("outcome", outcome.to_owned()),
+        ])
+        .inc();
+    if outcome == "accepted" || outcome == "dead_letter" {
+        app.metrics
+            .ack_seconds
+            .get_or_create(&vec![("source", source.name().to_owned())])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    response
+}
+
+type Answer = Result<(&'static str, Response), (&'static str, Response)>;
+
+async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
+    let settings = settings(app, source);
+    if !source_ok(request.headers(), settings) {
+        tracing::warn!(
+            source = source.name(),
+            "webhook refused: bad or missing credentials"
+        );
+        return Err(("unauthorized", unauthorized()));
+    }
+    if !app.ready.load(Ordering::Acquire) {
+        return Err((
+            "unavailable",
+            ApiError::unavailable("the daemon is starting or shutting down").into_response(),
+        ));
+    }
+    let limit = settings.body_limit;
+    let too_large = || {
+        (
+            "too_large",
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is larger than the {limit} limit of /webhooks/{}; \
+                     lower the sender's max_alerts or raise [sources.{}] body_limit",
+                    source.name(),
+                    source.name()
+                ),
+            )
+            .into_response(),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit.0) {
+        return Err(too_large());
+    }
+    let body = match axum::body::to_bytes(Body::new(request.into_body()), limit.as_usize()).await {
+        Ok(body) => body,
+        Err(_) => return Err(too_large()),
+    };
+    let delivery = match sources::parse(source, &body, &app.config.sources.generic.fields) {
+        Ok(delivery) => delivery,
+        Err(Rejection::Malformed(message)) => {
+            return Err((
+                "malformed",
+                ApiError::new(StatusCode::BAD_REQUEST, message).into_response(),
+            ));
+        }
+        Err(Rejection::Unusable(reason)) => {
+            let (name, raw, why) = (source.name(), body.to_vec(), reason.clone());
+            return match app
+                .store
+                .write(move |conn| incidents::dead_letter(conn, name, &raw, &why))
+                .await
+            {
+                Ok(id) => {
+                    tracing::warn!(source = name, delivery = id, error = %reason, "delivery kept as a dead letter");
+                    Ok((
+                        "dead_letter",
+                        (
+                            StatusCode::ACCEPTED,
+                            axum::Json(json!({
+                                "status": "dead-letter",
+                                "delivery": id,
+                                "error": reason,
+                            })),
+                        )
+                            .into_response(),
+                    ))
+                }
+                Err(e) => Err(("unavailable", ApiError::from(e).into_response())),
+            };
+        }
+    };
+    let runbooks = app.pipeline.runbooks();
+    let arrivals: Vec<Arrival> = delivery
+        .alerts
+        .into_iter()
+        .map(|incident| Arrival {
+            runbooks: runbooks.selected(&incident),
+            incident,
+        })
+        .collect();
+    let reopen_ms =
+        i64::try_from(app.config.pipeline.reopen_window.0.as_millis()).unwrap_or(i64::MAX);
+    let name = source.name();
+    let truncated = delivery.truncated;
+    let raw = body.to_vec();
+    let ingested = match app
+        .store
+        .write(move |conn| incidents::ingest(conn, name, &raw, truncated, &arrivals, reopen_ms))
+        .await
+    {
+        Ok(ingested) => ingested,
+        Err(e) => return Err(("unavailable", ApiError::from(e).into_response())),
+    };
+    let mut wake = false;
+    for effect in &ingested.effects {
+        let kind = match effect {
+            Effect::Created(_) => "created",
+            Effect::Refired(_) => "refired",
+            Effect::Reopened(_) => "reopened",
+            Effect::Resolved(_) => "resolved",
+            Effect::Stale(_) => "stale",
+            Effect::Unknown => "unknown",
+        };
+        wake |= matches!(effect, Effect::Created(_) | Effect::Reopened(_));
+        if let Effect::Resolved(id) = effect {
+            app.pipeline.resolved(id);
+        }
+        app.metrics
+            .alerts
+            .get_or_create(&vec![
+                ("source", name.to_owned()),
+                ("effect", kind.to_owned()),
+            ])
+            .inc();
+    }
+    if wake {
+        app.pipeline.wake();
+    }
+    Ok((
+        "accepted",
+        (
+            StatusCode::OK,
+            axum::Json(json!({
+                "status": "accepted",
+                "delivery": ingested.delivery,
+                "alerts": ingested.effects,
+            })),
+        )
+            .into_response(),
+    ))
+}

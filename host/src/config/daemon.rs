@@ -1,0 +1,228 @@
+//! The sections only `quell serve` reads: listener, database, authentication, sources,
+//! pipeline, post-mortems and retention.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ByteSize, HumanDuration};
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API and webhooks listen on.
+    pub listen: SocketAddr,
+    /// The daemon's own base URL, used in links (post-mortems, notifications).
+    pub public_url: Option<String>,
+    /// How long a graceful shutdown waits for running work before interrupting it.
+    pub shutdown_grace: HumanDuration,
+    /// Most requests served at once; beyond it, requests wait.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
+            shutdown_grace: HumanDuration(Duration::from_secs(20)),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// The SQLite file (WAL mode, `synchronous=FULL`); created with its directory.
+    pub path: PathBuf,
+    /// How long a write waits for a lock held by another process before the request is
+    /// answered 503.
+    pub busy_timeout: HumanDuration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from(".quell/quell.db"),
+            busy_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `[auth]`: who may call the API (`/api/*`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer tokens accepted on `/api/*`; list several to rotate. `QUELL_API_TOKENS`
+    /// (comma-separated) replaces the list.
+    pub api_tokens: Vec<String>,
+    /// Serve without any credentials on a non-loopback address. Off: Quell refuses to
+    /// start that way, because anyone who can reach it could approve remediations.
+    pub allow_unauthenticated: bool,
+}
+
+/// `[sources.*]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// `POST /webhooks/alertmanager`
+    pub alertmanager: SourceConfig,
+    /// `POST /webhooks/grafana`
+    pub grafana: SourceConfig,
+    /// `POST /webhooks/generic`
+    pub generic: GenericSourceConfig,
+}
+
+/// One webhook source's credentials and limits. With no credentials listed the source is
+/// open (only allowed on loopback unless `[auth] allow_unauthenticated`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Accepted bearer tokens (`Authorization: Bearer …`); several for rotation.
+    /// `QUELL_<SOURCE>_TOKENS` (comma-separated) replaces the list.
+    pub tokens: Vec<String>,
+    /// Accepted basic-auth pairs.
+    pub basic: Vec<BasicCredential>,
+    /// Largest body accepted; larger requests get 413.
+    pub body_limit: ByteSize,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            basic: Vec::new(),
+            body_limit: ByteSize(10 << 20),
+        }
+    }
+}
+
+/// A basic-auth user and password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+/// `[sources.generic]`: credentials plus where the fields are in the sender's JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenericSourceConfig {
+    /// Credentials and limits.
+    #[serde(flatten)]
+    pub source: SourceConfig,
+    /// JSON pointers (RFC 6901) to each field; the defaults read the documented shape.
+    pub fields: GenericFields,
+}
+
+impl Default for GenericSourceConfig {
+    fn default() -> Self {
+        Self {
+            source: SourceConfig {
+                body_limit: ByteSize(1 << 20),
+                ..SourceConfig::default()
+            },
+            fields: GenericFields::default(),
+        }
+    }
+}
+
+/// Where a generic payload keeps each field, as JSON pointers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GenericFields {
+    /// The stable identity of the alert (required in the payload).
+    pub dedup_key: String,
+    /// `firing` or `resolved` (default firing).
+    pub status: String,
+    /// The incident's title.
+    pub title: String,
+    /// The severity (mapped like a `severity` label).
+    pub severity: String,
+    /// An object of string labels.
+    pub labels: String,
+    /// An object of string annotations.
+    pub annotations: String,
+    /// RFC 3339 start of this episode.
+    pub starts_at: String,
+}
+
+impl Default for GenericFields {
+    fn default() -> Self {
+        Self {
+            dedup_key: "/dedup_key".to_owned(),
+            status: "/status".to_owned(),
+            title: "/title".to_owned(),
+            severity: "/severity".to_owned(),
+            labels: "/labels".to_owned(),
+            annotations: "/annotations".to_owned(),
+            starts_at: "/starts_at".to_owned(),
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Runbook runs executing at once.
+    pub workers: usize,
+    /// How long a plan waits for approval before it expires and the incident escalates.
+    pub approval_timeout: HumanDuration,
+    /// A firing alert whose incident resolved less than this long ago reopens it instead of
+    /// opening a new incident (stops flapping storms); `0s` always opens a new episode.
+    pub reopen_window: HumanDuration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            approval_timeout: HumanDuration(Duration::from_secs(30 * 60)),
+            reopen_window: HumanDuration(Duration::from_secs(5 * 60)),
+        }
+    }
+}
+
+/// `[postmortems]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostmortemConfig {
+    /// Where drafts are written when an incident resolves.
+    pub dir: PathBuf,
+}
+
+impl Default for PostmortemConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".quell/postmortems"),
+        }
+    }
+}
+
+/// `[retention]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Raw deliveries (the inbox, dead letters included) older than this are deleted.
+    pub inbox: HumanDuration,
+    /// Resolved incidents (with their timeline, runs and calls) older than this are deleted.
+    pub incidents: HumanDuration,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            inbox: HumanDuration(Duration::from_secs(7 * 86_400)),
+            incidents: HumanDuration(Duration::from_secs(180 * 86_400)),
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! Ingestion: a delivery's alerts become incident changes, in the same transaction as the
+//! delivery itself.
+//!
+//! The identity of an alert is `(source, fingerprint)`; an episode adds `startsAt`. At most
+//! one incident per identity is open (a partial unique index says so), which is what makes
+//! re-sends, retries and HA duplicates collapse into one incident.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+
+use super::{StoreError, now};
+use crate::bindings::quell::runbook::types::Incident;
+use crate::incident::severity_name;
+
+/// One alert of a delivery, ready to store.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The alert as an incident (id derived from source, fingerprint and startsAt).
+    pub incident: Incident,
+    /// Runbooks whose policy `[match]` selector accepts the alert's labels.
+    pub runbooks: Vec<String>,
+}
+
+/// What one alert did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", content = "incident", rename_all = "kebab-case")]
+pub enum Effect {
+    /// A new incident.
+    Created(String),
+    /// A firing re-send for an open incident.
+    Refired(String),
+    /// A recently resolved incident fired again and was reopened.
+    Reopened(String),
+    /// The alert resolved its incident.
+    Resolved(String),
+    /// A delivery about an episode that is already over; recorded, nothing changed.
+    Stale(String),
+    /// A resolved alert for which no incident is open.
+    Unknown,
+}
+
+impl Effect {
+    /// The incident affected, if any.
+    pub fn incident(&self) -> Option<&str> {
+        match self {
+            Self::Created(id)
+            | Self::Refired(id)
+            | Self::Reopened(id)
+            | Self::Resolved(id)
+            | Self::Stale(id) => Some(id),
+            Self::Unknown => None,
+        }
+    }
+}
+
+/// A delivery that was stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ingested {
+    /// The inbox row.
+    pub delivery: i64,
+    /// One effect per alert, in order.
+    pub effects: Vec<Effect>,
+}
+
+/// Stores a delivery as a dead letter: kept verbatim with the reason, nothing else done.
+pub fn dead_letter(
+    conn: &Connection,
+    source: &str,
+    body: &[u8],
+    error: &str,
+) -> Result<i64, StoreError> {
+    let (at, ms) = now();
+    conn.prepare_cached(
+        "INSERT INTO inbox (source, received_at, received_ms, body, status, error)
+         VALUES (?1, ?2, ?3, ?4, 'dead', ?5)",
+    )?
+    .execute(params![source, at, ms, body, error])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Stores a delivery and applies its alerts.
+pub fn ingest(
+    conn: &Connection,
+    source: &str,
+    body: &[u8],
+    truncated: u64,
+    arrivals: &[Arrival],
+    reopen_window_ms: i64,
+) -> Result<Ingested, StoreError> {
+    let (at, ms) = now();
+    conn.prepare_cached(
+        "INSERT INTO inbox (source, received_at, received_ms, body, status, alerts, truncated)
+         VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
+    )?
+    .execute(params![
+        source,
+        at,
+        ms,
+        body,
+        arrivals.len() as i64,
+        truncated as i64
+    ])?;
+    let delivery = conn.last_insert_rowid();
+    let mut effects = Vec::with_capacity(arrivals.len());
+    for arrival in arrivals {
+        let effect = if arrival.incident.status == "resolved" {
+            resolve_alert(conn, &arrival.incident, &at, ms)?
+        } else {
+            fire(conn, arrival, &at, ms, reopen_window_ms)?
+        };
+        effects.push(effect);
+    }
+    if truncated > 0
+        && let Some(id) = effects.iter().find_map(Effect::incident)
+    {
+        event(
+            conn,
+            id,
+            &at,
+            "truncated",
+            None,
+            &format!("the sender dropped {truncated} alerts of this group (max_alerts)"),
+            None,
+        )?;
+    }
+    Ok(Ingested { delivery, effects })
+}
+
+struct OpenIncident {
+    id: String,
+    starts_at: Option<String>,
+}
+
+fn open_incident(
+    conn: &Connection,
+    source: &str,
+    fingerprint: &str,
+) -> Result<Option<OpenIncident>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, starts_at FROM incidents
+             WHERE source = ?1 AND fingerprint = ?2 AND status != 'resolved'",
+        )?
+        .query_row(params![source, fingerprint], |row| {
+            Ok(OpenIncident {
+                id: row.get(0)?,
+                starts_at: row.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+fn fire(
+    conn: &Connection,
+    arrival: &Arrival,
+    at: &str,
+    ms: i64,
+    reopen_window_ms: i64,
+) -> Result<Effect, StoreError> {
+    let alert = &arrival.incident;
+    if let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? {
+        conn.prepare_cached(
+            "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
+        )?
+        .execute(params![open.id, at])?;
+        let message = if open.starts_at == alert.starts_at {
+            "the alert was sent again while the incident is open".to_owned()
+        } else {
+            format!(
+                "the alert fired again (startsAt {}) while the incident is open",
+                alert.starts_at.as_deref().unwrap_or("unknown")
+            )
+        };
+        event(conn, &open.id, at, "re-fired", None, &message, None)?;
+        return Ok(Effect::Refired(open.id));
+    }
+    let exists: Option<String> = conn
+        .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
+        .query_row([&alert.id], |row| row.get(0))
+        .optional()?;
+    if exists.is_some() {
+        event(
+            conn,
+            &alert.id,
+            at,
+            "stale",
+            None,
+            "a firing delivery for this episode arrived after it resolved; ignored",
+            None,
+        )?;
+        return Ok(Effect::Stale(alert.id.clone()));
+    }
+    let recent: Option<String> = conn
+        .prepare_cached(
+            "SELECT id FROM incidents
+             WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved' AND resolved_ms >= ?3
+             ORDER BY resolved_ms DESC LIMIT 1",
+        )?
+        .query_row(
+            params![alert.source, alert.fingerprint, ms - reopen_window_ms],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
+        conn.prepare_cached(
+            "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
+                 fired = fired + 1, starts_at = ?2, alert_json = ?3, updated_at = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![id, alert.starts_at, alert.alert_json, at])?;
+        event(
+            conn,
+            &id,
+            at,
+            "reopened",
+            None,
+            &format!(
+                "the alert fired again (startsAt {}) within the reopen window",
+                alert.starts_at.as_deref().unwrap_or("unknown")
+            ),
+            None,
+        )?;
+        Effect::Reopened(id)
+    } else {
+        insert(conn, alert, at, ms)?;
+        event(
+            conn,
+            &alert.id,
+            at,
+            "created",
+            None,
+            &format!("Alert: {}", alert.title),
+            Some(json!({"labels": pairs(&alert.labels), "annotations": pairs(&alert.annotations)})),
+        )?;
+        Effect::Created(alert.id.clone())
+    };
+    let id = effect.incident().unwrap_or_default().to_owned();
+    if arrival.runbooks.is_empty() {
+        event(
+            conn,
+            &id,
+            at,
+            "triage",
+            None,
+            "no runbook's [match] selector accepts this alert: manual response needed",
+            None,
+        )?;
+        escalate(conn, &id, at, "no runbook matches this alert")?;
+    }
+    for runbook in &arrival.runbooks {
+        super::jobs::enqueue(conn, &id, runbook, at, ms)?;
+    }
+    Ok(effect)
+}
+
+fn insert(conn: &Connection, alert: &Incident, at: &str, ms: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
+             labels, annotations, alert_json, created_at, created_ms, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)",
+    )?
+    .execute(params![
+        alert.id,
+        alert.source,
+        alert.fingerprint,
+        alert.starts_at,
+        severity_name(alert.severity),
+        alert.title,
+        serde_json::to_string(&pairs(&alert.labels))?,
+        serde_json::to_string(&pairs(&alert.annotations))?,
+        alert.alert_json,
+        at,
+        ms,
+    ])?;
+    Ok(())
+}
+
+fn resolve_alert(
+    conn: &Connection,
+    alert: &Incident,
+    at: &str,
+    ms: i64,
+) -> Result<Effect, StoreError> {
+    let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? else {
+        let known: Option<String> = conn
+            .prepare_cached("SELECT id FROM incidents WHERE id = ?1")?
+            .query_row([&alert.id], |row| row.get(0))
+            .optional()?;
+        return Ok(known.map_or(Effect::Unknown, Effect::Stale));
+    };
+    if is_earlier(alert.starts_at.as_deref(), open.starts_at.as_deref()) {
+        event(
+            conn,
+            &open.id,
+            at,
+            "stale",
+            None,
+            "a resolved delivery for an earlier episode arrived; the incident stays open",
+            None,
+        )?;
+        return Ok(Effect::Stale(open.id));
+    }
+    resolve(conn, &open.id, at, ms, "the alert resolved")?;
+    Ok(Effect::Resolved(open.id))
+}
+
+/// Resolves an open incident: status, timeline, and queued or waiting work cancelled.
+/// Returns false when it was not open.
+pub fn resolve(
+    conn: &Connection,
+    id: &str,
+    at: &str,
+    ms: i64,
+    why: &str,
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE incidents SET status = 'resolved', resolved_at = ?2, resolved_ms = ?3,
+                 updated_at = ?2
+             WHERE id = ?1 AND status != 'resolved'",
+        )?
+        .execute(params![id, at, ms])?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    event(conn, id, at, "resolved", None, why, None)?;
+    let cancelled: Vec<String> = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ?2
+             WHERE incident_id = ?1 AND state IN ('queued', 'awaiting_approval')
+             RETURNING runbook",
+        )?
+        .query_map(params![id, at], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for runbook in cancelled {
+        event(
+            conn,
+            id,
+            at,
+            "cancelled",
+            Some(&runbook),
+            "the incident resolved before this runbook's work started",
+            None,
+        )?;
+    }
+    Ok(true)
+}
+
+/// Marks an incident escalated to a human, with the reason on its timeline.
+pub fn escalate(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, at])?;
+    event(conn, id, at, "escalated", None, reason, None)?;
+    Ok(())
+}
+
+/// Appends a timeline event.
+pub fn event(
+    conn: &Connection,
+    incident: &str,
+    at: &str,
+    kind: &str,
+    runbook: Option<&str>,
+    message: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO events (incident_id, at, kind, runbook, message, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        incident,
+        at,
+        kind,
+        runbook,
+        message,
+        detail.map(|d| d.to_string())
+    ])?;
+    Ok(())
+}
+
+fn pairs(list: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {
+    list.iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect()
+}
+
+/// Whether RFC 3339 `a` is strictly before `b` (unknown times are never earlier).
+fn is_earlier(a: Option<&str>, b: Option<&str>) -> bool {
+    let parse = |t: Option<&str>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a < b)
+}

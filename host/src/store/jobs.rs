@@ -1,0 +1,380 @@
+//! The durable job queue: one row per (incident, runbook) moving through diagnose, approval
+//! and remediate; run records; budgets; the remediation pause switch.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::incidents::{escalate, event};
+use super::{StoreError, now};
+use crate::capabilities::CallRecord;
+
+/// A claimed job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// The incident.
+    pub incident: String,
+    /// The runbook's name.
+    pub runbook: String,
+    /// `diagnose` or `remediate`.
+    pub phase: String,
+    /// The diagnosis a remediate job acts on (JSON).
+    pub diagnosis: Option<String>,
+    /// How many times it has been claimed.
+    pub attempts: i64,
+}
+
+/// Queues a runbook for an incident unless one is already live (single flight).
+pub fn enqueue(
+    conn: &Connection,
+    incident: &str,
+    runbook: &str,
+    at: &str,
+    ms: i64,
+) -> Result<bool, StoreError> {
+    let added = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO jobs (incident_id, runbook, phase, state, run_at_ms,
+                 created_at, updated_at)
+             VALUES (?1, ?2, 'diagnose', 'queued', ?3, ?4, ?4)",
+        )?
+        .execute(params![incident, runbook, ms, at])?;
+    Ok(added == 1)
+}
+
+/// Claims the oldest ready job.
+pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
+    let (at, ms) = now();
+    Ok(conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at_ms <= ?1
+                         ORDER BY run_at_ms, id LIMIT 1)
+             RETURNING id, incident_id, runbook, phase, diagnosis, attempts",
+        )?
+        .query_row(params![ms, at], |row| {
+            Ok(Job {
+                id: row.get(0)?,
+                incident: row.get(1)?,
+                runbook: row.get(2)?,
+                phase: row.get(3)?,
+                diagnosis: row.get(4)?,
+                attempts: row.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Sets a job's final or next state.
+pub fn set_state(conn: &Connection, job: i64, state: &str) -> Result<(), StoreError> {
+    let (at, _) = now();
+    conn.prepare_cached("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1")?
+        .execute(params![job, state, at])?;
+    Ok(())
+}
+
+/// Parks a diagnosed job until someone approves its plan or it expires.
+pub fn await_approval(
+    conn: &Connection,
+    job: i64,
+    diagnosis: &str,
+    expires_ms: i64,
+) -> Result<(), StoreError> {
+    let (at, _) = now();
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'awaiting_approval', phase = 'remediate', diagnosis = ?2,
+             expires_ms = ?3, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![job, diagnosis, expires_ms, at])?;
+    Ok(())
+}
+
+/// Puts a claimed remediation back to wait for approval (remediation is paused).
+pub fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), StoreError> {
+    let (at, _) = now();
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'awaiting_approval', expires_ms = ?2, updated_at = ?3
+         WHERE id = ?1",
+    )?
+    .execute(params![job, expires_ms, at])?;
+    Ok(())
+}
+
+/// Queues the remediate phase of a diagnosed job at once (mode `auto`).
+pub fn queue_remediation(conn: &Connection, job: i64, diagnosis: &str) -> Result<(), StoreError> {
+    let (at, ms) = now();
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'queued', phase = 'remediate', diagnosis = ?2, run_at_ms = ?3,
+             updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![job, diagnosis, ms, at])?;
+    Ok(())
+}
+
+/// What an approve or reject did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// The runbooks whose plans were decided.
+    pub runbooks: Vec<String>,
+}
+
+/// Approves or rejects every plan of `incident` awaiting approval (or only `runbook`'s).
+/// A plan is decided once: a second decision finds nothing waiting.
+pub fn decide(
+    conn: &Connection,
+    incident: &str,
+    runbook: Option<&str>,
+    approve: bool,
+    who: &str,
+) -> Result<Decision, StoreError> {
+    let (at, ms) = now();
+    let runbooks: Vec<String> = if approve {
+        conn.prepare_cached(
+            "UPDATE jobs SET state = 'queued', run_at_ms = ?3, decided_by = ?4, updated_at = ?5
+             WHERE incident_id = ?1 AND state = 'awaiting_approval'
+               AND (?2 IS NULL OR runbook = ?2)
+             RETURNING runbook",
+        )?
+        .query_map(params![incident, runbook, ms, who, at], |row| row.get(0))?
+        .collect::<Result<_, _>>()?
+    } else {
+        conn.prepare_cached(
+            "UPDATE jobs SET state = 'rejected', decided_by = ?3, updated_at = ?4
+             WHERE incident_id = ?1 AND state = 'awaiting_approval'
+               AND (?2 IS NULL OR runbook = ?2)
+             RETURNING runbook",
+        )?
+        .query_map(params![incident, runbook, who, at], |row| row.get(0))?
+        .collect::<Result<_, _>>()?
+    };
+    for name in &runbooks {
+        let (kind, message) = if approve {
+            ("approved", format!("plan approved by {who}"))
+        } else {
+            ("rejected", format!("plan rejected by {who}"))
+        };
+        event(conn, incident, &at, kind, Some(name), &message, None)?;
+    }
+    if !approve && !runbooks.is_empty() {
+        escalate(
+            conn,
+            incident,
+            &at,
+            &format!("remediation rejected by {who}"),
+        )?;
+    }
+    Ok(Decision { runbooks })
+}
+
+/// Expires plans whose approval window has passed and escalates their incidents.
+pub fn expire_approvals(conn: &Connection) -> Result<usize, StoreError> {
+    let (at, ms) = now();
+    let expired: Vec<(String, String)> = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'expired', updated_at = ?2
+             WHERE state = 'awaiting_approval' AND expires_ms <= ?1
+             RETURNING incident_id, runbook",
+        )?
+        .query_map(params![ms, at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (incident, runbook) in &expired {
+        event(
+            conn,
+            incident,
+            &at,
+            "approval-expired",
+            Some(runbook),
+            "nobody approved the plan in time",
+            None,
+        )?;
+        escalate(
+            conn,
+            incident,
+            &at,
+            &format!("the plan of {runbook} was not approved in time"),
+        )?;
+    }
+    Ok(expired.len())
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recovery {
+    /// Diagnoses that were running: read-only, so queued again.
+    pub requeued: usize,
+    /// Remediations that were running: marked interrupted and escalated, never re-run.
+    pub interrupted: usize,
+}
+
+/// After a crash (or a shutdown that ran out of time): what was running is requeued when
+/// it is safe to run again, and escalated otherwise.
+pub fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
+    let (at, ms) = now();
+    let requeued: Vec<(String, String)> = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
+             WHERE state = 'running' AND phase = 'diagnose'
+             RETURNING incident_id, runbook",
+        )?
+        .query_map(params![ms, at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (incident, runbook) in &requeued {
+        event(
+            conn,
+            incident,
+            &at,
+            "requeued",
+            Some(runbook),
+            "the daemon stopped during diagnosis; diagnosis runs again",
+            None,
+        )?;
+    }
+    let interrupted: Vec<(String, String)> = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'interrupted', updated_at = ?1
+             WHERE state = 'running' AND phase = 'remediate'
+             RETURNING incident_id, runbook",
+        )?
+        .query_map(params![at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (incident, runbook) in &interrupted {
+        event(
+            conn,
+            incident,
+            &at,
+            "interrupted",
+            Some(runbook),
+            "the daemon stopped during remediation; it is not re-run automatically",
+            None,
+        )?;
+        escalate(
+            conn,
+            incident,
+            &at,
+            &format!("remediation by {runbook} was interrupted; check what it did"),
+        )?;
+    }
+    Ok(Recovery {
+        requeued: requeued.len(),
+        interrupted: interrupted.len(),
+    })
+}
+
+/// Takes one run from a runbook's budget (`count` per `per_ms`); false when exhausted.
+pub fn take_budget(
+    conn: &Connection,
+    runbook: &str,
+    count: u32,
+    per_ms: i64,
+) -> Result<bool, StoreError> {
+    let (_, ms) = now();
+    let used: i64 = conn
+        .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
+        .query_row(params![runbook, ms - per_ms], |row| row.get(0))?;
+    if used >= i64::from(count) {
+        return Ok(false);
+    }
+    conn.prepare_cached("INSERT INTO budget (runbook, at_ms) VALUES (?1, ?2)")?
+        .execute(params![runbook, ms])?;
+    Ok(true)
+}
+
+/// Runs counted against a runbook's budget inside the window.
+pub fn budget_used(conn: &Connection, runbook: &str, per_ms: i64) -> Result<i64, StoreError> {
+    let (_, ms) = now();
+    Ok(conn
+        .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
+        .query_row(params![runbook, ms - per_ms], |row| row.get(0))?)
+}
+
+/// One export call to record.
+#[derive(Debug)]
+pub struct RunRecord<'a> {
+    /// The job.
+    pub job: i64,
+    /// The incident.
+    pub incident: &'a str,
+    /// The runbook.
+    pub runbook: &'a str,
+    /// Its component digest.
+    pub digest: &'a str,
+    /// `diagnose` or `remediate`.
+    pub phase: &'a str,
+    /// The policy mode.
+    pub mode: &'a str,
+    /// Whether writes were simulated.
+    pub dry_run: bool,
+    /// When it started.
+    pub started_at: &'a str,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// `not-matched`, `diagnosed`, `remediated`, `failed` or `error`.
+    pub outcome: &'a str,
+    /// The export's value as JSON.
+    pub result: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Captured guest output.
+    pub output: &'a str,
+    /// Every capability call.
+    pub calls: &'a [CallRecord],
+}
+
+/// Stores a run and its capability calls; returns the run id.
+pub fn record_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (job_id, incident_id, runbook, digest, phase, mode, dry_run,
+             started_at, duration_ms, outcome, result, error, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        run.job,
+        run.incident,
+        run.runbook,
+        run.digest,
+        run.phase,
+        run.mode,
+        run.dry_run,
+        run.started_at,
+        run.duration_ms,
+        run.outcome,
+        run.result,
+        run.error,
+        run.output,
+    ])?;
+    let id = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for call in run.calls {
+        insert.execute(params![
+            id,
+            run.incident,
+            call.decision.to_string(),
+            serde_json::to_string(call)?
+        ])?;
+    }
+    Ok(id)
+}
+
+/// Whether remediation is paused for every runbook.
+pub fn paused(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'remediation_paused'")?
+        .query_row([], |row| row.get::<_, String>(0))
+        .optional()?
+        .is_some_and(|v| v == "true"))
+}
+
+/// Pauses or resumes remediation.
+pub fn set_paused(conn: &Connection, paused: bool) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value) VALUES ('remediation_paused', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([if paused { "true" } else { "false" }])?;
+    Ok(())
+}

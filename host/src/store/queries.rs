@@ -1,0 +1,423 @@
+//! Reads for the API, the pipeline, post-mortems and metrics.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StoreError;
+use crate::bindings::quell::runbook::types::Incident;
+use crate::incident::severity;
+
+/// An incident as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentSummary {
+    /// `INC-XXXXXXXX`.
+    pub id: String,
+    /// From the `summary` annotation, else `alertname`.
+    pub title: String,
+    /// `critical`, `high`, `medium`, `low` or `info`.
+    pub severity: String,
+    /// `open`, `acknowledged` or `resolved`.
+    pub status: String,
+    /// Where the alert came from.
+    pub source: String,
+    /// The alert's fingerprint.
+    pub fingerprint: String,
+    /// When the alert says it started.
+    pub starts_at: Option<String>,
+    /// When Quell opened the incident.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// When it resolved.
+    pub resolved_at: Option<String>,
+    /// How many firing deliveries it has seen.
+    pub fired: i64,
+    /// Whether a human was called in.
+    pub escalated: bool,
+    /// Whether a runbook remediated it successfully.
+    pub remediated: bool,
+}
+
+const SUMMARY_COLUMNS: &str = "id, title, severity, status, source, fingerprint, starts_at,
+    created_at, updated_at, resolved_at, fired, escalated, remediated";
+
+fn summary(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
+    Ok(IncidentSummary {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        severity: row.get(2)?,
+        status: row.get(3)?,
+        source: row.get(4)?,
+        fingerprint: row.get(5)?,
+        starts_at: row.get(6)?,
+        created_at: row.get(7)?,
+        updated_at: row.get(8)?,
+        resolved_at: row.get(9)?,
+        fired: row.get(10)?,
+        escalated: row.get(11)?,
+        remediated: row.get(12)?,
+    })
+}
+
+/// Filters for listing incidents.
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this severity.
+    pub severity: Option<String>,
+    /// Only incidents created at or after this Unix millisecond.
+    pub since_ms: Option<i64>,
+    /// At most this many (newest first).
+    pub limit: u32,
+    /// Only incidents created before this one (the previous page's `next`).
+    pub before: Option<String>,
+}
+
+/// One page of incidents, newest first, with the cursor for the next.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentPage {
+    /// The incidents.
+    pub incidents: Vec<IncidentSummary>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Lists incidents.
+pub fn list_incidents(
+    conn: &Connection,
+    filter: &IncidentFilter,
+) -> Result<IncidentPage, StoreError> {
+    let cursor: Option<(i64, String)> = match &filter.before {
+        Some(id) => conn
+            .prepare_cached("SELECT created_ms, id FROM incidents WHERE id = ?1")?
+            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+        None => None,
+    };
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM incidents
+         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR severity = ?2)
+           AND (?3 IS NULL OR created_ms >= ?3)
+           AND (?4 IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
+         ORDER BY created_ms DESC, id DESC LIMIT ?6"
+    );
+    let limit = filter.limit.clamp(1, 500);
+    let mut incidents: Vec<IncidentSummary> = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                filter.status,
+                filter.severity,
+                filter.since_ms,
+                cursor.as_ref().map(|c| c.0),
+                cursor.as_ref().map(|c| c.1.clone()),
+                limit + 1
+            ],
+            summary,
+        )?
+        .collect::<Result<_, _>>()?;
+    let next = if incidents.len() > limit as usize {
+        incidents.truncate(limit as usize);
+        incidents.last().map(|i| i.id.clone())
+    } else {
+        None
+    };
+    Ok(IncidentPage { incidents, next })
+}
+
+/// A timeline event.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// RFC 3339 UTC.
+    pub at: String,
+    /// `created`, `re-fired`, `matched`, `diagnosed`, `escalated`, …
+    pub kind: String,
+    /// The runbook concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    /// What happened.
+    pub message: String,
+    /// Structured detail (findings, plan, result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}
+
+/// One export call of a runbook.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    /// Row id.
+    pub id: i64,
+    /// The runbook.
+    pub runbook: String,
+    /// Its component's sha256.
+    pub digest: String,
+    /// `diagnose` or `remediate`.
+    pub phase: String,
+    /// The policy's mode.
+    pub mode: String,
+    /// Whether writes were simulated.
+    pub dry_run: bool,
+    /// When it started.
+    pub started_at: String,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// `not-matched`, `diagnosed`, `remediated`, `failed` or `error`.
+    pub outcome: String,
+    /// The export's value.
+    pub result: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Captured guest output.
+    pub output: String,
+    /// Every capability call with its decision, in order.
+    pub calls: Vec<Value>,
+}
+
+/// A runbook's job for this incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobState {
+    /// The runbook.
+    pub runbook: String,
+    /// `diagnose` or `remediate`.
+    pub phase: String,
+    /// `queued`, `running`, `awaiting_approval`, `done`, …
+    pub state: String,
+    /// Claims so far.
+    pub attempts: i64,
+    /// Who approved or rejected it.
+    pub decided_by: Option<String>,
+}
+
+/// An incident with everything that happened to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentDetail {
+    /// The summary fields.
+    #[serde(flatten)]
+    pub incident: IncidentSummary,
+    /// Alert labels.
+    pub labels: Value,
+    /// Alert annotations.
+    pub annotations: Value,
+    /// The latest alert as received.
+    pub alert: Value,
+    /// The timeline, oldest first.
+    pub timeline: Vec<Event>,
+    /// Runbook runs, oldest first, each with its capability calls.
+    pub runs: Vec<Run>,
+    /// Runbook jobs and their states.
+    pub jobs: Vec<JobState>,
+}
+
+fn json_column(text: Option<String>) -> Option<Value> {
+    text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+}
+
+/// An incident with its timeline, runs, calls and jobs.
+pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, labels, annotations, alert_json FROM incidents WHERE id = ?1"
+        ))?
+        .query_row([id], |row| {
+            Ok((
+                summary(row)?,
+                row.get::<_, String>(13)?,
+                row.get::<_, String>(14)?,
+                row.get::<_, String>(15)?,
+            ))
+        })
+        .optional()?;
+    let Some((incident, labels, annotations, alert)) = row else {
+        return Ok(None);
+    };
+    let timeline = conn
+        .prepare_cached(
+            "SELECT at, kind, runbook, message, detail FROM events
+             WHERE incident_id = ?1 ORDER BY id",
+        )?
+        .query_map([id], |row| {
+            Ok(Event {
+                at: row.get(0)?,
+                kind: row.get(1)?,
+                runbook: row.get(2)?,
+                message: row.get(3)?,
+                detail: json_column(row.get(4)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut runs: Vec<Run> = conn
+        .prepare_cached(
+            "SELECT id, runbook, digest, phase, mode, dry_run, started_at, duration_ms, outcome,
+                 result, error, output
+             FROM runs WHERE incident_id = ?1 ORDER BY id",
+        )?
+        .query_map([id], |row| {
+            Ok(Run {
+                id: row.get(0)?,
+                runbook: row.get(1)?,
+                digest: row.get(2)?,
+                phase: row.get(3)?,
+                mode: row.get(4)?,
+                dry_run: row.get(5)?,
+                started_at: row.get(6)?,
+                duration_ms: row.get(7)?,
+                outcome: row.get(8)?,
+                result: json_column(row.get(9)?),
+                error: row.get(10)?,
+                output: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                calls: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let calls: Vec<(i64, String)> = conn
+        .prepare_cached("SELECT run_id, record FROM calls WHERE incident_id = ?1 ORDER BY id")?
+        .query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (run_id, record) in calls {
+        if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
+            run.calls
+                .push(serde_json::from_str(&record).unwrap_or(Value::String(record)));
+        }
+    }
+    let jobs = conn
+        .prepare_cached(
+            "SELECT runbook, phase, state, attempts, decided_by FROM jobs
+             WHERE incident_id = ?1 ORDER BY id",
+        )?
+        .query_map([id], |row| {
+            Ok(JobState {
+                runbook: row.get(0)?,
+                phase: row.get(1)?,
+                state: row.get(2)?,
+                attempts: row.get(3)?,
+                decided_by: row.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Some(IncidentDetail {
+        incident,
+        labels: serde_json::from_str(&labels)?,
+        annotations: serde_json::from_str(&annotations)?,
+        alert: serde_json::from_str(&alert).unwrap_or(Value::Null),
+        timeline,
+        runs,
+        jobs,
+    }))
+}
+
+/// The incident as a runbook sees it.
+pub fn incident_record(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT id, title, severity, source, status, labels, annotations, fingerprint,
+                 starts_at, alert_json
+             FROM incidents WHERE id = ?1",
+        )?
+        .query_row([id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, String>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(7)?,
+                row.get::<_, Option<String>>(8)?,
+                row.get::<_, String>(9)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, title, sev, source, status, labels, annotations, fingerprint, starts_at, json)) =
+        row
+    else {
+        return Ok(None);
+    };
+    let pairs = |text: &str| -> Result<Vec<(String, String)>, StoreError> {
+        let map: std::collections::BTreeMap<String, String> = serde_json::from_str(text)?;
+        Ok(map.into_iter().collect())
+    };
+    Ok(Some(Incident {
+        id,
+        title,
+        severity: severity(Some(&sev)),
+        source,
+        status: if status == "resolved" {
+            "resolved".to_owned()
+        } else {
+            "firing".to_owned()
+        },
+        labels: pairs(&labels)?,
+        annotations: pairs(&annotations)?,
+        fingerprint,
+        starts_at,
+        alert_json: json,
+    }))
+}
+
+/// Figures for `/metrics` that live in the database.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Incidents by status.
+    pub incidents: Vec<(String, i64)>,
+    /// Jobs by state (live ones).
+    pub jobs: Vec<(String, i64)>,
+    /// Dead-lettered deliveries kept.
+    pub dead_letters: i64,
+}
+
+/// Reads the gauges.
+pub fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
+    let count_by = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<Result<_, _>>()?)
+    };
+    Ok(Gauges {
+        incidents: count_by("SELECT status, count(*) FROM incidents GROUP BY status")?,
+        jobs: count_by(
+            "SELECT state, count(*) FROM jobs
+             WHERE state IN ('queued', 'running', 'awaiting_approval') GROUP BY state",
+        )?,
+        dead_letters: conn
+            .prepare_cached("SELECT count(*) FROM inbox WHERE status = 'dead'")?
+            .query_row([], |row| row.get(0))?,
+    })
+}
+
+/// A dead-lettered delivery.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// Inbox row.
+    pub id: i64,
+    /// The route it arrived on.
+    pub source: String,
+    /// When.
+    pub received_at: String,
+    /// Why it could not be used.
+    pub error: String,
+    /// The body as received (lossy UTF-8).
+    pub body: String,
+}
+
+/// The newest dead letters.
+pub fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, source, received_at, error, body FROM inbox WHERE status = 'dead'
+             ORDER BY id DESC LIMIT ?1",
+        )?
+        .query_map([limit.clamp(1, 500)], |row| {
+            Ok(DeadLetter {
+                id: row.get(0)?,
+                source: row.get(1)?,
+                received_at: row.get(2)?,
+                error: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(4)?).into_owned(),
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
