@@ -28,7 +28,7 @@ pub struct Metrics {
     /// Deliveries by source and outcome (`accepted`, `dead_letter`, `malformed`,
     /// `unauthorized`, `too_large`, `unavailable`).
     pub deliveries: Family<Labels, Counter>,
-    /// Alerts by source and effect (`created`, `refired` = deduplicated, `reopened`,
+    /// Alerts by source and effect (`created`, `re-fired` = deduplicated, `reopened`,
     /// `resolved`, `stale`, `unknown`).
     pub alerts: Family<Labels, Counter>,
     /// Runbook export calls by runbook, phase and outcome.
@@ -78,7 +78,7 @@ impl Metrics {
         );
         registry.register(
             "alerts",
-            "Alerts by source and effect (refired = deduplicated into an open incident)",
+            "Alerts by source and effect (re-fired = deduplicated into an open incident)",
             metrics.alerts.clone(),
         );
         registry.register(

@@ -375,6 +375,9 @@ impl Pipeline {
                     if let Some(error) = error {
                         jobs::set_state(conn, context.job, "failed")?;
                         event(conn, incident, &at, "diagnosis-failed", Some(name), &error, None)?;
+                        if is_resolved(conn, incident)? {
+                            return Ok(false);
+                        }
                         escalate(conn, incident, &at, &format!("{name} could not diagnose: {error}"))?;
                         return Ok(true);
                     }
@@ -394,6 +397,19 @@ impl Pipeline {
                 )?;
                 let stored = serde_json::to_string(&diagnosis)?;
                 let plan = json!({"plan": diagnosis.plan});
+                if is_resolved(conn, incident)? {
+                    jobs::set_state(conn, context.job, "done")?;
+                    event(
+                        conn,
+                        incident,
+                        &at,
+                        "skipped",
+                        Some(name),
+                        "the incident resolved during diagnosis: no remediation, no escalation",
+                        None,
+                    )?;
+                    return Ok(false);
+                }
                 match paused_mode {
                     Mode::Diagnose => {
                         jobs::set_state(conn, context.job, "done")?;
@@ -680,6 +696,13 @@ impl Pipeline {
             })
             .await
     }
+}
+
+fn is_resolved(conn: &rusqlite::Connection, incident: &str) -> Result<bool, StoreError> {
+    let status: String = conn
+        .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
+        .query_row([incident], |row| row.get(0))?;
+    Ok(status == "resolved")
 }
 
 /// Escalates when every runbook selected for the incident declined it.

@@ -180,7 +180,7 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
     for effect in &ingested.effects {
         let kind = match effect {
             Effect::Created(_) => "created",
-            Effect::Refired(_) => "refired",
+            Effect::Refired(_) => "re-fired",
             Effect::Reopened(_) => "reopened",
             Effect::Resolved(_) => "resolved",
             Effect::Stale(_) => "stale",

@@ -29,6 +29,7 @@ pub enum Effect {
     /// A new incident.
     Created(String),
     /// A firing re-send for an open incident.
+    #[serde(rename = "re-fired")]
     Refired(String),
     /// A recently resolved incident fired again and was reopened.
     Reopened(String),

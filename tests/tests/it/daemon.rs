@@ -1,0 +1,743 @@
+//! `quell serve` in-process on 127.0.0.1:0 with a real SQLite file, driven over real HTTP:
+//! deduplication, episodes, every webhook status code, approvals, the pause switch, run
+//! budgets, hot reload, metrics and post-mortems.
+
+use std::time::{Duration, Instant};
+
+use quell::config::{ByteSize, HumanDuration};
+use quell::daemon::Daemon;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::harness::Env;
+
+/// A probe runbook policy (the probe imports every capability, so each is granted a little).
+fn probe_policy(mode: &str, extra: &str) -> String {
+    format!(
+        "mode = \"{mode}\"\ntimeout = \"30s\"\n{extra}\n\
+         [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n\
+         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+         [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
+         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n"
+    )
+}
+
+pub struct Running {
+    pub env: Env,
+    pub daemon: Option<Daemon>,
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+/// Configures `env` for a daemon whose runbooks are the policies written into its dir.
+pub fn daemon_config(env: &mut Env) {
+    let dir = env.dir.path().to_owned();
+    env.config.server.listen = "127.0.0.1:0".parse().unwrap();
+    env.config.database.path = dir.join("db/quell.db");
+    env.config.runbooks.dir = dir.clone();
+    env.config.postmortems.dir = dir.join("postmortems");
+    env.config.pipeline.workers = 2;
+}
+
+impl Running {
+    pub async fn start(mut env: Env) -> Running {
+        daemon_config(&mut env);
+        Self::start_configured(env).await
+    }
+
+    pub async fn start_configured(env: Env) -> Running {
+        let daemon = Daemon::start(env.config.clone())
+            .await
+            .expect("daemon starts");
+        let base = format!("http://{}", daemon.addr());
+        Running {
+            env,
+            daemon: Some(daemon),
+            client: reqwest::Client::new(),
+            base,
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn incidents(&self) -> Vec<Value> {
+        let (status, page) = self.get("/api/incidents?limit=500").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        page["incidents"].as_array().unwrap().clone()
+    }
+
+    pub async fn incident(&self, id: &str) -> Value {
+        let (status, detail) = self.get(&format!("/api/incidents/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{detail}");
+        detail
+    }
+
+    /// Polls the incident until `done` holds (20 s at most).
+    pub async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let detail = self.incident(id).await;
+            if done(&detail) {
+                return detail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {detail:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(mut self) -> Env {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.unwrap();
+        }
+        self.env
+    }
+}
+
+/// Event kinds on the timeline, in order.
+pub fn kinds(detail: &Value) -> Vec<String> {
+    detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn job_states(detail: &Value) -> Vec<String> {
+    detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn settled(detail: &Value) -> bool {
+    job_states(detail)
+        .iter()
+        .all(|s| !matches!(s.as_str(), "queued" | "running"))
+}
+
+/// An Alertmanager v4 payload with one alert.
+pub fn payload(status: &str, fingerprint: &str, starts_at: &str, annotations: Value) -> String {
+    json!({
+        "receiver": "quell", "status": status, "version": "4",
+        "groupKey": "{}:{alertname=\"Probe\"}", "truncatedAlerts": 0,
+        "groupLabels": {"alertname": "Probe"}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "Probe", "severity": "critical", "service": fingerprint},
+            "annotations": annotations,
+            "startsAt": starts_at,
+            "endsAt": if status == "resolved" { "2026-11-24T04:00:00Z" } else { "0001-01-01T00:00:00Z" },
+            "generatorURL": "http://prometheus/graph",
+            "fingerprint": fingerprint,
+        }],
+    })
+    .to_string()
+}
+
+fn firing(fingerprint: &str) -> String {
+    payload(
+        "firing",
+        fingerprint,
+        "2026-11-24T03:00:00.51Z",
+        json!({"summary": "probe fired"}),
+    )
+}
+
+async fn created(app: &Running, body: String) -> String {
+    let (status, answer) = app.post("/webhooks/alertmanager", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["alerts"][0]["incident"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
+    let env = Env::new();
+    env.policy("probe", "probe", &probe_policy("diagnose", ""));
+    let app = Running::start(env).await;
+    let body = firing("a1");
+    let sends = (0..5).map(|_| app.post("/webhooks/alertmanager", body.clone()));
+    let answers = futures_util::future::join_all(sends).await;
+    let mut actions: Vec<String> = answers
+        .iter()
+        .map(|(status, answer)| {
+            assert_eq!(*status, StatusCode::OK, "{answer}");
+            answer["alerts"][0]["action"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        ["created", "re-fired", "re-fired", "re-fired", "re-fired"]
+    );
+
+    let incidents = app.incidents().await;
+    assert_eq!(incidents.len(), 1, "{incidents:#?}");
+    let id = incidents[0]["id"].as_str().unwrap();
+    assert_eq!(incidents[0]["fired"], 5);
+    let detail = app.wait_for(id, "the diagnosis", settled).await;
+    let runs = detail["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one run for five deliveries: {runs:#?}");
+    assert_eq!(runs[0]["outcome"], "diagnosed");
+    assert_eq!(
+        kinds(&detail).iter().filter(|k| *k == "re-fired").count(),
+        4
+    );
+    // Mode diagnose: the findings go to a human.
+    assert!(kinds(&detail).contains(&"escalated".to_owned()));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn firing_firing_resolved_firing_makes_two_episodes() {
+    let mut env = Env::new();
+    env.policy("probe", "probe", &probe_policy("diagnose", ""));
+    // Reopening is off: a new startsAt after resolution is a new incident.
+    env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
+    let app = Running::start(env).await;
+    let first = created(&app, firing("ep")).await;
+    let again = app.post("/webhooks/alertmanager", firing("ep")).await;
+    assert_eq!(
+        again.1["alerts"][0],
+        json!({"action": "re-fired", "incident": first})
+    );
+    let resolved = payload("resolved", "ep", "2026-11-24T03:00:00.51Z", json!({}));
+    let answer = app.post("/webhooks/alertmanager", resolved.clone()).await;
+    assert_eq!(
+        answer.1["alerts"][0],
+        json!({"action": "resolved", "incident": first})
+    );
+    // A duplicate resolved changes nothing.
+    let answer = app.post("/webhooks/alertmanager", resolved).await;
+    assert_eq!(answer.1["alerts"][0]["action"], "stale");
+    let next = payload(
+        "firing",
+        "ep",
+        "2026-11-24T05:00:00Z",
+        json!({"summary": "again"}),
+    );
+    let second = created(&app, next).await;
+    assert_ne!(
+        first, second,
+        "a new startsAt after resolution opens a new episode"
+    );
+    // A late re-send of the first episode's firing alert does not reopen it.
+    let late = app.post("/webhooks/alertmanager", firing("ep")).await;
+    assert_eq!(late.1["alerts"][0]["action"], "re-fired");
+    assert_eq!(late.1["alerts"][0]["incident"], second.as_str());
+
+    let one = app.wait_for(&first, "first episode settled", settled).await;
+    assert_eq!(one["status"], "resolved");
+    let lifecycle: Vec<String> = kinds(&one)
+        .into_iter()
+        .filter(|k| ["created", "re-fired", "resolved", "escalated"].contains(&k.as_str()))
+        .collect();
+    // Resolved while (or before) the runbook ran: nobody is paged for it.
+    assert_eq!(lifecycle, ["created", "re-fired", "resolved"], "{one:#}");
+    let two = app.incident(&second).await;
+    assert_eq!(two["status"], "open");
+    assert_eq!(two["title"], "again");
+    assert_eq!(app.incidents().await.len(), 2);
+    // The post-mortem draft of the resolved episode is written to the configured dir.
+    let dir = app.env.dir.path().join("postmortems");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let draft = loop {
+        let found = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains(&first));
+        if let Some(entry) = found {
+            break std::fs::read_to_string(entry.path()).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no post-mortem in {}",
+            dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for section in [
+        &format!("# Post-Mortem: {first}"),
+        "## Summary",
+        "## Timeline",
+        "## Diagnosis",
+        "### probe (sha256",
+        "mode diagnose",
+        "## Root Cause",
+        "## What Went Well",
+        "## Action Items",
+        "| resolved | the alert resolved |",
+    ] {
+        assert!(draft.contains(section), "missing {section:?} in:\n{draft}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flapping_alert_reopens_its_incident_within_the_window() {
+    let env = Env::new();
+    let app = Running::start(env).await;
+    let first = created(&app, firing("flap")).await;
+    let resolved = payload("resolved", "flap", "2026-11-24T03:00:00.51Z", json!({}));
+    app.post("/webhooks/alertmanager", resolved).await;
+    let next = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
+    let (_, answer) = app.post("/webhooks/alertmanager", next).await;
+    assert_eq!(
+        answer["alerts"][0],
+        json!({"action": "reopened", "incident": first})
+    );
+    let detail = app.incident(&first).await;
+    assert_eq!(detail["status"], "open");
+    assert!(kinds(&detail).contains(&"reopened".to_owned()));
+    assert_eq!(app.incidents().await.len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_webhook_status_code_says_what_is_wrong() {
+    let mut env = Env::new();
+    env.config.sources.alertmanager.tokens = vec!["old".to_owned(), "new".to_owned()];
+    env.config.sources.alertmanager.body_limit = ByteSize(4096);
+    env.config.database.busy_timeout = HumanDuration(Duration::from_millis(200));
+    let app = Running::start(env).await;
+    let url = format!("{}/webhooks/alertmanager", app.base);
+    let send = |token: Option<&str>, body: String| {
+        let mut request = app
+            .client
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let retry = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap();
+            (status, body, retry)
+        }
+    };
+
+    let (status, body, _) = send(None, firing("codes")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "missing or invalid credentials");
+    let (status, _, _) = send(Some("wrong"), firing("codes")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body, _) = send(Some("new"), "{\"alerts\": [".to_owned()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("the body is not valid JSON: EOF while parsing"),
+        "{message}"
+    );
+    assert!(message.contains("line 1 column 12"), "{message}");
+
+    let (status, body, _) = send(Some("old"), " ".repeat(5000)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("4.0 KiB limit of /webhooks/alertmanager"),
+        "{body}"
+    );
+
+    let (status, body, _) = send(Some("old"), "{\"text\": \"a custom template\"}".to_owned()).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["status"], "dead-letter");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no \"alerts\" array")
+    );
+    let (_, letters) = app.get("/api/dead-letters").await;
+    assert_eq!(
+        letters["dead_letters"][0]["body"],
+        "{\"text\": \"a custom template\"}"
+    );
+
+    // Another process holds the database's write lock past the busy timeout.
+    let (status, _, _) = send(Some("old"), firing("kept")).await;
+    assert_eq!(status, StatusCode::OK);
+    let locker = rusqlite::Connection::open(&app.env.config.database.path).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body, retry) = send(Some("old"), firing("refused")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the database is unavailable: "),
+        "{body}"
+    );
+    locker.execute_batch("COMMIT").unwrap();
+    // It keeps serving, and nothing acknowledged was lost.
+    let (status, _, _) = send(Some("old"), firing("after")).await;
+    assert_eq!(status, StatusCode::OK);
+    let fingerprints: Vec<String> = app
+        .incidents()
+        .await
+        .iter()
+        .map(|i| i["fingerprint"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(fingerprints.contains(&"kept".to_owned()));
+    assert!(fingerprints.contains(&"after".to_owned()));
+    assert!(!fingerprints.contains(&"refused".to_owned()));
+
+    let (_, metrics) = app.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "quell_deliveries_total{source=\"alertmanager\",outcome=\"unauthorized\"} 2",
+        "quell_deliveries_total{source=\"alertmanager\",outcome=\"malformed\"} 1",
+        "quell_deliveries_total{source=\"alertmanager\",outcome=\"too_large\"} 1",
+        "quell_deliveries_total{source=\"alertmanager\",outcome=\"dead_letter\"} 1",
+        "quell_deliveries_total{source=\"alertmanager\",outcome=\"unavailable\"} 1",
+        "quell_dead_letters 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line} in\n{metrics}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approval_runs_the_plan_once_and_unapproved_plans_expire() {
+    let mut env = Env::new();
+    env.policy("probe", "probe", &probe_policy("approve", ""));
+    env.config.pipeline.approval_timeout = HumanDuration(Duration::from_secs(2));
+    let app = Running::start(env).await;
+
+    let id = created(&app, firing("approve")).await;
+    app.wait_for(&id, "the plan to await approval", |d| {
+        job_states(d) == ["awaiting_approval"]
+    })
+    .await;
+    let (status, answer) = app
+        .post(
+            &format!("/api/incidents/{id}/approve"),
+            r#"{"by": "alice"}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["runbooks"], json!(["probe"]));
+    let (status, answer) = app.post(&format!("/api/incidents/{id}/approve"), "").await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a second click decides nothing"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("awaits approval")
+    );
+    let detail = app
+        .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
+        .await;
+    let phases: Vec<&str> = detail["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(phases, ["diagnose", "remediate"]);
+    let timeline = kinds(&detail);
+    let approved = timeline.iter().position(|k| k == "approved").unwrap();
+    let remediated = timeline.iter().position(|k| k == "remediated").unwrap();
+    assert!(approved < remediated, "{timeline:?}");
+    assert_eq!(detail["remediated"], true);
+
+    // Nobody approves the next one: it expires and escalates.
+    let other = created(&app, firing("expire")).await;
+    let detail = app
+        .wait_for(&other, "the approval to expire", |d| {
+            job_states(d) == ["expired"]
+        })
+        .await;
+    let timeline = kinds(&detail);
+    assert!(
+        timeline.contains(&"approval-expired".to_owned()),
+        "{timeline:?}"
+    );
+    assert_eq!(timeline.last().unwrap(), "escalated");
+    assert_eq!(detail["escalated"], true);
+    assert_eq!(
+        detail["runs"].as_array().unwrap().len(),
+        1,
+        "never remediated"
+    );
+
+    // Rejection ends the plan without running it.
+    let third = created(&app, firing("reject")).await;
+    app.wait_for(&third, "the plan", |d| {
+        job_states(d) == ["awaiting_approval"]
+    })
+    .await;
+    let (status, _) = app
+        .post(&format!("/api/incidents/{third}/reject"), "")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let detail = app.incident(&third).await;
+    assert_eq!(job_states(&detail), ["rejected"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pause_switch_holds_remediation_but_not_diagnosis() {
+    let env = Env::new();
+    env.policy("probe", "probe", &probe_policy("auto", ""));
+    let app = Running::start(env).await;
+    let (status, _) = app.post("/api/remediation", r#"{"paused": true}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(app.get("/api/remediation").await.1, json!({"paused": true}));
+
+    let id = created(&app, firing("paused")).await;
+    let detail = app
+        .wait_for(&id, "the held plan", |d| {
+            job_states(d) == ["awaiting_approval"]
+        })
+        .await;
+    assert_eq!(
+        detail["runs"].as_array().unwrap().len(),
+        1,
+        "diagnosed only"
+    );
+    assert!(
+        detail["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["message"] == "remediation is paused: the plan awaits approval"),
+        "{detail:#}"
+    );
+    // Approving during the pause still does not remediate.
+    app.post(&format!("/api/incidents/{id}/approve"), "").await;
+    let detail = app
+        .wait_for(&id, "the plan held again", |d| {
+            job_states(d) == ["awaiting_approval"] && kinds(d).contains(&"paused".to_owned())
+        })
+        .await;
+    assert_eq!(detail["runs"].as_array().unwrap().len(), 1);
+
+    let (status, _) = app.post("/api/remediation", r#"{"paused": false}"#).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.post("/api/remediation", r#"{"pause": false}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.post(&format!("/api/incidents/{id}/approve"), "").await;
+    let detail = app
+        .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
+        .await;
+    assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exhausted_run_budget_escalates_instead_of_running() {
+    let env = Env::new();
+    env.policy(
+        "probe",
+        "probe",
+        &probe_policy("diagnose", "max_runs = { count = 1, per = \"1h\" }"),
+    );
+    let app = Running::start(env).await;
+    let first = created(&app, firing("budget-1")).await;
+    app.wait_for(&first, "the first run", settled).await;
+    let second = created(&app, firing("budget-2")).await;
+    let detail = app
+        .wait_for(&second, "the refusal", |d| job_states(d) == ["skipped"])
+        .await;
+    assert!(detail["runs"].as_array().unwrap().is_empty());
+    let timeline = kinds(&detail);
+    assert!(
+        timeline.contains(&"budget-exhausted".to_owned()),
+        "{timeline:?}"
+    );
+    assert_eq!(timeline.last().unwrap(), "escalated");
+    let (_, runbooks) = app.get("/api/runbooks").await;
+    assert_eq!(
+        runbooks["runbooks"][0]["budget"],
+        json!({"count": 1, "per": "1h", "used": 1})
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_policy_on_reload_is_refused_and_the_last_good_version_serves() {
+    let env = Env::new();
+    let policy = env.policy("probe", "probe", &probe_policy("diagnose", ""));
+    let app = Running::start(env).await;
+    let (_, before) = app.get("/api/runbooks").await;
+    let digest = before["runbooks"][0]["digest"].clone();
+
+    std::fs::write(&policy, "[runbook]\nname = \"probe\"\nmode = \"yolo\"\n").unwrap();
+    let (status, report) = app.post("/api/reload", "").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{report}");
+    let error = report["errors"][0].as_str().unwrap();
+    assert!(error.contains("policy.toml"), "{error}");
+    assert!(error.contains("line 3"), "{error}");
+    let (_, after) = app.get("/api/runbooks").await;
+    assert_eq!(after["runbooks"][0]["digest"], digest, "{after:#}");
+    assert!(
+        after["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 3")
+    );
+
+    // Still serving with the old version.
+    let id = created(&app, firing("reload")).await;
+    let detail = app.wait_for(&id, "the run", settled).await;
+    assert_eq!(detail["runs"][0]["outcome"], "diagnosed");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_lists_filters_pages_and_documents_itself() {
+    let env = Env::new();
+    let app = Running::start(env).await;
+    for n in 0..5 {
+        created(&app, firing(&format!("list-{n}"))).await;
+    }
+    let (_, page) = app.get("/api/incidents?limit=2").await;
+    assert_eq!(page["incidents"].as_array().unwrap().len(), 2);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, rest) = app
+        .get(&format!("/api/incidents?limit=10&before={next}"))
+        .await;
+    assert_eq!(rest["incidents"].as_array().unwrap().len(), 3);
+    assert!(rest["next"].is_null());
+    let (_, open) = app.get("/api/incidents?status=open&since=1h").await;
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 5);
+    let (status, error) = app.get("/api/incidents?status=closed").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error["error"],
+        "status: \"closed\" is not one of open, acknowledged, resolved"
+    );
+    let (status, _) = app.get("/api/incidents/INC-00000000").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // No runbook applies: escalated straight away, and the timeline says why.
+    let id = open["incidents"][0]["id"].as_str().unwrap();
+    let detail = app.incident(id).await;
+    assert_eq!(kinds(&detail), ["created", "triage", "escalated"]);
+    let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = app.post(&format!("/api/incidents/{id}/resolve"), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
+    assert!(
+        markdown
+            .as_str()
+            .unwrap()
+            .contains("| acknowledged | acknowledged by api |")
+    );
+
+    // Every path in the OpenAPI document is routed.
+    let (_, document) = app.get("/api/openapi.json").await;
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{id}/{action}", &format!("{id}/ack"))
+            .replace("{id}", id);
+        for method in operations.as_object().unwrap().keys() {
+            let request = match method.as_str() {
+                "get" => app.client.get(format!("{}{concrete}", app.base)),
+                _ => app
+                    .client
+                    .post(format!("{}{concrete}", app.base))
+                    .body("{}"),
+            };
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            assert!(
+                !body.contains("no such route") && status != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_tokens_guard_the_api_but_not_health() {
+    let mut env = Env::new();
+    env.config.auth.api_tokens = vec!["api-secret".to_owned()];
+    let app = Running::start(env).await;
+    let (status, _) = app.get("/api/incidents").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let response = app
+        .client
+        .get(format!("{}/api/incidents", app.base))
+        .bearer_auth("api-secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.0, StatusCode::OK);
+    app.stop().await;
+}
+
+#[test]
+fn serving_off_loopback_without_credentials_is_refused() {
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.server.listen = "0.0.0.0:0".parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let error = runtime
+        .block_on(Daemon::start(env.config.clone()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("without credentials: set [auth] api_tokens"),
+        "{error}"
+    );
+}
