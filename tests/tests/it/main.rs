@@ -8,6 +8,8 @@
 // Helpers outside #[test] functions panic on setup failures, as the tests themselves do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod alertmanager;
+mod daemon;
 mod harness;
 mod hostile;
 mod policy_fixtures;
