@@ -261,6 +261,8 @@ mod tests {
         let config = Config::parse(include_str!("../../quell.example.toml")).unwrap();
         assert_eq!(config.ssh.port, 22);
         assert_eq!(config.sandbox.max_memory.0, 256 << 20);
+        // It says its values are the defaults: hold it to that.
+        assert_eq!(format!("{config:?}"), format!("{:?}", Config::default()));
     }
 
     #[test]
@@ -270,6 +272,12 @@ mod tests {
             err.starts_with("line 3, column 1: unknown field `kubeconfg`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_flattened_sections_too() {
+        let err = Config::parse("[sources.generic]\ntokenz = []\n").unwrap_err();
+        assert!(err.contains("unknown field `tokenz`"), "{err}");
     }
 
     #[test]

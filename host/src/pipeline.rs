@@ -16,7 +16,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 
 use crate::bindings::quell::runbook::types::{Diagnosis, Incident};
 use crate::capabilities::CallRecord;
-use crate::config::{Config, PipelineConfig};
+use crate::config::{Config, PipelineConfig, RetentionConfig};
 use crate::incident::label;
 use crate::metrics::Metrics;
 use crate::policy::Mode;
@@ -62,6 +62,7 @@ pub struct Pipeline {
     config: PipelineConfig,
     postmortems: PathBuf,
     public_url: Option<String>,
+    retention: RetentionConfig,
     metrics: Arc<Metrics>,
     wake: Notify,
 }
@@ -99,6 +100,7 @@ impl Pipeline {
             config: config.pipeline.clone(),
             postmortems: config.postmortems.dir.clone(),
             public_url: config.server.public_url.clone(),
+            retention: config.retention.clone(),
             metrics,
             wake: Notify::new(),
         });
@@ -212,8 +214,37 @@ impl Pipeline {
             set.spawn(async move { pipeline.work(n, stop).await });
         }
         let pipeline = self.clone();
-        set.spawn(async move { pipeline.expire_approvals(stop).await });
+        let stopped = stop.clone();
+        set.spawn(async move { pipeline.expire_approvals(stopped).await });
+        let pipeline = self.clone();
+        set.spawn(async move { pipeline.prune(stop).await });
         set
+    }
+
+    /// Applies `[retention]` at start and every hour.
+    async fn prune(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let (_, ms) = now();
+            let inbox = ms - millis(self.retention.inbox.0);
+            let incidents = ms - millis(self.retention.incidents.0);
+            match self
+                .store
+                .write(move |conn| jobs::prune(conn, inbox, incidents))
+                .await
+            {
+                Ok(pruned) if pruned.deliveries + pruned.incidents > 0 => info!(
+                    deliveries = pruned.deliveries,
+                    incidents = pruned.incidents,
+                    "history past its retention deleted"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot apply retention"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.changed() => {}
+            }
+        }
     }
 
     async fn expire_approvals(&self, mut stop: watch::Receiver<bool>) {

@@ -245,3 +245,129 @@ pub fn now() -> (String, i64) {
         now.timestamp_millis(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let writes = (0..200).map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        conn.execute(
+                            "INSERT INTO settings (key, value) VALUES (?1, 'v')",
+                            [format!("k{n}")],
+                        )?;
+                        Ok(n)
+                    })
+                    .await
+            })
+        });
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        let count: i64 = store
+            .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(count, 200);
+        let (journal, synchronous): (String, i64) = store
+            .read(|conn| {
+                Ok((
+                    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                    conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (journal.as_str(), synchronous),
+            ("wal", 2),
+            "WAL with synchronous=FULL"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let insert = |key: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |conn| {
+                        conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
+                        Ok(())
+                    })
+                    .await
+            }
+        };
+        let (a, duplicate, b) = tokio::join!(insert("a"), insert("a"), insert("b"));
+        assert!(a.is_ok() && b.is_ok());
+        assert!(
+            matches!(duplicate, Err(StoreError::Failed(_))),
+            "{duplicate:?}"
+        );
+        let keys: Vec<String> = store
+            .read(|conn| {
+                Ok(conn
+                    .prepare("SELECT key FROM settings ORDER BY key")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        store
+            .write(|conn| {
+                for (id, status, resolved_ms) in
+                    [("INC-OLD", "resolved", 1_000), ("INC-OPEN", "open", 0), ("INC-NEW", "resolved", 9_000)]
+                {
+                    conn.execute(
+                        "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
+                             labels, annotations, alert_json, created_at, created_ms, updated_at,
+                             resolved_ms)
+                         VALUES (?1, 's', ?1, ?2, 'low', 't', '{}', '{}', '{}', 'x', 0, 'x', ?3)",
+                        rusqlite::params![id, status, resolved_ms],
+                    )?;
+                    incidents::event(conn, id, "x", "created", None, "m", None)?;
+                }
+                conn.execute(
+                    "INSERT INTO inbox (source, received_at, received_ms, body, status)
+                     VALUES ('s', 'x', 1000, x'00', 'accepted'), ('s', 'x', 9000, x'00', 'accepted')",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let pruned = store
+            .write(|conn| jobs::prune(conn, 5_000, 5_000))
+            .await
+            .unwrap();
+        assert_eq!((pruned.deliveries, pruned.incidents), (1, 1));
+        let left: (Vec<String>, i64) = store
+            .read(|conn| {
+                let ids = conn
+                    .prepare("SELECT id FROM incidents ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?;
+                let events = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+                Ok((ids, events))
+            })
+            .await
+            .unwrap();
+        assert_eq!(left, (vec!["INC-NEW".to_owned(), "INC-OPEN".to_owned()], 2));
+    }
+}

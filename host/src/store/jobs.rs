@@ -378,3 +378,36 @@ pub fn set_paused(conn: &Connection, paused: bool) -> Result<(), StoreError> {
     .execute([if paused { "true" } else { "false" }])?;
     Ok(())
 }
+
+/// What a prune removed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pruned {
+    /// Raw deliveries.
+    pub deliveries: usize,
+    /// Resolved incidents (their timeline, jobs, runs and calls go with them).
+    pub incidents: usize,
+}
+
+/// Deletes deliveries received before `inbox_before_ms`, incidents resolved before
+/// `incidents_before_ms`, and budget entries older than a week past any window in use.
+pub fn prune(
+    conn: &Connection,
+    inbox_before_ms: i64,
+    incidents_before_ms: i64,
+) -> Result<Pruned, StoreError> {
+    let deliveries = conn
+        .prepare_cached("DELETE FROM inbox WHERE received_ms < ?1")?
+        .execute([inbox_before_ms])?;
+    let incidents = conn
+        .prepare_cached("DELETE FROM incidents WHERE status = 'resolved' AND resolved_ms < ?1")?
+        .execute([incidents_before_ms])?;
+    conn.prepare_cached("DELETE FROM calls WHERE run_id NOT IN (SELECT id FROM runs)")?
+        .execute([])?;
+    let (_, ms) = now();
+    conn.prepare_cached("DELETE FROM budget WHERE at_ms < ?1")?
+        .execute([ms - 400 * 86_400_000])?;
+    Ok(Pruned {
+        deliveries,
+        incidents,
+    })
+}
