@@ -5,6 +5,7 @@
 mod auth;
 mod incidents;
 mod openapi;
+mod slack;
 mod webhooks;
 
 use std::sync::Arc;
@@ -51,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(incidents::remediation).post(incidents::set_remediation),
         )
         .route("/dead-letters", get(incidents::dead_letters))
+        .route("/notifications/dead", get(incidents::dead_notifications))
         .route("/openapi.json", get(openapi::document))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -59,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api", api)
         .merge(webhooks::routes(&state))
+        .route("/slack/interactions", post(slack::interactions))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

@@ -6,6 +6,7 @@
 //! every field has a safe default, so an empty file is a valid configuration.
 
 mod daemon;
+mod notify;
 mod units;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use daemon::{
     AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
     PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SourceConfig, SourcesConfig,
 };
+pub use notify::{NotifyConfig, PagerDutyConfig, Route, SlackConfig, WebhookConfig};
 pub use units::{ByteSize, HumanDuration};
 
 /// The whole host configuration.
@@ -38,6 +40,8 @@ pub struct Config {
     pub postmortems: PostmortemConfig,
     /// How long history is kept.
     pub retention: RetentionConfig,
+    /// Slack, PagerDuty and the outgoing webhook.
+    pub notify: NotifyConfig,
     /// Where runbooks live: every `<dir>/*/policy.toml` is a runbook.
     pub runbooks: RunbooksConfig,
     /// Engine and per-instance limits.
@@ -235,6 +239,27 @@ impl Config {
         }
         if let Some(list) = tokens("QUELL_GENERIC_TOKENS") {
             self.sources.generic.source.tokens = list;
+        }
+        if let Some(slack) = &mut self.notify.slack {
+            for (var, field) in [
+                ("QUELL_SLACK_WEBHOOK_URL", &mut slack.webhook_url),
+                ("QUELL_SLACK_BOT_TOKEN", &mut slack.bot_token),
+                ("QUELL_SLACK_SIGNING_SECRET", &mut slack.signing_secret),
+            ] {
+                if let Some(value) = lookup(var) {
+                    *field = Some(value);
+                }
+            }
+        }
+        if let Some(pagerduty) = &mut self.notify.pagerduty
+            && let Some(key) = lookup("QUELL_PAGERDUTY_ROUTING_KEY")
+        {
+            pagerduty.routing_key = key;
+        }
+        if let Some(webhook) = &mut self.notify.webhook
+            && let Some(secret) = lookup("QUELL_WEBHOOK_SECRET")
+        {
+            webhook.secret = Some(secret);
         }
         for (name, value) in &mut self.secrets {
             let var = format!("QUELL_SECRET_{}", name.to_uppercase().replace('-', "_"));

@@ -88,7 +88,15 @@ impl Daemon {
             ready: false.into(),
         });
         let (stop, stopped) = watch::channel(false);
-        let workers = pipeline.spawn_workers(stopped.clone());
+        let mut workers = pipeline.spawn_workers(stopped.clone());
+        crate::notify::start(
+            &state.config,
+            &state.store,
+            &state.metrics,
+            pipeline.notices(),
+            &stopped,
+            &mut workers,
+        )?;
         let router = api::router(state.clone());
         let mut until = stopped;
         let server = tokio::spawn(async move {

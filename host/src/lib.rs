@@ -29,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod incident;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod postmortem;

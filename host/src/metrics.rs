@@ -37,6 +37,9 @@ pub struct Metrics {
     pub calls: Family<Labels, Counter>,
     /// Escalations to a human.
     pub escalations: Counter,
+    /// Notification delivery attempts by destination and outcome (`sent`, `retry`, `dead`,
+    /// `skipped`).
+    pub notifications: Family<Labels, Counter>,
     /// Time from request to durable acknowledgement, by source.
     pub ack_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Runbook export call duration, by phase.
@@ -44,6 +47,8 @@ pub struct Metrics {
     incidents: Family<Labels, Gauge>,
     jobs: Family<Labels, Gauge>,
     dead_letters: Gauge,
+    dead_notifications: Gauge,
+    pending_notifications: Gauge,
     write_queue: Gauge,
 }
 
@@ -63,11 +68,14 @@ impl Metrics {
             runs: Family::default(),
             calls: Family::default(),
             escalations: Counter::default(),
+            notifications: Family::default(),
             ack_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
             run_seconds: Family::new_with_constructor(run_latency as fn() -> Histogram),
             incidents: Family::default(),
             jobs: Family::default(),
             dead_letters: Gauge::default(),
+            dead_notifications: Gauge::default(),
+            pending_notifications: Gauge::default(),
             write_queue: Gauge::default(),
             registry: Registry::default(),
         };
@@ -122,6 +130,21 @@ impl Metrics {
             metrics.dead_letters.clone(),
         );
         registry.register(
+            "notifications",
+            "Notification delivery attempts by destination and outcome",
+            metrics.notifications.clone(),
+        );
+        registry.register(
+            "notifications_dead",
+            "Notifications that exhausted their retries (GET /api/notifications/dead)",
+            metrics.dead_notifications.clone(),
+        );
+        registry.register(
+            "notifications_pending",
+            "Notifications waiting to be delivered",
+            metrics.pending_notifications.clone(),
+        );
+        registry.register(
             "store_write_queue",
             "Writes waiting for the database writer",
             metrics.write_queue.clone(),
@@ -155,6 +178,8 @@ impl Metrics {
                 .set(count);
         }
         self.dead_letters.set(gauges.dead_letters);
+        self.dead_notifications.set(gauges.dead_notifications);
+        self.pending_notifications.set(gauges.pending_notifications);
         self.write_queue
             .set(i64::try_from(write_queue).unwrap_or(i64::MAX));
         let mut out = String::new();

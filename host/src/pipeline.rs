@@ -19,6 +19,7 @@ use crate::capabilities::CallRecord;
 use crate::config::{Config, PipelineConfig, RetentionConfig};
 use crate::incident::label;
 use crate::metrics::Metrics;
+use crate::notify::{self, FindingView};
 use crate::policy::Mode;
 use crate::sandbox::{Invocation, LoadError, LoadedRunbook, Runtime};
 use crate::store::incidents::{escalate, event};
@@ -65,6 +66,7 @@ pub struct Pipeline {
     retention: RetentionConfig,
     metrics: Arc<Metrics>,
     wake: Notify,
+    notices: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -103,6 +105,7 @@ impl Pipeline {
             retention: config.retention.clone(),
             metrics,
             wake: Notify::new(),
+            notices: Arc::new(Notify::new()),
         });
         pipeline.reload().await;
         pipeline
@@ -202,6 +205,17 @@ impl Pipeline {
     /// Tells idle workers there may be work.
     pub fn wake(&self) {
         self.wake.notify_waiters();
+        self.notices.notify_waiters();
+    }
+
+    /// Tells notification dispatchers a notice may have been committed.
+    pub fn notify_dispatchers(&self) {
+        self.notices.notify_waiters();
+    }
+
+    /// What dispatchers wait on.
+    pub fn notices(&self) -> &Arc<Notify> {
+        &self.notices
     }
 
     /// Starts `workers` workers; they stop claiming when `stop` turns true and finish what
@@ -278,6 +292,7 @@ impl Pipeline {
                     if let Err(e) = self.execute(&job).instrument(span).await {
                         warn!(job = job.id, error = %e, "job could not be recorded; it stays running and is recovered at the next start");
                     }
+                    self.notify_dispatchers();
                     continue;
                 }
                 Ok(None) => {}
@@ -426,6 +441,16 @@ impl Pipeline {
                     &diagnosis.summary,
                     Some(json!({"findings": diagnosis.findings, "plan": diagnosis.plan})),
                 )?;
+                let findings: Vec<FindingView> = diagnosis
+                    .findings
+                    .iter()
+                    .map(|f| FindingView {
+                        name: f.name.clone(),
+                        ok: f.ok,
+                        summary: f.summary.clone(),
+                    })
+                    .collect();
+                notify::record(conn, incident, "diagnosed", Some(name), &diagnosis.summary, findings, vec![])?;
                 let stored = serde_json::to_string(&diagnosis)?;
                 let plan = json!({"plan": diagnosis.plan});
                 if is_resolved(conn, incident)? {
@@ -455,6 +480,7 @@ impl Pipeline {
                     Mode::Approve => {
                         jobs::await_approval(conn, context.job, &stored, ms + approval_ms)?;
                         event(conn, incident, &at, "plan", Some(name), "the plan awaits approval", Some(plan))?;
+                        notify::record(conn, incident, "plan", Some(name), "awaiting approval", vec![], diagnosis.plan.clone())?;
                         Ok(false)
                     }
                     Mode::Auto if jobs::paused(conn)? => {
@@ -467,6 +493,15 @@ impl Pipeline {
                             Some(name),
                             "remediation is paused: the plan awaits approval",
                             Some(plan),
+                        )?;
+                        notify::record(
+                            conn,
+                            incident,
+                            "plan",
+                            Some(name),
+                            "remediation is paused: awaiting approval",
+                            vec![],
+                            diagnosis.plan.clone(),
                         )?;
                         Ok(false)
                     }
@@ -599,6 +634,15 @@ impl Pipeline {
                             &format!("{}{dry}", r.action_taken),
                             Some(json!({"details": r.details})),
                         )?;
+                        notify::record(
+                            conn,
+                            incident,
+                            "remediated",
+                            Some(name),
+                            &format!("{}{dry}\n{}", r.action_taken, r.details),
+                            vec![],
+                            vec![],
+                        )?;
                         Ok(false)
                     }
                     (Some(r), _) => {
@@ -611,6 +655,15 @@ impl Pipeline {
                             Some(name),
                             &format!("{}{dry}", r.action_taken),
                             Some(json!({"details": r.details})),
+                        )?;
+                        notify::record(
+                            conn,
+                            incident,
+                            "remediation-failed",
+                            Some(name),
+                            &format!("{}{dry}: {}", r.action_taken, r.details),
+                            vec![],
+                            vec![],
                         )?;
                         escalate(conn, incident, &at, &format!("{name}: {}", r.details))?;
                         Ok(true)

@@ -255,6 +255,7 @@ pub async fn act(
             ));
         }
     };
+    app.pipeline.notify_dispatchers();
     Ok(Json(answer).into_response())
 }
 
@@ -376,4 +377,13 @@ pub async fn dead_letters(State(app): State<Arc<AppState>>) -> Result<Response, 
         .read(|conn| queries::dead_letters(conn, 100))
         .await?;
     Ok(Json(json!({"dead_letters": letters})).into_response())
+}
+
+/// `GET /api/notifications/dead`: notifications that exhausted their retries.
+pub async fn dead_notifications(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let dead = app
+        .store
+        .read(|conn| crate::notify::dead(conn, 100))
+        .await?;
+    Ok(Json(json!({"dead": dead})).into_response())
 }

@@ -200,6 +200,8 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
     }
     if wake {
         app.pipeline.wake();
+    } else {
+        app.pipeline.notify_dispatchers();
     }
     Ok((
         "accepted",

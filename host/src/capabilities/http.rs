@@ -223,6 +223,21 @@ pub struct HttpCap {
     secrets: BTreeMap<String, String>,
 }
 
+/// The HTTP client for notifications (Slack, PagerDuty, the outgoing webhook): destinations
+/// the operator configured, so no egress guard, but no proxies from the environment, no
+/// redirects (a 3xx is a failure, as Standard Webhooks says) and a total timeout.
+pub fn notification_client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+    #[allow(clippy::disallowed_methods)] // the other place, for operator-configured endpoints
+    let builder = reqwest::Client::builder();
+    Ok(builder
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(timeout.min(std::time::Duration::from_secs(5)))
+        .timeout(timeout)
+        .user_agent(concat!("quell/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
 impl HttpCap {
     /// Keeps the limits and the secrets policies may inject.
     pub fn new(config: &HttpConfig, secrets: BTreeMap<String, String>) -> Self {

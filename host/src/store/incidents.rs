@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{StoreError, now};
 use crate::bindings::quell::runbook::types::Incident;
 use crate::incident::severity_name;
+use crate::notify;
 
 /// One alert of a delivery, ready to store.
 #[derive(Debug, Clone)]
@@ -222,6 +223,15 @@ fn fire(
             ),
             None,
         )?;
+        notify::record(
+            conn,
+            &id,
+            "reopened",
+            None,
+            "the alert fired again; incident reopened",
+            vec![],
+            vec![],
+        )?;
         Effect::Reopened(id)
     } else {
         insert(conn, alert, at, ms)?;
@@ -233,6 +243,15 @@ fn fire(
             None,
             &format!("Alert: {}", alert.title),
             Some(json!({"labels": pairs(&alert.labels), "annotations": pairs(&alert.annotations)})),
+        )?;
+        notify::record(
+            conn,
+            &alert.id,
+            "created",
+            None,
+            &format!("Alert: {}", alert.title),
+            vec![],
+            vec![],
         )?;
         Effect::Created(alert.id.clone())
     };
@@ -326,6 +345,7 @@ pub fn resolve(
         return Ok(false);
     }
     event(conn, id, at, "resolved", None, why, None)?;
+    notify::record(conn, id, "resolved", None, why, vec![], vec![])?;
     let cancelled: Vec<String> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2
@@ -353,6 +373,7 @@ pub fn escalate(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<(
     conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
         .execute(params![id, at])?;
     event(conn, id, at, "escalated", None, reason, None)?;
+    notify::record(conn, id, "escalated", None, reason, vec![], vec![])?;
     Ok(())
 }
 

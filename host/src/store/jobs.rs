@@ -157,6 +157,7 @@ pub fn decide(
             ("rejected", format!("plan rejected by {who}"))
         };
         event(conn, incident, &at, kind, Some(name), &message, None)?;
+        crate::notify::record(conn, incident, kind, Some(name), &message, vec![], vec![])?;
     }
     if !approve && !runbooks.is_empty() {
         escalate(

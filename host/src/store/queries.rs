@@ -366,6 +366,10 @@ pub struct Gauges {
     pub jobs: Vec<(String, i64)>,
     /// Dead-lettered deliveries kept.
     pub dead_letters: i64,
+    /// Notifications that gave up.
+    pub dead_notifications: i64,
+    /// Notifications not yet delivered.
+    pub pending_notifications: i64,
 }
 
 /// Reads the gauges.
@@ -384,6 +388,12 @@ pub fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
         )?,
         dead_letters: conn
             .prepare_cached("SELECT count(*) FROM inbox WHERE status = 'dead'")?
+            .query_row([], |row| row.get(0))?,
+        dead_notifications: conn
+            .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'dead'")?
+            .query_row([], |row| row.get(0))?,
+        pending_notifications: conn
+            .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'pending'")?
             .query_row([], |row| row.get(0))?,
     })
 }

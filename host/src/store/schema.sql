@@ -123,3 +123,38 @@ CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Something to tell people about, committed with the change that caused it (the outbox).
+CREATE TABLE IF NOT EXISTS notifications (
+    id          INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    notice      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
+
+-- One row per notification and destination, created in notification order by the
+-- destination's dispatcher: 'pending', 'sent', 'skipped' (not routed there) or 'dead'.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL,
+    destination     TEXT NOT NULL,
+    incident_id     TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_at_ms      INTEGER NOT NULL,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    sent_at         TEXT,
+    UNIQUE (destination, notification_id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(destination, id) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries(state) WHERE state = 'dead';
+
+-- The Slack root message of each incident's thread.
+CREATE TABLE IF NOT EXISTS slack_threads (
+    incident_id TEXT PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    ts          TEXT NOT NULL
+);

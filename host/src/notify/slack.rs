@@ -1,0 +1,530 @@
+//! Slack: the seed's Block Kit message, through an incoming webhook or a bot token.
+//!
+//! With a bot token every incident gets one thread: the root message (`chat.postMessage`)
+//! carries the header and the status fields and is updated (`chat.update`) when the status
+//! changes; every later notice is a reply (`thread_ts`). Plans awaiting approval carry
+//! Approve / Reject buttons answered at `POST /slack/interactions`.
+//!
+//! Block Kit limits are enforced by truncation ([`Limits`]): header 150 characters, section
+//! text 3,000, at most 10 fields of 2,000, at most 50 blocks, and the whole message well
+//! under Slack's undocumented aggregate limit (~13.2k characters).
+
+use std::time::Duration;
+
+use rusqlite::OptionalExtension;
+use serde_json::{Value, json};
+
+use super::{Destination, Notice, Outcome, classify, retry_after, routed, transport};
+use crate::config::SlackConfig;
+use crate::store::Store;
+
+/// Block Kit's limits, as Slack documents them (and the aggregate it does not).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits;
+
+impl Limits {
+    /// `header` plain text.
+    pub const HEADER: usize = 150;
+    /// `section` text.
+    pub const SECTION: usize = 3000;
+    /// `section` fields, count.
+    pub const FIELDS: usize = 10;
+    /// One field's text.
+    pub const FIELD: usize = 2000;
+    /// Blocks per message.
+    pub const BLOCKS: usize = 50;
+    /// Characters across all blocks (Slack rejects ~13.2k with `msg_blocks_too_long`).
+    pub const TOTAL: usize = 12_000;
+    /// The notification fallback `text`.
+    pub const TEXT: usize = 3000;
+}
+
+/// Cuts `text` to `max` characters, ending with `…` when it had to cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The seed's severity emoji.
+pub fn emoji(severity: &str) -> &'static str {
+    match severity {
+        "critical" => "🔴",
+        "high" => "🟠",
+        "medium" => "🟡",
+        "low" => "🔵",
+        _ => "⚪",
+    }
+}
+
+/// The message line for a notice, in the seed's words where it had them.
+pub fn message(notice: &Notice) -> String {
+    let runbook = notice.runbook.as_deref().unwrap_or("runbook");
+    match notice.kind.as_str() {
+        "created" => "🚨 New incident created".to_owned(),
+        "reopened" => format!("🔁 {}", notice.message),
+        "diagnosed" => {
+            let lines: Vec<String> = notice
+                .findings
+                .iter()
+                .map(|f| format!("{} {}: {}", if f.ok { "✓" } else { "✗" }, f.name, f.summary))
+                .collect();
+            let body = if lines.is_empty() {
+                "No diagnostic data".to_owned()
+            } else {
+                lines.join("\n")
+            };
+            format!(
+                "📋 Diagnosis complete ({runbook}): {}\n```{}```",
+                notice.message,
+                body.replace("```", "'''")
+            )
+        }
+        "plan" => {
+            let steps: Vec<String> = notice
+                .plan
+                .iter()
+                .enumerate()
+                .map(|(n, step)| format!("{}. {step}", n + 1))
+                .collect();
+            format!(
+                "🛠️ {runbook} proposes a remediation ({}):\n{}",
+                notice.message,
+                if steps.is_empty() {
+                    "(no steps)".to_owned()
+                } else {
+                    steps.join("\n")
+                }
+            )
+        }
+        "remediated" => format!("✅ Auto-remediated: {}", notice.message),
+        "remediation-failed" => format!("⚠️ Auto-remediation failed: {}", notice.message),
+        "escalated" => format!("⚠️ {}\nPaging on-call engineer.", notice.message),
+        "acknowledged" => format!("👀 {}", notice.message),
+        "approved" => format!("👍 {}", notice.message),
+        "rejected" => format!("✋ {}", notice.message),
+        "resolved" => format!("✅ Resolved: {}", notice.message),
+        _ => notice.message.clone(),
+    }
+}
+
+fn time_of(created_at: &str) -> String {
+    created_at
+        .get(11..16)
+        .map_or_else(|| "unknown".to_owned(), |hm| format!("{hm} UTC"))
+}
+
+fn text_len(block: &Value) -> usize {
+    match block {
+        Value::String(s) => s.chars().count(),
+        Value::Array(items) => items.iter().map(text_len).sum(),
+        Value::Object(map) => map.values().map(text_len).sum(),
+        _ => 0,
+    }
+}
+
+/// The seed's message: header, the four fields, the message section; plus buttons for a
+/// plan when `buttons` (bot token mode). Every limit holds whatever the input.
+pub fn blocks(notice: &Notice, text: &str, buttons: bool) -> Vec<Value> {
+    let incident = &notice.incident;
+    let header = truncate(
+        &format!(
+            "{} {}: {}",
+            emoji(&incident.severity),
+            incident.id,
+            incident.title.replace(['\n', '\r'], " ")
+        ),
+        Limits::HEADER,
+    );
+    let fields: Vec<Value> = [
+        format!("*Severity:* {}", incident.severity),
+        format!("*Status:* {}", incident.status),
+        format!("*Source:* {}", incident.source),
+        format!("*Time:* {}", time_of(&incident.created_at)),
+    ]
+    .iter()
+    .take(Limits::FIELDS)
+    .map(|f| json!({"type": "mrkdwn", "text": truncate(f, Limits::FIELD)}))
+    .collect();
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
+        json!({"type": "section", "fields": fields}),
+    ];
+    let used = text_len(&Value::Array(blocks.clone()));
+    // Room left for the message (and the buttons' few dozen characters).
+    let room = Limits::TOTAL.saturating_sub(used + 200);
+    let mut remaining = truncate(text, room);
+    // Long messages span several sections, each within the section limit.
+    while !remaining.is_empty() && blocks.len() < Limits::BLOCKS - 1 {
+        let chunk: String = remaining.chars().take(Limits::SECTION).collect();
+        remaining = remaining.chars().skip(Limits::SECTION).collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": chunk}}));
+    }
+    if buttons && notice.kind == "plan" {
+        let value = format!(
+            "{}|{}",
+            incident.id,
+            notice.runbook.as_deref().unwrap_or_default()
+        );
+        let value = truncate(&value, 2000);
+        blocks.push(json!({
+            "type": "actions",
+            "block_id": "quell-approval",
+            "elements": [
+                {"type": "button", "action_id": "approve", "style": "primary",
+                 "text": {"type": "plain_text", "text": "Approve"}, "value": value},
+                {"type": "button", "action_id": "reject", "style": "danger",
+                 "text": {"type": "plain_text", "text": "Reject"}, "value": value},
+            ],
+        }));
+    }
+    blocks
+}
+
+/// The message body (`text` fallback and blocks).
+pub fn payload(notice: &Notice, buttons: bool) -> Value {
+    let text = message(notice);
+    let fallback = truncate(
+        &format!(
+            "{}: {} — {}",
+            notice.incident.id, notice.incident.title, text
+        ),
+        Limits::TEXT,
+    );
+    json!({"text": fallback, "blocks": blocks(notice, &text, buttons)})
+}
+
+enum Mode {
+    Webhook(String),
+    Bot {
+        token: String,
+        channel: String,
+        api: String,
+    },
+}
+
+/// The Slack destination.
+pub struct Slack {
+    mode: Mode,
+    route: crate::config::Route,
+    client: reqwest::Client,
+}
+
+const KINDS: &[&str] = &[
+    "created",
+    "reopened",
+    "diagnosed",
+    "plan",
+    "remediated",
+    "remediation-failed",
+    "escalated",
+    "acknowledged",
+    "approved",
+    "rejected",
+    "resolved",
+];
+
+/// Kinds that change the root message's status field.
+const STATUS_CHANGES: &[&str] = &["escalated", "acknowledged", "resolved"];
+
+impl Slack {
+    /// From `[notify.slack]`: a bot token with a channel, or an incoming webhook URL.
+    pub fn new(config: &SlackConfig, client: reqwest::Client) -> anyhow::Result<Self> {
+        let mode = match (&config.bot_token, &config.webhook_url) {
+            (Some(token), _) => Mode::Bot {
+                token: token.clone(),
+                channel: config.channel.clone().ok_or_else(|| {
+                    anyhow::anyhow!("[notify.slack] bot_token needs channel (a channel id)")
+                })?,
+                api: config
+                    .api_url
+                    .clone()
+                    .unwrap_or_else(|| "https://slack.com/api".to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+            },
+            (None, Some(url)) => Mode::Webhook(url.clone()),
+            (None, None) => anyhow::bail!("[notify.slack] needs webhook_url or bot_token"),
+        };
+        Ok(Self {
+            mode,
+            route: config.route.clone(),
+            client,
+        })
+    }
+
+    async fn post(&self, url: &str, token: Option<&str>, body: &Value) -> Result<Value, Outcome> {
+        let mut request = self.client.post(url).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| transport(&e))?;
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let text = response.text().await.unwrap_or_default();
+        match classify(status, after, &text) {
+            Outcome::Sent => {}
+            other => return Err(other),
+        }
+        if token.is_none() {
+            // Incoming webhooks answer plain `ok`.
+            return Ok(Value::Null);
+        }
+        let answer: Value = serde_json::from_str(&text).map_err(|_| Outcome::Retry {
+            error: format!("Slack answered HTTP 200 with a body that is not JSON: {text:.200}"),
+            after: None,
+        })?;
+        if answer["ok"] != Value::Bool(true) {
+            let error = answer["error"].as_str().unwrap_or("unknown error");
+            return Err(Outcome::Retry {
+                error: format!("Slack answered ok:false: {error}"),
+                after: None,
+            });
+        }
+        Ok(answer)
+    }
+
+    async fn thread(store: &Store, incident: &str) -> Option<(String, String)> {
+        let incident = incident.to_owned();
+        store
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT channel, ts FROM slack_threads WHERE incident_id = ?1")?
+                    .query_row([incident], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()?)
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+impl Destination for Slack {
+    fn name(&self) -> &'static str {
+        "slack"
+    }
+
+    fn accepts(&self, notice: &Notice) -> bool {
+        routed(&self.route, KINDS, notice)
+    }
+
+    fn spacing(&self) -> Duration {
+        // chat.postMessage and webhooks: about one message per second per channel.
+        Duration::from_secs(1)
+    }
+
+    async fn send(&self, store: &Store, _delivery: i64, notice: &Notice) -> Outcome {
+        match &self.mode {
+            Mode::Webhook(url) => match self.post(url, None, &payload(notice, false)).await {
+                Ok(_) => Outcome::Sent,
+                Err(outcome) => outcome,
+            },
+            Mode::Bot {
+                token,
+                channel,
+                api,
+            } => {
+                let thread = Self::thread(store, &notice.incident.id).await;
+                let mut body = payload(notice, true);
+                body["channel"] = json!(channel);
+                let Some((root_channel, root_ts)) = thread else {
+                    // The first notice of an incident is its thread's root.
+                    let answer = match self
+                        .post(&format!("{api}/chat.postMessage"), Some(token), &body)
+                        .await
+                    {
+                        Ok(answer) => answer,
+                        Err(outcome) => return outcome,
+                    };
+                    let (Some(ts), Some(channel)) =
+                        (answer["ts"].as_str(), answer["channel"].as_str())
+                    else {
+                        return Outcome::Permanent(
+                            "chat.postMessage answered without ts or channel".to_owned(),
+                        );
+                    };
+                    let (incident, ts, channel) = (
+                        notice.incident.id.clone(),
+                        ts.to_owned(),
+                        channel.to_owned(),
+                    );
+                    let saved = store
+                        .write(move |conn| {
+                            conn.prepare_cached(
+                                "INSERT OR IGNORE INTO slack_threads (incident_id, channel, ts)
+                                 VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute([incident, channel, ts])?;
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = saved {
+                        tracing::warn!(error = %e, "posted the Slack root message but could not store its ts");
+                    }
+                    return Outcome::Sent;
+                };
+                body["channel"] = json!(root_channel);
+                body["thread_ts"] = json!(root_ts);
+                if let Err(outcome) = self
+                    .post(&format!("{api}/chat.postMessage"), Some(token), &body)
+                    .await
+                {
+                    return outcome;
+                }
+                if STATUS_CHANGES.contains(&notice.kind.as_str()) {
+                    // The root shows the status as of now; its message stays the first one.
+                    let root = Notice {
+                        kind: "created".to_owned(),
+                        ..notice.clone()
+                    };
+                    let mut update = payload(&root, false);
+                    update["channel"] = json!(root_channel);
+                    update["ts"] = json!(root_ts);
+                    if let Err(outcome) = self
+                        .post(&format!("{api}/chat.update"), Some(token), &update)
+                        .await
+                    {
+                        return outcome;
+                    }
+                }
+                Outcome::Sent
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::notify::{FindingView, IncidentView};
+
+    fn notice(
+        kind: &str,
+        title: String,
+        message: String,
+        findings: Vec<FindingView>,
+        plan: Vec<String>,
+    ) -> Notice {
+        Notice {
+            kind: kind.to_owned(),
+            at: "2026-11-24T03:00:00.000Z".to_owned(),
+            incident: IncidentView {
+                id: "INC-0000ABCD".to_owned(),
+                title,
+                severity: "critical".to_owned(),
+                status: "open".to_owned(),
+                source: "alertmanager".to_owned(),
+                created_at: "2026-11-24T03:04:05.000Z".to_owned(),
+                escalated: false,
+                labels: json!({}),
+            },
+            runbook: Some("probe".to_owned()),
+            message,
+            findings,
+            plan,
+        }
+    }
+
+    /// Checks a message against Block Kit's limits; returns what is wrong.
+    pub fn violations(payload: &Value) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let blocks = payload["blocks"].as_array().cloned().unwrap_or_default();
+        if blocks.len() > Limits::BLOCKS {
+            wrong.push(format!("{} blocks", blocks.len()));
+        }
+        let total = text_len(&Value::Array(blocks.clone()));
+        if total > Limits::TOTAL {
+            wrong.push(format!("{total} characters in blocks"));
+        }
+        for block in &blocks {
+            let count = |v: &Value| v.as_str().map_or(0, |s| s.chars().count());
+            match block["type"].as_str() {
+                Some("header") if count(&block["text"]["text"]) > Limits::HEADER => {
+                    wrong.push("header too long".to_owned());
+                }
+                Some("section") => {
+                    if count(&block["text"]["text"]) > Limits::SECTION {
+                        wrong.push("section text too long".to_owned());
+                    }
+                    let fields = block["fields"].as_array().cloned().unwrap_or_default();
+                    if fields.len() > Limits::FIELDS
+                        || fields.iter().any(|f| count(&f["text"]) > Limits::FIELD)
+                    {
+                        wrong.push("fields over the limit".to_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        if payload["text"].as_str().map_or(0, |s| s.chars().count()) > Limits::TEXT {
+            wrong.push("fallback text too long".to_owned());
+        }
+        wrong
+    }
+
+    #[test]
+    fn the_seed_message_shape() {
+        let n = notice(
+            "created",
+            "api down".to_owned(),
+            String::new(),
+            vec![],
+            vec![],
+        );
+        let p = payload(&n, false);
+        assert_eq!(p["blocks"][0]["text"]["text"], "🔴 INC-0000ABCD: api down");
+        assert_eq!(p["blocks"][1]["fields"][0]["text"], "*Severity:* critical");
+        assert_eq!(p["blocks"][1]["fields"][3]["text"], "*Time:* 03:04 UTC");
+        assert_eq!(p["blocks"][2]["text"]["text"], "🚨 New incident created");
+    }
+
+    #[test]
+    fn plans_carry_buttons_only_with_a_bot() {
+        let n = notice(
+            "plan",
+            "t".to_owned(),
+            "m".to_owned(),
+            vec![],
+            vec!["undo".to_owned()],
+        );
+        let with = payload(&n, true);
+        let actions = with["blocks"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(actions["elements"][0]["action_id"], "approve");
+        assert_eq!(actions["elements"][1]["value"], "INC-0000ABCD|probe");
+        let without = payload(&n, false);
+        assert!(
+            without["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["type"] != "actions")
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn random_long_incident_text_never_breaks_block_kit_limits(
+            title in ".{0,400}",
+            message in ".{0,20000}",
+            findings in proptest::collection::vec((".{0,60}", any::<bool>(), ".{0,3000}"), 0..40),
+            plan in proptest::collection::vec(".{0,500}", 0..30),
+            kind in prop::sample::select(KINDS.to_vec()),
+            buttons in any::<bool>(),
+        ) {
+            let findings = findings
+                .into_iter()
+                .map(|(name, ok, summary)| FindingView { name, ok, summary })
+                .collect();
+            let n = notice(kind, title, message, findings, plan);
+            let p = payload(&n, buttons);
+            let wrong = violations(&p);
+            prop_assert!(wrong.is_empty(), "{wrong:?}");
+        }
+    }
+}
