@@ -112,7 +112,7 @@ pub fn record(
     else {
         return Ok(());
     };
-    let (at, _) = now();
+    let (at, ms) = now();
     let notice = Notice {
         kind: kind.to_owned(),
         at: at.clone(),
@@ -123,9 +123,16 @@ pub fn record(
         plan,
     };
     conn.prepare_cached(
-        "INSERT INTO notifications (incident_id, kind, notice, created_at) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![incident, kind, serde_json::to_string(&notice)?, at])?;
+    .execute(params![
+        incident,
+        kind,
+        serde_json::to_string(&notice)?,
+        at,
+        ms
+    ])?;
     Ok(())
 }
 
@@ -172,12 +179,21 @@ pub enum Outcome {
     Permanent(String),
 }
 
+/// The longest a destination waits for the one it [`Destination::waits_for`].
+pub const HOLD: Duration = Duration::from_secs(10);
+
 /// A destination.
 pub trait Destination: Send + Sync + 'static {
     /// `slack`, `pagerduty`, `webhook`.
     fn name(&self) -> &'static str;
     /// Whether this notice is for it.
     fn accepts(&self, notice: &Notice) -> bool;
+    /// Another destination whose earlier notices of the same incident this one waits for,
+    /// at most [`HOLD`] (PagerDuty waits for Slack, so the page arrives with the diagnosis
+    /// already in the incident's thread).
+    fn waits_for(&self) -> Option<&'static str> {
+        None
+    }
     /// At least this long between two sends (Slack: one message per second per channel).
     fn spacing(&self) -> Duration {
         Duration::ZERO
@@ -209,7 +225,12 @@ pub fn start(
         spawn(set, destination, store, notify, metrics, wake, stop);
     }
     if let Some(pagerduty) = &notify.pagerduty {
-        let destination = pagerduty::PagerDuty::new(pagerduty, client.clone(), public_url.clone())?;
+        let destination = pagerduty::PagerDuty::new(
+            pagerduty,
+            client.clone(),
+            public_url.clone(),
+            notify.slack.is_some(),
+        )?;
         spawn(set, destination, store, notify, metrics, wake, stop);
     }
     if let Some(webhook) = &notify.webhook {
@@ -346,10 +367,13 @@ impl<D: Destination> Dispatcher<D> {
             .await
     }
 
-    /// The oldest due delivery whose incident has nothing earlier still pending here.
+    /// The oldest due delivery whose incident has nothing earlier still pending here (nor,
+    /// for up to [`HOLD`], at the destination this one waits for).
     async fn next(&self) -> Result<Option<Due>, StoreError> {
         let name = self.destination.name();
+        let waits_for = self.destination.waits_for().unwrap_or("");
         let (_, ms) = now();
+        let hold_ms = i64::try_from(HOLD.as_millis()).unwrap_or(i64::MAX);
         let row: Option<(i64, u32, String)> = self
             .store
             .read(move |conn| {
@@ -362,9 +386,17 @@ impl<D: Destination> Dispatcher<D> {
                                            WHERE e.destination = d.destination
                                              AND e.incident_id = d.incident_id
                                              AND e.state = 'pending' AND e.id < d.id)
+                           AND (?3 = '' OR n.created_ms < ?2 - ?4 OR (
+                                EXISTS (SELECT 1 FROM deliveries r WHERE r.destination = ?3
+                                          AND r.notification_id >= d.notification_id)
+                                AND NOT EXISTS (SELECT 1 FROM deliveries w
+                                          WHERE w.destination = ?3
+                                            AND w.incident_id = d.incident_id
+                                            AND w.state = 'pending'
+                                            AND w.notification_id < d.notification_id)))
                          ORDER BY d.id LIMIT 1",
                     )?
-                    .query_row(params![name, ms], |row| {
+                    .query_row(params![name, ms, waits_for, hold_ms], |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })
                     .optional()?)

@@ -94,6 +94,7 @@ pub struct PagerDuty {
     url: String,
     route: Route,
     public_url: Option<String>,
+    after_slack: bool,
     client: reqwest::Client,
 }
 
@@ -103,6 +104,7 @@ impl PagerDuty {
         config: &PagerDutyConfig,
         client: reqwest::Client,
         public_url: Option<String>,
+        after_slack: bool,
     ) -> anyhow::Result<Self> {
         if config.routing_key.len() != 32 {
             anyhow::bail!(
@@ -115,6 +117,7 @@ impl PagerDuty {
             url: config.url.clone(),
             route: config.route.clone(),
             public_url,
+            after_slack,
             client,
         })
     }
@@ -123,6 +126,10 @@ impl PagerDuty {
 impl Destination for PagerDuty {
     fn name(&self) -> &'static str {
         "pagerduty"
+    }
+
+    fn waits_for(&self) -> Option<&'static str> {
+        self.after_slack.then_some("slack")
     }
 
     fn accepts(&self, notice: &Notice) -> bool {

@@ -130,7 +130,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     incident_id TEXT NOT NULL,
     kind        TEXT NOT NULL,
     notice      TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notifications_incident ON notifications(incident_id);
 
