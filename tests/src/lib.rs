@@ -4,6 +4,9 @@
 //!   plain HTTP on loopback (discovery, pods, logs, events, deployments, replica sets, rollouts,
 //!   scale), with a tiny deployment controller and a log of every request.
 //! - [`sshd`]: a real OpenSSH server on loopback with a throwaway host key and client key.
+//! - [`alertmanager`]: the real Prometheus Alertmanager on loopback, delivering to one webhook.
+//! - [`receivers`]: loopback Slack and PagerDuty that check payloads against the real API
+//!   contracts and can be scripted to fail (429 with `Retry-After`, 5xx, `ok: false`, stalls).
 //! - [`http`]: loopback HTTP servers (axum) with ready-made routes: settable health, redirects,
 //!   large and stalled responses, and a request log.
 //!
@@ -25,8 +28,10 @@
 // the product, whose one spawning module is host/src/capabilities/process.rs.
 #![allow(clippy::disallowed_methods)]
 
+pub mod alertmanager;
 pub mod http;
 pub mod kube_sim;
+pub mod receivers;
 pub mod record;
 mod serve;
 pub mod sshd;

@@ -12,6 +12,7 @@ mod alertmanager;
 mod daemon;
 mod harness;
 mod hostile;
+mod notify;
 mod policy_fixtures;
 mod policy_gate;
 mod runbooks;

@@ -1,0 +1,452 @@
+//! Notifications end to end: the daemon in-process, loopback Slack and PagerDuty that check
+//! every payload against the real contracts, scripted failures, an outage across a restart,
+//! and signed Slack approvals.
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use quell::config::{HumanDuration, NotifyConfig, PagerDutyConfig, SlackConfig};
+use quell_tests::receivers::{Fault, PagerDuty, ROUTING_KEY, Received, SLACK_TOKEN, Slack};
+use reqwest::StatusCode;
+use serde_json::json;
+use sha2::Sha256;
+
+use crate::daemon::{Running, daemon_config, payload};
+use crate::harness::Env;
+
+const SIGNING_SECRET: &str = "test-signing-secret";
+const WAIT: Duration = Duration::from_secs(30);
+
+fn probe_policy(mode: &str) -> String {
+    format!(
+        "mode = \"{mode}\"\ntimeout = \"30s\"\n\
+         [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n\
+         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+         [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
+         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n"
+    )
+}
+
+fn configure(env: &mut Env, slack: &Slack, pagerduty: &PagerDuty) {
+    daemon_config(env);
+    env.config.notify = NotifyConfig {
+        max_attempts: 6,
+        backoff: HumanDuration(Duration::from_millis(100)),
+        max_backoff: HumanDuration(Duration::from_secs(1)),
+        timeout: HumanDuration(Duration::from_secs(2)),
+        slack: Some(SlackConfig {
+            bot_token: Some(SLACK_TOKEN.to_owned()),
+            channel: Some("C0QUELL".to_owned()),
+            api_url: Some(slack.api_url()),
+            signing_secret: Some(SIGNING_SECRET.to_owned()),
+            approvers: vec!["U0ALICE".to_owned()],
+            ..SlackConfig::default()
+        }),
+        pagerduty: Some(PagerDutyConfig {
+            routing_key: ROUTING_KEY.to_owned(),
+            url: pagerduty.enqueue_url(),
+            ..PagerDutyConfig::default()
+        }),
+        webhook: None,
+    };
+}
+
+fn firing(fingerprint: &str) -> String {
+    payload(
+        "firing",
+        fingerprint,
+        "2026-11-24T03:00:00Z",
+        json!({"summary": "checkout latency high"}),
+    )
+}
+
+fn text_of(message: &Received) -> String {
+    message.body["blocks"]
+        .as_array()
+        .map(|blocks| {
+            blocks
+                .iter()
+                .map(|b| {
+                    b["text"]["text"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| b["fields"].to_string())
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default()
+}
+
+async fn incident_of(app: &Running, body: String) -> String {
+    let (status, answer) = app.post("/webhooks/alertmanager", body).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["alerts"][0]["incident"].as_str().unwrap().to_owned()
+}
+
+/// Runs blocking receiver waits off the async runtime.
+async fn wait<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escalation_reaches_slack_then_pagerduty_and_resolution_follows() {
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    env.policy("probe", "probe", &probe_policy("diagnose"));
+    configure(&mut env, &slack, &pagerduty);
+    let app = Running::start_configured(env).await;
+    let id = incident_of(&app, firing("path")).await;
+
+    let pd = pagerduty.clone();
+    let triggers = wait(move || {
+        pd.wait_for("the trigger", WAIT, |r| {
+            r.iter().any(|e| e.body["event_action"] == "trigger")
+        })
+    })
+    .await;
+    let trigger = triggers
+        .iter()
+        .find(|e| e.body["event_action"] == "trigger")
+        .unwrap()
+        .clone();
+    assert_eq!(trigger.body["dedup_key"], id.as_str());
+    assert_eq!(trigger.body["routing_key"], ROUTING_KEY);
+    assert_eq!(trigger.body["payload"]["severity"], "critical");
+    assert!(
+        trigger.body["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{id}: checkout latency high — "))
+    );
+    assert_eq!(
+        trigger.body["payload"]["custom_details"]["findings"],
+        json!([])
+    );
+
+    let messages: Vec<Received> = slack
+        .accepted()
+        .into_iter()
+        .filter(|m| m.path == "/api/chat.postMessage")
+        .collect();
+    assert!(messages.len() >= 2, "{messages:#?}");
+    let root = &messages[0];
+    assert!(root.body["thread_ts"].is_null());
+    assert_eq!(
+        root.body["blocks"][0]["text"]["text"],
+        format!("🔴 {id}: checkout latency high")
+    );
+    assert!(text_of(root).contains("🚨 New incident created"));
+    let diagnosis = &messages[1];
+    assert!(
+        text_of(diagnosis).contains("📋 Diagnosis complete (probe)"),
+        "{}",
+        text_of(diagnosis)
+    );
+    assert!(
+        diagnosis.body["thread_ts"].is_string(),
+        "replies go into the incident's thread"
+    );
+    assert!(
+        root.at < diagnosis.at && diagnosis.at < trigger.at,
+        "order: Slack created, Slack diagnosis, PagerDuty trigger"
+    );
+
+    let resolved = payload("resolved", "path", "2026-11-24T03:00:00Z", json!({}));
+    app.post("/webhooks/alertmanager", resolved).await;
+    let pd = pagerduty.clone();
+    let events = wait(move || {
+        pd.wait_for("the resolve", WAIT, |r| {
+            r.iter().any(|e| e.body["event_action"] == "resolve")
+        })
+    })
+    .await;
+    let resolve = events
+        .iter()
+        .find(|e| e.body["event_action"] == "resolve")
+        .unwrap();
+    assert_eq!(
+        resolve.body["dedup_key"],
+        id.as_str(),
+        "the same dedup_key resolves the page"
+    );
+    let sl = slack.clone();
+    let updates = wait(move || {
+        sl.wait_for("the root update", WAIT, |r| {
+            r.iter().any(|m| {
+                m.path == "/api/chat.update"
+                    && m.body["blocks"].to_string().contains("*Status:* resolved")
+            })
+        })
+    })
+    .await;
+    let update = updates
+        .iter()
+        .rev()
+        .find(|m| m.path == "/api/chat.update")
+        .unwrap();
+    assert_eq!(
+        update.body["ts"], diagnosis.body["thread_ts"],
+        "the root message is updated"
+    );
+    assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    assert!(
+        pagerduty.violations().is_empty(),
+        "{:?}",
+        pagerduty.violations()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notifications_survive_a_receiver_outage_and_a_restart() {
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    slack.set_down(Some(Fault::Status(503)));
+    pagerduty.set_down(Some(Fault::Status(503)));
+    let mut env = Env::new();
+    configure(&mut env, &slack, &pagerduty);
+    // Plenty of attempts: the outage outlasts several.
+    env.config.notify.max_attempts = 50;
+    let app = Running::start_configured(env).await;
+    // No runbook applies: the incident escalates at once.
+    let id = incident_of(&app, firing("outage")).await;
+    let pd = pagerduty.clone();
+    wait(move || {
+        let deadline = Instant::now() + WAIT;
+        while pd.received().len() < 3 {
+            assert!(Instant::now() < deadline, "no retries");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await;
+    let env = app.stop().await;
+
+    // Back up, and the daemon restarted on the same database.
+    slack.set_down(None);
+    pagerduty.set_down(None);
+    let app = Running::start_configured(env).await;
+    let pd = pagerduty.clone();
+    let accepted = wait(move || {
+        pd.wait_for("the trigger after the outage", WAIT, |r| {
+            r.iter().any(|e| e.body["event_action"] == "trigger")
+        })
+    })
+    .await;
+    assert!(accepted.iter().all(|e| e.body["dedup_key"] == id.as_str()));
+    let sl = slack.clone();
+    let messages = wait(move || {
+        sl.wait_for("created and escalated in Slack", WAIT, |r| {
+            r.iter()
+                .filter(|m| m.path == "/api/chat.postMessage")
+                .count()
+                >= 2
+        })
+    })
+    .await;
+    let texts: Vec<String> = messages.iter().map(text_of).collect();
+    assert!(texts[0].contains("New incident created"), "{texts:#?}");
+    assert!(
+        texts.iter().any(|t| t.contains("Paging on-call engineer")),
+        "{texts:#?}"
+    );
+    let roots = messages
+        .iter()
+        .filter(|m| m.path == "/api/chat.postMessage" && m.body["thread_ts"].is_null())
+        .count();
+    assert_eq!(
+        roots,
+        1,
+        "one thread per incident: {:#?}",
+        messages
+            .iter()
+            .map(|m| (&m.path, &m.body["thread_ts"], text_of(m)))
+            .collect::<Vec<_>>()
+    );
+    let (_, dead) = app.get("/api/notifications/dead").await;
+    assert_eq!(dead["dead"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn faults_are_retried_with_retry_after_and_a_400_is_dead_lettered() {
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    slack.fail_next([
+        Fault::Stall(Duration::from_secs(30)),
+        Fault::RateLimited(2),
+        Fault::SlackNotOk("internal_error"),
+        Fault::Status(500),
+    ]);
+    pagerduty.fail_next([Fault::Status(400)]);
+    let mut env = Env::new();
+    configure(&mut env, &slack, &pagerduty);
+    let app = Running::start_configured(env).await;
+    let id = incident_of(&app, firing("faults")).await;
+
+    let sl = slack.clone();
+    wait(move || {
+        sl.wait_for("the root message after the faults", WAIT, |r| {
+            r.iter().any(|m| m.path == "/api/chat.postMessage")
+        })
+    })
+    .await;
+    let received = slack.received();
+    assert!(received.len() >= 5, "{received:#?}");
+    // The 429 said "Retry-After: 2": the next attempt waited at least that long.
+    let gap = received[2].at - received[1].at;
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+
+    // PagerDuty's 400 is permanent: dead at once, surfaced in the API and metrics.
+    let deadline = Instant::now() + WAIT;
+    let dead = loop {
+        let (_, dead) = app.get("/api/notifications/dead").await;
+        if !dead["dead"].as_array().unwrap().is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "nothing dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead["dead"][0]["destination"], "pagerduty");
+    assert_eq!(dead["dead"][0]["incident"], id.as_str());
+    assert!(
+        dead["dead"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("HTTP 400")
+    );
+    assert_eq!(pagerduty.received().len(), 1, "a 400 is not retried");
+    let (_, metrics) = app.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(metrics.contains("quell_notifications_dead 1"), "{metrics}");
+    assert!(
+        metrics.contains("quell_notifications_total{destination=\"slack\",outcome=\"retry\"} 4"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+fn signed(body: &str, timestamp: i64, secret: &str) -> (String, String) {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    (
+        timestamp.to_string(),
+        format!("v0={}", hex::encode(mac.finalize().into_bytes())),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_slack_approval_decides_once_and_nothing_else_does() {
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    env.policy("probe", "probe", &probe_policy("approve"));
+    configure(&mut env, &slack, &pagerduty);
+    let app = Running::start_configured(env).await;
+    let id = incident_of(&app, firing("approval")).await;
+
+    let sl = slack.clone();
+    let messages = wait(move || {
+        sl.wait_for("the plan with buttons", WAIT, |r| {
+            r.iter().any(|m| {
+                m.body["blocks"]
+                    .to_string()
+                    .contains("\"action_id\":\"approve\"")
+            })
+        })
+    })
+    .await;
+    let plan = messages
+        .iter()
+        .find(|m| {
+            m.body["blocks"]
+                .to_string()
+                .contains("\"action_id\":\"approve\"")
+        })
+        .unwrap();
+    let actions = plan.body["blocks"].as_array().unwrap().last().unwrap();
+    let value = actions["elements"][0]["value"].as_str().unwrap().to_owned();
+    assert_eq!(value, format!("{id}|probe"));
+
+    let click = |user: &str| {
+        let payload = json!({
+            "type": "block_actions",
+            "user": {"id": user},
+            "actions": [{"action_id": "approve", "value": value}],
+        });
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish()
+    };
+    let send = |body: String, timestamp: String, signature: String| {
+        let request = app
+            .client
+            .post(format!("{}/slack/interactions", app.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-slack-request-timestamp", timestamp)
+            .header("x-slack-signature", signature)
+            .body(body);
+        async move { request.send().await.unwrap().status() }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let alice = click("U0ALICE");
+
+    let (ts, _) = signed(&alice, now, SIGNING_SECRET);
+    let (_, forged) = signed(&alice, now, "not-the-secret");
+    assert_eq!(
+        send(alice.clone(), ts, forged).await,
+        StatusCode::UNAUTHORIZED,
+        "bad signature"
+    );
+    let (old_ts, old_sig) = signed(&alice, now - 400, SIGNING_SECRET);
+    assert_eq!(
+        send(alice.clone(), old_ts, old_sig).await,
+        StatusCode::UNAUTHORIZED,
+        "old timestamp"
+    );
+    let mallory = click("U0MALLORY");
+    let (ts, sig) = signed(&mallory, now, SIGNING_SECRET);
+    assert_eq!(
+        send(mallory, ts, sig).await,
+        StatusCode::FORBIDDEN,
+        "not an approver"
+    );
+    let detail = app.incident(&id).await;
+    assert_eq!(
+        detail["jobs"][0]["state"], "awaiting_approval",
+        "nothing above decided"
+    );
+
+    let (ts, sig) = signed(&alice, now, SIGNING_SECRET);
+    assert_eq!(
+        send(alice.clone(), ts.clone(), sig.clone()).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(alice, ts, sig).await,
+        StatusCode::CONFLICT,
+        "the second click"
+    );
+    let detail = app
+        .wait_for(&id, "the approved remediation", |d| {
+            d["jobs"][0]["state"] == "done"
+        })
+        .await;
+    assert_eq!(detail["jobs"][0]["decided_by"], "slack:U0ALICE");
+    let remediations = detail["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["phase"] == "remediate")
+        .count();
+    assert_eq!(remediations, 1);
+    let timeline = crate::daemon::kinds(&detail);
+    assert!(
+        timeline.contains(&"approval-refused".to_owned()),
+        "{timeline:?}"
+    );
+    assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    app.stop().await;
+}
