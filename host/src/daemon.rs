@@ -96,7 +96,8 @@ impl Daemon {
             pipeline.notices(),
             &stopped,
             &mut workers,
-        )?;
+        )
+        .await?;
         let router = api::router(state.clone());
         let mut until = stopped;
         let server = tokio::spawn(async move {

@@ -81,7 +81,27 @@ pub struct Notice {
     pub plan: Vec<String>,
 }
 
-/// Writes a notice for `incident` into the outbox, inside the caller's transaction.
+/// Records which destinations are configured (`settings.notify`), so that with none no
+/// notice is written at all.
+pub fn configure(conn: &Connection, destinations: &[&str]) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value) VALUES ('notify', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([destinations.join(",")])?;
+    Ok(())
+}
+
+fn enabled(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
+        .query_row([], |row| row.get::<_, String>(0))
+        .optional()?
+        .is_some_and(|v| !v.is_empty()))
+}
+
+/// Writes a notice for `incident` into the outbox, inside the caller's transaction (nothing
+/// when no destination is configured).
 pub fn record(
     conn: &Connection,
     incident: &str,
@@ -91,6 +111,9 @@ pub fn record(
     findings: Vec<FindingView>,
     plan: Vec<String>,
 ) -> Result<(), StoreError> {
+    if !enabled(conn)? {
+        return Ok(());
+    }
     let Some(view) = conn
         .prepare_cached(
             "SELECT id, title, severity, status, source, created_at, escalated, labels
@@ -209,7 +232,7 @@ pub trait Destination: Send + Sync + 'static {
 
 /// Starts a dispatcher per configured destination; `wake` tells them a notice was committed
 /// (they also look every half second).
-pub fn start(
+pub async fn start(
     config: &crate::config::Config,
     store: &Store,
     metrics: &Arc<Metrics>,
@@ -218,8 +241,23 @@ pub fn start(
     set: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
     let notify = &config.notify;
+    let destinations: Vec<&str> = [
+        notify.slack.as_ref().map(|_| "slack"),
+        notify.pagerduty.as_ref().map(|_| "pagerduty"),
+        notify.webhook.as_ref().map(|_| "webhook"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let client = crate::capabilities::http::notification_client(notify.timeout.0)?;
     let public_url = config.server.public_url.clone();
+    let names: Vec<String> = destinations.iter().map(|d| (*d).to_owned()).collect();
+    store
+        .write(move |conn| {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            configure(conn, &names)
+        })
+        .await?;
     if let Some(slack) = &notify.slack {
         let destination = slack::Slack::new(slack, client.clone())?;
         spawn(set, destination, store, notify, metrics, wake, stop);

@@ -109,6 +109,7 @@ impl Store {
         std::thread::Builder::new()
             .name("quell-store-writer".to_owned())
             .spawn(move || write_loop(writer, queue))?;
+
         Ok(Self {
             writes,
             readers: Arc::new(Mutex::new(Vec::new())),

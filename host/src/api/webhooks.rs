@@ -158,9 +158,9 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
     let arrivals: Vec<Arrival> = delivery
         .alerts
         .into_iter()
-        .map(|incident| Arrival {
-            runbooks: runbooks.selected(&incident),
-            incident,
+        .map(|incident| {
+            let selected = runbooks.selected(&incident);
+            Arrival::new(incident, selected)
         })
         .collect();
     let reopen_ms =

@@ -7,7 +7,6 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use serde_json::json;
 
 use super::{StoreError, now};
 use crate::bindings::quell::runbook::types::Incident;
@@ -21,6 +20,24 @@ pub struct Arrival {
     pub incident: Incident,
     /// Runbooks whose policy `[match]` selector accepts the alert's labels.
     pub runbooks: Vec<String>,
+    /// The labels and annotations as stored (JSON objects), serialised before the write so
+    /// the single writer thread does not have to.
+    pub labels_json: String,
+    /// See `labels_json`.
+    pub annotations_json: String,
+}
+
+impl Arrival {
+    /// An alert and the runbooks selected for it.
+    pub fn new(incident: Incident, runbooks: Vec<String>) -> Self {
+        let json = |list: &[(String, String)]| serde_json::Value::Object(pairs(list)).to_string();
+        Self {
+            labels_json: json(&incident.labels),
+            annotations_json: json(&incident.annotations),
+            incident,
+            runbooks,
+        }
+    }
 }
 
 /// What one alert did.
@@ -234,7 +251,7 @@ fn fire(
         )?;
         Effect::Reopened(id)
     } else {
-        insert(conn, alert, at, ms)?;
+        insert(conn, arrival, at, ms)?;
         event(
             conn,
             &alert.id,
@@ -242,7 +259,7 @@ fn fire(
             "created",
             None,
             &format!("Alert: {}", alert.title),
-            Some(json!({"labels": pairs(&alert.labels), "annotations": pairs(&alert.annotations)})),
+            None,
         )?;
         notify::record(
             conn,
@@ -257,16 +274,12 @@ fn fire(
     };
     let id = effect.incident().unwrap_or_default().to_owned();
     if arrival.runbooks.is_empty() {
-        event(
+        escalate(
             conn,
             &id,
             at,
-            "triage",
-            None,
-            "no runbook's [match] selector accepts this alert: manual response needed",
-            None,
+            "no runbook matches this alert: manual response needed",
         )?;
-        escalate(conn, &id, at, "no runbook matches this alert")?;
     }
     for runbook in &arrival.runbooks {
         super::jobs::enqueue(conn, &id, runbook, at, ms)?;
@@ -274,7 +287,8 @@ fn fire(
     Ok(effect)
 }
 
-fn insert(conn: &Connection, alert: &Incident, at: &str, ms: i64) -> Result<(), StoreError> {
+fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<(), StoreError> {
+    let alert = &arrival.incident;
     conn.prepare_cached(
         "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
              labels, annotations, alert_json, created_at, created_ms, updated_at)
@@ -287,8 +301,8 @@ fn insert(conn: &Connection, alert: &Incident, at: &str, ms: i64) -> Result<(), 
         alert.starts_at,
         severity_name(alert.severity),
         alert.title,
-        serde_json::to_string(&pairs(&alert.labels))?,
-        serde_json::to_string(&pairs(&alert.annotations))?,
+        arrival.labels_json,
+        arrival.annotations_json,
         alert.alert_json,
         at,
         ms,

@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS incidents (
 -- One open incident per alert identity: the dedup key.
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_open
     ON incidents(source, fingerprint) WHERE status != 'resolved';
-CREATE INDEX IF NOT EXISTS incidents_identity ON incidents(source, fingerprint, created_ms);
+-- Recently resolved incidents of an identity (reopening); written only at resolution, so
+-- opening incidents does not pay for it.
+CREATE INDEX IF NOT EXISTS incidents_resolved ON incidents(source, fingerprint, resolved_ms)
+    WHERE status = 'resolved';
 CREATE INDEX IF NOT EXISTS incidents_created ON incidents(created_ms);
 
 -- The timeline.

@@ -665,7 +665,11 @@ async fn the_api_lists_filters_pages_and_documents_itself() {
     // No runbook applies: escalated straight away, and the timeline says why.
     let id = open["incidents"][0]["id"].as_str().unwrap();
     let detail = app.incident(id).await;
-    assert_eq!(kinds(&detail), ["created", "triage", "escalated"]);
+    assert_eq!(kinds(&detail), ["created", "escalated"]);
+    assert_eq!(
+        detail["timeline"][1]["message"],
+        "no runbook matches this alert: manual response needed"
+    );
     let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
