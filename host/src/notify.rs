@@ -573,3 +573,68 @@ pub fn transport(error: &reqwest::Error) -> Outcome {
         after: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(kind: &str, severity: &str, runbook: Option<&str>) -> Notice {
+        Notice {
+            kind: kind.to_owned(),
+            at: String::new(),
+            incident: IncidentView {
+                id: "INC-1".to_owned(),
+                title: String::new(),
+                severity: severity.to_owned(),
+                status: "open".to_owned(),
+                source: "alertmanager".to_owned(),
+                created_at: String::new(),
+                escalated: false,
+                labels: Value::Null,
+            },
+            runbook: runbook.map(str::to_owned),
+            message: String::new(),
+            findings: Vec::new(),
+            plan: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn routes_filter_by_kind_severity_and_runbook() {
+        let route = Route {
+            events: vec!["escalated".to_owned(), "diagnosed".to_owned()],
+            min_severity: "high".to_owned(),
+            runbooks: vec!["disk-space".to_owned()],
+        };
+        let kinds = ["created", "escalated", "diagnosed"];
+        assert!(routed(
+            &route,
+            &kinds,
+            &notice("escalated", "critical", None)
+        ));
+        assert!(routed(
+            &route,
+            &kinds,
+            &notice("diagnosed", "high", Some("disk-space"))
+        ));
+        assert!(!routed(
+            &route,
+            &kinds,
+            &notice("diagnosed", "high", Some("k8s-context"))
+        ));
+        assert!(!routed(
+            &route,
+            &kinds,
+            &notice("escalated", "medium", None)
+        ));
+        assert!(!routed(
+            &route,
+            &kinds,
+            &notice("created", "critical", None)
+        ));
+        // No events listed: the destination's own kinds.
+        let default = Route::default();
+        assert!(routed(&default, &kinds, &notice("created", "info", None)));
+        assert!(!routed(&default, &kinds, &notice("plan", "info", None)));
+    }
+}

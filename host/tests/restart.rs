@@ -273,6 +273,48 @@ fn sigkill_mid_remediation_loses_nothing_and_runs_nothing_twice() {
 
     let mut daemon = world.start("second.log");
     assert_recovered(&world, &stuck, &quick, &queued);
+
+    // The operator's view through the CLI.
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_quell"))
+            .args(args)
+            .args(["--url", &world.url("")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = cli(&["incidents"]);
+    assert_eq!(
+        list.lines().count(),
+        6,
+        "a header and five incidents:\n{list}"
+    );
+    assert!(list.contains(&stuck));
+    let shown = cli(&["incident", &stuck]);
+    assert!(
+        shown.contains("interrupted [probe]: the daemon stopped during remediation"),
+        "{shown}"
+    );
+    assert!(shown.contains("run probe diagnose → diagnosed"), "{shown}");
+    let draft = cli(&["postmortem", &stuck]);
+    assert!(
+        draft.starts_with(&format!("# Post-Mortem: {stuck}")),
+        "{draft}"
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_quell"))
+        .args(["incident", "INC-00000000", "--url", &world.url("")])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("404 Not Found: no incident INC-00000000")
+    );
     daemon.kill().unwrap();
     daemon.wait().unwrap();
 }

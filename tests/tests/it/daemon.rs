@@ -238,6 +238,11 @@ async fn firing_firing_resolved_firing_makes_two_episodes() {
         again.1["alerts"][0],
         json!({"action": "re-fired", "incident": first})
     );
+    // Let the runbook diagnose it first, so the post-mortem has a diagnosis.
+    app.wait_for(&first, "the diagnosis", |d| {
+        settled(d) && !d["runs"].as_array().unwrap().is_empty()
+    })
+    .await;
     let resolved = payload("resolved", "ep", "2026-11-24T03:00:00.51Z", json!({}));
     let answer = app.post("/webhooks/alertmanager", resolved.clone()).await;
     assert_eq!(
@@ -263,14 +268,15 @@ async fn firing_firing_resolved_firing_makes_two_episodes() {
     assert_eq!(late.1["alerts"][0]["action"], "re-fired");
     assert_eq!(late.1["alerts"][0]["incident"], second.as_str());
 
-    let one = app.wait_for(&first, "first episode settled", settled).await;
+    let one = app.incident(&first).await;
     assert_eq!(one["status"], "resolved");
-    let lifecycle: Vec<String> = kinds(&one)
-        .into_iter()
-        .filter(|k| ["created", "re-fired", "resolved", "escalated"].contains(&k.as_str()))
-        .collect();
-    // Resolved while (or before) the runbook ran: nobody is paged for it.
-    assert_eq!(lifecycle, ["created", "re-fired", "resolved"], "{one:#}");
+    let timeline = kinds(&one);
+    let at = |kind: &str| timeline.iter().position(|k| k == kind).unwrap();
+    assert!(
+        at("created") < at("re-fired") && at("re-fired") < at("resolved"),
+        "{timeline:?}"
+    );
+    assert_eq!(timeline.last().unwrap(), "resolved", "{timeline:?}");
     let two = app.incident(&second).await;
     assert_eq!(two["status"], "open");
     assert_eq!(two["title"], "again");
@@ -744,4 +750,78 @@ fn serving_off_loopback_without_credentials_is_refused() {
         error.contains("without credentials: set [auth] api_tokens"),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_and_generic_senders_open_and_resolve_incidents() {
+    let app = Running::start(Env::new()).await;
+    // Grafana unified alerting's webhook body: the Alertmanager shape plus its own fields.
+    let grafana = |status: &str| {
+        json!({
+            "receiver": "quell", "status": status, "orgId": 1, "version": "1",
+            "state": if status == "firing" { "alerting" } else { "ok" },
+            "title": "[FIRING:1] DiskFull", "message": "rendered", "groupKey": "{}:{}",
+            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://grafana:3000/",
+            "alerts": [{
+                "status": status,
+                "labels": {"alertname": "DiskFull", "grafana_folder": "infra", "severity": "high"},
+                "annotations": {"summary": "disk almost full"},
+                "startsAt": "2026-11-24T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://grafana/alerting/grafana/abc/view",
+                "fingerprint": "3f2a9c0d1e4b5a67", "silenceURL": "", "dashboardURL": "",
+                "panelURL": "", "values": {"B": 97.5, "C": 1}, "valueString": "[ var='B' ]"
+            }]
+        })
+        .to_string()
+    };
+    let (status, answer) = app.post("/webhooks/grafana", grafana("firing")).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+    let detail = app.incident(&id).await;
+    assert_eq!(detail["source"], "grafana");
+    assert_eq!(detail["severity"], "high");
+    assert_eq!(detail["title"], "disk almost full");
+    let (_, answer) = app.post("/webhooks/grafana", grafana("resolved")).await;
+    assert_eq!(
+        answer["alerts"][0],
+        json!({"action": "resolved", "incident": id})
+    );
+
+    let generic = json!({
+        "dedup_key": "queue-billing", "title": "Queue backed up", "severity": "critical",
+        "labels": {"service": "billing"}
+    });
+    let (status, answer) = app.post("/webhooks/generic", generic.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+    let detail = app.incident(&id).await;
+    assert_eq!(
+        (detail["source"].as_str(), detail["fingerprint"].as_str()),
+        (Some("generic"), Some("queue-billing"))
+    );
+    assert_eq!(detail["title"], "Queue backed up");
+    let (status, answer) = app
+        .post(
+            "/webhooks/generic",
+            json!({"dedup_key": "queue-billing", "status": "resolved"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["alerts"][0]["action"], "resolved");
+    let (status, answer) = app
+        .post("/webhooks/generic", json!({"title": "no key"}).to_string())
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "kept as a dead letter: {answer}"
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("dedup_key (at /dedup_key) is required")
+    );
+    app.stop().await;
 }

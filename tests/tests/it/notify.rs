@@ -450,3 +450,101 @@ async fn a_signed_slack_approval_decides_once_and_nothing_else_does() {
     assert!(slack.violations().is_empty(), "{:?}", slack.violations());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_filter_by_severity_and_the_outgoing_webhook_is_signed() {
+    use base64::Engine as _;
+    use quell::config::{Route, WebhookConfig};
+    use quell_tests::http::{HttpServer, TestRoutes};
+
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let routes = TestRoutes::new();
+    let hook = HttpServer::start("127.0.0.1".parse().unwrap(), routes.router()).unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.notify.backoff = HumanDuration(Duration::from_millis(100));
+    // An incoming webhook: no threads, no buttons; only critical incidents.
+    env.config.notify.slack = Some(SlackConfig {
+        webhook_url: Some(slack.url("/webhook")),
+        route: Route {
+            min_severity: "critical".to_owned(),
+            ..Route::default()
+        },
+        ..SlackConfig::default()
+    });
+    env.config.notify.webhook = Some(WebhookConfig {
+        url: hook.url("/echo"),
+        secret: Some(secret.to_owned()),
+        route: Route {
+            events: vec!["created".to_owned(), "escalated".to_owned()],
+            ..Route::default()
+        },
+    });
+    let app = Running::start_configured(env).await;
+    let critical = incident_of(&app, firing("sev-critical")).await;
+    let low = payload(
+        "firing",
+        "sev-low",
+        "2026-11-24T03:00:00Z",
+        json!({"summary": "minor"}),
+    )
+    .replace("\"severity\":\"critical\"", "\"severity\":\"low\"");
+    let low = incident_of(&app, low).await;
+
+    let deadline = Instant::now() + WAIT;
+    while routes.requests().len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "webhook got {:#?}",
+            routes.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut seen = Vec::new();
+    for request in routes.requests() {
+        let id = request.header("webhook-id").unwrap().to_owned();
+        let ts = request.header("webhook-timestamp").unwrap().to_owned();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.{}", request.body).as_bytes());
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(request.header("webhook-signature"), Some(expected.as_str()));
+        let event: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        seen.push((
+            event["data"]["incident"]["id"].as_str().unwrap().to_owned(),
+            event["type"].as_str().unwrap().to_owned(),
+        ));
+    }
+    seen.sort();
+    let mut expected = vec![
+        (critical.clone(), "incident.created".to_owned()),
+        (critical.clone(), "incident.escalated".to_owned()),
+        (low.clone(), "incident.created".to_owned()),
+        (low.clone(), "incident.escalated".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+
+    let sl = slack.clone();
+    let messages =
+        wait(move || sl.wait_for("the critical incident's messages", WAIT, |r| r.len() >= 2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let messages: Vec<Received> = slack.accepted();
+    assert!(messages.len() >= 2);
+    for message in &messages {
+        assert_eq!(message.path, "/webhook");
+        assert!(
+            text_of(message).contains(&critical),
+            "only critical incidents go to Slack"
+        );
+        assert!(!text_of(message).contains(&low));
+    }
+    assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    app.stop().await;
+}
