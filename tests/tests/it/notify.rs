@@ -532,11 +532,10 @@ async fn routes_filter_by_severity_and_the_outgoing_webhook_is_signed() {
     assert_eq!(seen, expected);
 
     let sl = slack.clone();
+    // By the second message Slack's dispatcher has routed every notice above (it routes
+    // before each send), so the low-severity ones were already skipped, not just late.
     let messages =
         wait(move || sl.wait_for("the critical incident's messages", WAIT, |r| r.len() >= 2)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let messages: Vec<Received> = slack.accepted();
-    assert!(messages.len() >= 2);
     for message in &messages {
         assert_eq!(message.path, "/webhook");
         assert!(
