@@ -323,6 +323,13 @@ fn sigkill_mid_remediation_loses_nothing_and_runs_nothing_twice() {
 fn sigterm_stops_within_the_grace_and_records_the_interruption() {
     let world = World::new("1s");
     let mut daemon = world.start("first.log");
+    // SIGHUP reloads runbooks and policies without a restart.
+    kill(Pid::from_raw(daemon.id() as i32), Signal::SIGHUP).unwrap();
+    world.wait("the reload", || {
+        std::fs::read_to_string(world.dir.path().join("first.log"))
+            .unwrap()
+            .contains("reloaded on SIGHUP")
+    });
     let (stuck, quick, queued) = remediation_in_flight(&world);
     let asked = Instant::now();
     kill(Pid::from_raw(daemon.id() as i32), Signal::SIGTERM).unwrap();
