@@ -159,6 +159,21 @@ pub fn record(
     Ok(())
 }
 
+/// Every notice kind, in lifecycle order.
+pub const KINDS: &[&str] = &[
+    "created",
+    "reopened",
+    "diagnosed",
+    "plan",
+    "remediated",
+    "remediation-failed",
+    "escalated",
+    "acknowledged",
+    "approved",
+    "rejected",
+    "resolved",
+];
+
 const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
 fn rank(severity: &str) -> usize {

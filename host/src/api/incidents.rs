@@ -87,18 +87,20 @@ fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}"))
 }
 
+async fn detail(app: &AppState, id: String) -> Result<queries::IncidentDetail, ApiError> {
+    let key = id.clone();
+    app.store
+        .read(move |conn| queries::incident_detail(conn, &key))
+        .await?
+        .ok_or_else(|| not_found(&id))
+}
+
 /// `GET /api/incidents/{id}`
 pub async fn show(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = id.clone();
-    let detail = app
-        .store
-        .read(move |conn| queries::incident_detail(conn, &key))
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    Ok(Json(detail).into_response())
+    Ok(Json(detail(&app, id).await?).into_response())
 }
 
 /// `GET /api/incidents/{id}/postmortem`: the draft as Markdown.
@@ -106,12 +108,7 @@ pub async fn postmortem(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = id.clone();
-    let detail = app
-        .store
-        .read(move |conn| queries::incident_detail(conn, &key))
-        .await?
-        .ok_or_else(|| not_found(&id))?;
+    let detail = detail(&app, id).await?;
     let text = postmortem::render(&detail, app.config.server.public_url.as_deref());
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],

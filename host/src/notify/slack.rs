@@ -14,7 +14,7 @@ use std::time::Duration;
 use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 
-use super::{Destination, Notice, Outcome, classify, retry_after, routed, transport};
+use super::{Destination, KINDS, Notice, Outcome, classify, retry_after, routed, transport};
 use crate::config::SlackConfig;
 use crate::store::Store;
 
@@ -212,20 +212,6 @@ pub struct Slack {
     route: crate::config::Route,
     client: reqwest::Client,
 }
-
-const KINDS: &[&str] = &[
-    "created",
-    "reopened",
-    "diagnosed",
-    "plan",
-    "remediated",
-    "remediation-failed",
-    "escalated",
-    "acknowledged",
-    "approved",
-    "rejected",
-    "resolved",
-];
 
 /// Kinds that change the root message's status field.
 const STATUS_CHANGES: &[&str] = &["escalated", "acknowledged", "resolved"];

@@ -15,7 +15,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
-use super::{Destination, Notice, Outcome, classify, retry_after, routed, transport};
+use super::{Destination, KINDS, Notice, Outcome, classify, retry_after, routed, transport};
 use crate::config::{Route, WebhookConfig};
 use crate::store::Store;
 
@@ -61,20 +61,6 @@ impl Webhook {
         })
     }
 }
-
-const KINDS: &[&str] = &[
-    "created",
-    "reopened",
-    "diagnosed",
-    "plan",
-    "remediated",
-    "remediation-failed",
-    "escalated",
-    "acknowledged",
-    "approved",
-    "rejected",
-    "resolved",
-];
 
 impl Destination for Webhook {
     fn name(&self) -> &'static str {
