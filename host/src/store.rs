@@ -217,7 +217,18 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Write>) {
     let mut completions = Vec::with_capacity(batch.len());
     for write in batch.drain(..) {
         let savepoint = conn.execute_batch("SAVEPOINT w");
-        let (ok, done) = write(Some(conn));
+        // A panicking write must not take the writer (and so every later request) with it:
+        // its savepoint is rolled back and its caller, whose reply went with the panic, is
+        // told the store failed.
+        let Ok((ok, done)) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(Some(conn))))
+        else {
+            tracing::error!("a database write panicked; it was rolled back");
+            if savepoint.is_ok() {
+                let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
+            }
+            continue;
+        };
         let closed = if savepoint.is_ok() {
             if ok {
                 conn.execute_batch("RELEASE w")
@@ -324,6 +335,42 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let panicked = store
+            .write(|conn| -> Result<(), StoreError> {
+                conn.execute(
+                    "INSERT INTO settings (key, value) VALUES ('half', 'done')",
+                    [],
+                )?;
+                panic!("a bug in a write")
+            })
+            .await;
+        assert!(
+            matches!(panicked, Err(StoreError::Unavailable(_))),
+            "{panicked:?}"
+        );
+        store
+            .write(|conn| {
+                conn.execute("INSERT INTO settings (key, value) VALUES ('next', 'v')", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let keys: Vec<String> = store
+            .read(|conn| {
+                Ok(conn
+                    .prepare("SELECT key FROM settings")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, ["next"], "the panicking write was rolled back");
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -404,6 +404,21 @@ pub fn prune(
         .execute([incidents_before_ms])?;
     conn.prepare_cached("DELETE FROM calls WHERE run_id NOT IN (SELECT id FROM runs)")?
         .execute([])?;
+    // Notices: settled ones past the inbox retention, and any whose incident is gone.
+    conn.prepare_cached(
+        "DELETE FROM notifications WHERE incident_id NOT IN (SELECT id FROM incidents)
+            OR (created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
+                    WHERE d.notification_id = notifications.id AND d.state = 'pending'))",
+    )?
+    .execute([inbox_before_ms])?;
+    conn.prepare_cached(
+        "DELETE FROM deliveries WHERE notification_id NOT IN (SELECT id FROM notifications)",
+    )?
+    .execute([])?;
+    conn.prepare_cached(
+        "DELETE FROM slack_threads WHERE incident_id NOT IN (SELECT id FROM incidents)",
+    )?
+    .execute([])?;
     let (_, ms) = now();
     conn.prepare_cached("DELETE FROM budget WHERE at_ms < ?1")?
         .execute([ms - 400 * 86_400_000])?;
