@@ -33,6 +33,29 @@ fn probe_component() -> PathBuf {
     path
 }
 
+/// The daemon's process, killed if a test fails before it does.
+struct Daemon(Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct World {
     dir: tempfile::TempDir,
     config: PathBuf,
@@ -93,7 +116,7 @@ impl World {
         }
     }
 
-    fn start(&self, log: &str) -> Child {
+    fn start(&self, log: &str) -> Daemon {
         let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_quell"))
             .args(["serve", "--config"])
@@ -102,12 +125,13 @@ impl World {
             .stderr(log)
             .spawn()
             .unwrap();
+        let daemon = Daemon(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.get("/readyz").is_none() {
             assert!(Instant::now() < deadline, "the daemon did not become ready");
             std::thread::sleep(Duration::from_millis(50));
         }
-        child
+        daemon
     }
 
     fn url(&self, path: &str) -> String {
@@ -315,8 +339,6 @@ fn sigkill_mid_remediation_loses_nothing_and_runs_nothing_twice() {
         String::from_utf8_lossy(&missing.stderr)
             .contains("404 Not Found: no incident INC-00000000")
     );
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
 }
 
 #[test]
@@ -345,6 +367,4 @@ fn sigterm_stops_within_the_grace_and_records_the_interruption() {
 
     let mut daemon = world.start("second.log");
     assert_recovered(&world, &stuck, &quick, &queued);
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
 }
