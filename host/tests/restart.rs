@@ -295,7 +295,7 @@ fn sigkill_mid_remediation_loses_nothing_and_runs_nothing_twice() {
     kill(Pid::from_raw(daemon.id() as i32), Signal::SIGKILL).unwrap();
     daemon.wait().unwrap();
 
-    let mut daemon = world.start("second.log");
+    let _daemon = world.start("second.log");
     assert_recovered(&world, &stuck, &quick, &queued);
 
     // The operator's view through the CLI.
@@ -365,6 +365,6 @@ fn sigterm_stops_within_the_grace_and_records_the_interruption() {
         "graceful stop took {stopped_in:?}"
     );
 
-    let mut daemon = world.start("second.log");
+    let _daemon = world.start("second.log");
     assert_recovered(&world, &stuck, &quick, &queued);
 }
