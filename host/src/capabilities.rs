@@ -159,6 +159,9 @@ pub struct CallContext {
     pub dropped_calls: u64,
     /// Bytes of results recorded so far, against [`RECORD_BUDGET`].
     pub recorded_bytes: usize,
+    /// Where each record also goes the moment it is made (the daemon journals remediation
+    /// calls to the database as they happen, so a crash cannot lose what was done).
+    pub journal: Option<tokio::sync::mpsc::UnboundedSender<CallRecord>>,
 }
 
 /// At most this many capability calls per export call; later ones are refused unrecorded.
@@ -282,6 +285,9 @@ impl CallContext {
         } else {
             self.recorded_bytes += size;
         }
+        if let Some(journal) = &self.journal {
+            let _ = journal.send(record.clone());
+        }
         self.calls.push(record);
         result
     }
@@ -402,6 +408,7 @@ pub(crate) mod testing {
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             dropped_calls: 0,
             recorded_bytes: 0,
+            journal: None,
         }
     }
 }

@@ -545,7 +545,17 @@ impl Pipeline {
         let mode = runbook.policy.runbook.mode;
         let approval_ms = millis(self.config.approval_timeout.0);
         let (incident_id, name, job_id) = (job.incident.clone(), job.runbook.clone(), job.id);
-        let go = self
+        let (started_at, _) = now();
+        let start = StartedRun {
+            job: job.id,
+            incident: job.incident.clone(),
+            runbook: runbook.name.clone(),
+            digest: runbook.digest.clone(),
+            mode: runbook.policy.runbook.mode.to_string(),
+            dry_run: runbook.policy.runbook.dry_run,
+            started_at,
+        };
+        let run = self
             .store
             .write(move |conn| {
                 let (at, ms) = now();
@@ -555,7 +565,7 @@ impl Pipeline {
                         format!("{name}'s policy now says mode diagnose; the plan was not run");
                     event(conn, &incident_id, &at, "skipped", Some(&name), &why, None)?;
                     escalate(conn, &incident_id, &at, &why)?;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 if jobs::paused(conn)? {
                     jobs::hold(conn, job_id, ms + approval_ms)?;
@@ -568,7 +578,7 @@ impl Pipeline {
                         "remediation is paused; the plan waits for approval after the pause",
                         None,
                     )?;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 event(
                     conn,
@@ -579,32 +589,48 @@ impl Pipeline {
                     "attempting the plan",
                     None,
                 )?;
-                Ok(true)
+                // Recorded as started before anything runs; calls are journaled as made.
+                jobs::start_run(conn, &start.record()).map(Some)
             })
             .await?;
-        if !go {
+        let Some(run_id) = run else {
             return Ok(());
-        }
-        let (started_at, _) = now();
+        };
+        let (journal, mut records) = tokio::sync::mpsc::unbounded_channel();
+        let (store, incident_id) = (self.store.clone(), job.incident.clone());
+        let journaler = tokio::spawn(async move {
+            while let Some(record) = records.recv().await {
+                let incident = incident_id.clone();
+                let journaled = store
+                    .write(move |conn| jobs::journal_call(conn, run_id, &incident, &record))
+                    .await;
+                if let Err(e) = journaled {
+                    warn!(error = %e, "cannot journal a capability call; it is in the run's log");
+                }
+            }
+        });
         let invocation = self
             .runtime
-            .remediate(runbook, incident, &diagnosis, false)
+            .remediate_journaled(runbook, incident, &diagnosis, false, Some(journal))
             .await;
+        // The journal's sender went with the invocation's store: this ends once it is drained.
+        let _ = journaler.await;
         let outcome = match &invocation.outcome {
             Ok(r) if r.success => "remediated",
             Ok(_) => "failed",
             Err(_) => "error",
         };
         self.count_run(runbook, "remediate", outcome, &invocation);
-        let context = RunContext::new(job, runbook, "remediate", started_at, &invocation);
+        let context = RunContext::new(job, runbook, "remediate", String::new(), &invocation);
         let result = invocation.outcome.as_ref().ok().cloned();
         let error = invocation.outcome.as_ref().err().map(ToString::to_string);
         let escalated = self
             .store
             .write(move |conn| {
                 let (at, _) = now();
-                context.record(
+                context.finish(
                     conn,
+                    run_id,
                     outcome,
                     result.as_ref().map(|r| json!(r)),
                     error.clone(),
@@ -819,6 +845,38 @@ fn nothing_matched(
     Ok(true)
 }
 
+/// A remediation about to start, as its run record says.
+struct StartedRun {
+    job: i64,
+    incident: String,
+    runbook: String,
+    digest: String,
+    mode: String,
+    dry_run: bool,
+    started_at: String,
+}
+
+impl StartedRun {
+    fn record(&self) -> RunRecord<'_> {
+        RunRecord {
+            job: self.job,
+            incident: &self.incident,
+            runbook: &self.runbook,
+            digest: &self.digest,
+            phase: "remediate",
+            mode: &self.mode,
+            dry_run: self.dry_run,
+            started_at: &self.started_at,
+            duration_ms: 0,
+            outcome: "running",
+            result: None,
+            error: None,
+            output: "",
+            calls: &[],
+        }
+    }
+}
+
 /// What a run's record needs, owned so it can move into the writer.
 struct RunContext {
     job: i64,
@@ -857,6 +915,37 @@ impl RunContext {
             output,
             calls: invocation.calls.clone(),
         }
+    }
+
+    /// Completes a run started with [`jobs::start_run`] (its calls are already journaled).
+    fn finish(
+        &self,
+        conn: &rusqlite::Connection,
+        id: i64,
+        outcome: &str,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> Result<(), StoreError> {
+        jobs::finish_run(
+            conn,
+            id,
+            &RunRecord {
+                job: self.job,
+                incident: &self.incident,
+                runbook: &self.runbook,
+                digest: &self.digest,
+                phase: self.phase,
+                mode: &self.mode,
+                dry_run: self.dry_run,
+                started_at: &self.started_at,
+                duration_ms: self.duration_ms,
+                outcome,
+                result: result.map(|r| r.to_string()),
+                error,
+                output: &self.output,
+                calls: &[],
+            },
+        )
     }
 
     fn record(

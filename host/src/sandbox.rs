@@ -151,6 +151,9 @@ impl ResourceLimiter for Limits {
     }
 }
 
+/// Receives capability call records as they are made.
+pub type Journal = tokio::sync::mpsc::UnboundedSender<CallRecord>;
+
 /// Why an export call did not produce a value.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InvokeError {
@@ -253,6 +256,7 @@ impl Runtime {
             Phase::Matches,
             false,
             matches_deadline + timeout,
+            None,
             async |store, pre| {
                 store.data_mut().set_deadline(matches_deadline);
                 let instance = pre.instantiate_async(&mut *store).await?;
@@ -278,6 +282,19 @@ impl Runtime {
         diagnosis: &Diagnosis,
         dry_run: bool,
     ) -> Invocation<Remediation> {
+        self.remediate_journaled(runbook, incident, diagnosis, dry_run, None)
+            .await
+    }
+
+    /// [`Runtime::remediate`], also sending each call's record to `journal` as it is made.
+    pub async fn remediate_journaled(
+        &self,
+        runbook: &LoadedRunbook,
+        incident: &Incident,
+        diagnosis: &Diagnosis,
+        dry_run: bool,
+        journal: Option<Journal>,
+    ) -> Invocation<Remediation> {
         let deadline = runbook.policy.runbook.timeout.0;
         let dry_run = dry_run || runbook.policy.runbook.dry_run;
         self.invoke(
@@ -285,6 +302,7 @@ impl Runtime {
             Phase::Remediate,
             dry_run,
             deadline,
+            journal,
             async |store, pre| {
                 let instance = pre.instantiate_async(&mut *store).await?;
                 instance
@@ -295,12 +313,14 @@ impl Runtime {
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn invoke<T>(
         &self,
         runbook: &LoadedRunbook,
         phase: Phase,
         dry_run: bool,
         deadline: Duration,
+        journal: Option<Journal>,
         call: impl AsyncFnOnce(
             &mut Store<RunState>,
             &RunbookPre<RunState>,
@@ -309,7 +329,14 @@ impl Runtime {
         let started = Instant::now();
         let stdout = CappedPipe::new(self.output_cap);
         let stderr = CappedPipe::new(self.output_cap);
-        let mut store = self.new_store(runbook, phase, dry_run, deadline, &stdout, &stderr);
+        let mut store = self.new_store(
+            runbook,
+            phase,
+            dry_run,
+            deadline,
+            (&stdout, &stderr),
+            journal,
+        );
         // The epoch deadline stops guest code; this one also covers time inside host calls.
         let outer = deadline + engine::EPOCH_TICK * 5;
         let result = tokio::time::timeout(outer, call(&mut store, &runbook.pre)).await;
@@ -351,8 +378,8 @@ impl Runtime {
         phase: Phase,
         dry_run: bool,
         deadline: Duration,
-        stdout: &CappedPipe,
-        stderr: &CappedPipe,
+        (stdout, stderr): (&CappedPipe, &CappedPipe),
+        journal: Option<Journal>,
     ) -> Store<RunState> {
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
@@ -383,6 +410,7 @@ impl Runtime {
                 deadline: Instant::now() + deadline,
                 dropped_calls: 0,
                 recorded_bytes: 0,
+                journal,
             },
         };
         let mut store = Store::new(&self.engine, state);

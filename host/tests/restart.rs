@@ -239,7 +239,10 @@ fn post(url: &str, body: &str) -> Option<String> {
 /// Puts the daemon in the state the tests stop it in: one remediation stalled in a host
 /// call, acknowledged incidents done, one queued behind the busy worker.
 fn remediation_in_flight(world: &World) -> (String, Vec<String>, String) {
-    let stall = json!([{"http": {"method": "GET", "url": world.stall.url("/stall")}}]);
+    let stall = json!([
+        {"http": {"method": "GET", "url": world.stall.url("/echo")}},
+        {"http": {"method": "GET", "url": world.stall.url("/stall")}},
+    ]);
     let stuck = world.alert("stuck", stall);
     let quick: Vec<String> = (0..3)
         .map(|n| world.alert(&format!("quick-{n}"), json!([])))
@@ -285,6 +288,25 @@ fn assert_recovered(world: &World, stuck: &str, quick: &[String], queued: &str) 
         1,
         "the interrupted remediation never runs again"
     );
+    // What it did before the stop is on record: its run was journaled call by call.
+    let detail = world.get(&format!("/api/incidents/{stuck}")).unwrap();
+    let run = detail["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["phase"] == "remediate")
+        .unwrap()
+        .clone();
+    assert_eq!(run["outcome"], "interrupted", "{run:#}");
+    let calls = run["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{run:#}");
+    assert_eq!(calls[0]["decision"], "allowed");
+    assert!(
+        calls[0]["request"]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/echo")
+    );
 }
 
 #[test]
@@ -324,7 +346,11 @@ fn sigkill_mid_remediation_loses_nothing_and_runs_nothing_twice() {
         shown.contains("interrupted [probe]: the daemon stopped during remediation"),
         "{shown}"
     );
-    assert!(shown.contains("run probe diagnose → diagnosed"), "{shown}");
+    assert!(
+        shown.contains("run probe remediate → interrupted"),
+        "{shown}"
+    );
+    assert!(shown.contains("http allowed"), "{shown}");
     let draft = cli(&["postmortem", &stuck]);
     assert!(
         draft.starts_with(&format!("# Post-Mortem: {stuck}")),

@@ -258,6 +258,12 @@ pub fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
             &format!("remediation by {runbook} was interrupted; check what it did"),
         )?;
     }
+    conn.prepare_cached(
+        "UPDATE runs SET outcome = 'interrupted',
+             error = 'the daemon stopped while this ran; the calls below are what it did'
+         WHERE outcome = 'running'",
+    )?
+    .execute([])?;
     Ok(Recovery {
         requeued: requeued.len(),
         interrupted: interrupted.len(),
@@ -292,7 +298,7 @@ pub fn budget_used(conn: &Connection, runbook: &str, per_ms: i64) -> Result<i64,
 }
 
 /// One export call to record.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RunRecord<'a> {
     /// The job.
     pub job: i64,
@@ -324,6 +330,55 @@ pub struct RunRecord<'a> {
     pub calls: &'a [CallRecord],
 }
 
+/// Records that a run started (outcome `running`) and returns its id: calls can then be
+/// journaled against it as they happen, and a crash leaves a run that says so.
+pub fn start_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreError> {
+    record_run(
+        conn,
+        &RunRecord {
+            outcome: "running",
+            calls: &[],
+            ..run.clone()
+        },
+    )
+}
+
+/// Adds one capability call to a run.
+pub fn journal_call(
+    conn: &Connection,
+    run: i64,
+    incident: &str,
+    call: &CallRecord,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        run,
+        incident,
+        call.decision.to_string(),
+        serde_json::to_string(call)?
+    ])?;
+    Ok(())
+}
+
+/// Completes a started run (its calls were journaled).
+pub fn finish_run(conn: &Connection, id: i64, run: &RunRecord<'_>) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        run.duration_ms,
+        run.outcome,
+        run.result,
+        run.error,
+        run.output
+    ])?;
+    Ok(())
+}
+
 /// Stores a run and its capability calls; returns the run id.
 pub fn record_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreError> {
     conn.prepare_cached(
@@ -347,16 +402,8 @@ pub fn record_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreEr
         run.output,
     ])?;
     let id = conn.last_insert_rowid();
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
-    )?;
     for call in run.calls {
-        insert.execute(params![
-            id,
-            run.incident,
-            call.decision.to_string(),
-            serde_json::to_string(call)?
-        ])?;
+        journal_call(conn, id, run.incident, call)?;
     }
     Ok(id)
 }
