@@ -288,6 +288,71 @@ impl Slack {
     }
 }
 
+/// Keeps a plan message's ts and text, to take its buttons away once it is decided.
+async fn remember_plan(store: &Store, notice: &Notice, channel: &str, ts: &str) {
+    let row = (
+        notice.incident.id.clone(),
+        notice.runbook.clone().unwrap_or_default(),
+        channel.to_owned(),
+        ts.to_owned(),
+        message(notice),
+    );
+    let saved = store
+        .write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO slack_plans (incident_id, runbook, channel, ts, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute([row.0, row.1, row.2, row.3, row.4])?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "could not store the Slack plan message");
+    }
+}
+
+impl Slack {
+    /// Replaces a decided plan's buttons with the decision.
+    async fn close_plan(&self, store: &Store, notice: &Notice, token: &str, api: &str) {
+        let key = (
+            notice.incident.id.clone(),
+            notice.runbook.clone().unwrap_or_default(),
+        );
+        let plan: Option<(String, String, String)> = store
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT channel, ts, text FROM slack_plans
+                         WHERE incident_id = ?1 AND runbook = ?2",
+                    )?
+                    .query_row([key.0, key.1], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()?)
+            })
+            .await
+            .ok()
+            .flatten();
+        let Some((channel, ts, text)) = plan else {
+            return;
+        };
+        let decided = format!("{text}\n\n{}", message(notice));
+        let mut update = json!({
+            "text": truncate(&decided, Limits::TEXT),
+            "blocks": blocks(notice, &decided, false),
+        });
+        update["channel"] = json!(channel);
+        update["ts"] = json!(ts);
+        if let Err(outcome) = self
+            .post(&format!("{api}/chat.update"), Some(token), &update)
+            .await
+        {
+            tracing::warn!(?outcome, "could not take the buttons off the decided plan");
+        }
+    }
+}
+
 impl Destination for Slack {
     fn name(&self) -> &'static str {
         "slack"
@@ -354,11 +419,22 @@ impl Destination for Slack {
                 };
                 body["channel"] = json!(root_channel);
                 body["thread_ts"] = json!(root_ts);
-                if let Err(outcome) = self
+                let answer = match self
                     .post(&format!("{api}/chat.postMessage"), Some(token), &body)
                     .await
                 {
-                    return outcome;
+                    Ok(answer) => answer,
+                    Err(outcome) => return outcome,
+                };
+                // The reply is the notification; the updates below are cosmetic, so a failure
+                // there is logged rather than retried (a retry would post the reply twice).
+                if notice.kind == "plan"
+                    && let Some(ts) = answer["ts"].as_str()
+                {
+                    remember_plan(store, notice, &root_channel, ts).await;
+                }
+                if matches!(notice.kind.as_str(), "approved" | "rejected") {
+                    self.close_plan(store, notice, token, api).await;
                 }
                 if STATUS_CHANGES.contains(&notice.kind.as_str()) {
                     // The root shows the status as of now; its message stays the first one.
@@ -373,7 +449,7 @@ impl Destination for Slack {
                         .post(&format!("{api}/chat.update"), Some(token), &update)
                         .await
                     {
-                        return outcome;
+                        tracing::warn!(?outcome, "could not update the Slack root message");
                     }
                 }
                 Outcome::Sent

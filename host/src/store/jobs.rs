@@ -462,10 +462,12 @@ pub fn prune(
         "DELETE FROM deliveries WHERE notification_id NOT IN (SELECT id FROM notifications)",
     )?
     .execute([])?;
-    conn.prepare_cached(
-        "DELETE FROM slack_threads WHERE incident_id NOT IN (SELECT id FROM incidents)",
-    )?
-    .execute([])?;
+    for table in ["slack_threads", "slack_plans"] {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE incident_id NOT IN (SELECT id FROM incidents)"
+        ))?
+        .execute([])?;
+    }
     let (_, ms) = now();
     conn.prepare_cached("DELETE FROM budget WHERE at_ms < ?1")?
         .execute([ms - 400 * 86_400_000])?;

@@ -162,3 +162,13 @@ CREATE TABLE IF NOT EXISTS slack_threads (
     channel     TEXT NOT NULL,
     ts          TEXT NOT NULL
 );
+
+-- Plan messages with Approve / Reject buttons, updated once the plan is decided.
+CREATE TABLE IF NOT EXISTS slack_plans (
+    incident_id TEXT NOT NULL,
+    runbook     TEXT NOT NULL,
+    channel     TEXT NOT NULL,
+    ts          TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    PRIMARY KEY (incident_id, runbook)
+);

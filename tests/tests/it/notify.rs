@@ -447,6 +447,37 @@ async fn a_signed_slack_approval_decides_once_and_nothing_else_does() {
         timeline.contains(&"approval-refused".to_owned()),
         "{timeline:?}"
     );
+    // The plan message loses its buttons and shows the decision.
+    let sl = slack.clone();
+    let updates = wait(move || {
+        sl.wait_for("the decided plan message", WAIT, |r| {
+            r.iter().any(|m| {
+                m.path == "/api/chat.update"
+                    && m.body["blocks"]
+                        .to_string()
+                        .contains("plan approved by slack:U0ALICE")
+            })
+        })
+    })
+    .await;
+    let closed = updates
+        .iter()
+        .find(|m| {
+            m.path == "/api/chat.update" && m.body["blocks"].to_string().contains("plan approved")
+        })
+        .unwrap();
+    assert!(
+        closed.body["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["type"] != "actions")
+    );
+    assert!(
+        closed.body["blocks"]
+            .to_string()
+            .contains("proposes a remediation")
+    );
     assert!(slack.violations().is_empty(), "{:?}", slack.violations());
     app.stop().await;
 }
