@@ -394,7 +394,7 @@ impl Pipeline {
         let (started_at, _) = now();
         let invocation = self.runtime.match_and_diagnose(runbook, incident).await;
         let context = RunContext::new(job, runbook, "diagnose", started_at, &invocation);
-        let paused_mode = runbook.policy.runbook.mode;
+        let mode = runbook.policy.runbook.mode;
         let approval_ms = millis(self.config.approval_timeout.0);
         let matched = matches!(invocation.outcome, Ok(Some(_)));
         let outcome = match &invocation.outcome {
@@ -466,7 +466,7 @@ impl Pipeline {
                     )?;
                     return Ok(false);
                 }
-                match paused_mode {
+                match mode {
                     Mode::Diagnose => {
                         jobs::set_state(conn, context.job, "done")?;
                         escalate(
