@@ -84,11 +84,32 @@ pub struct Notice {
 /// Records which destinations are configured (`settings.notify`), so that with none no
 /// notice is written at all.
 pub fn configure(conn: &Connection, destinations: &[&str]) -> Result<(), StoreError> {
+    let before: String = conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or_default();
+    let before: Vec<&str> = before.split(',').collect();
     conn.prepare_cached(
         "INSERT INTO settings (key, value) VALUES ('notify', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     )?
     .execute([destinations.join(",")])?;
+    // A destination configured for the first time (or again after a while without it)
+    // starts with what comes next, not with
+    // the history other destinations were sent (a new PagerDuty must not page for last
+    // week): a `skipped` marker at the newest notice sets its routing cursor. Destinations
+    // configured before keep their place, routed or not.
+    let (at, _) = now();
+    for destination in destinations.iter().filter(|d| !before.contains(d)) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO deliveries
+                 (notification_id, destination, incident_id, state, next_at_ms, created_at)
+             SELECT max(id), ?1, '', 'skipped', 0, ?2 FROM notifications
+             HAVING max(id) IS NOT NULL",
+        )?
+        .execute(params![destination, at])?;
+    }
     Ok(())
 }
 
@@ -581,10 +602,11 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(3600)))
 }
 
-/// Why a request did not get an answer, as a retry.
-pub fn transport(error: &reqwest::Error) -> Outcome {
+/// Why a request did not get an answer, as a retry. The URL is left out: a Slack incoming
+/// webhook's URL is its credential, and this text is logged and stored.
+pub fn transport(error: reqwest::Error) -> Outcome {
     Outcome::Retry {
-        error: format!("no answer: {error}"),
+        error: format!("no answer: {}", error.without_url()),
         after: None,
     }
 }
@@ -612,6 +634,58 @@ mod tests {
             findings: Vec::new(),
             plan: Vec::new(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_destination_added_later_starts_with_what_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let cursor = |store: &Store, destination: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .read(move |conn| {
+                        Ok(conn.query_row(
+                            "SELECT coalesce(max(notification_id), 0) FROM deliveries
+                             WHERE destination = ?1",
+                            [destination],
+                            |r| r.get::<_, i64>(0),
+                        )?)
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        store
+            .write(|conn| {
+                configure(conn, &["slack"])?;
+                conn.execute(
+                    "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
+                         labels, annotations, alert_json, created_at, created_ms, updated_at)
+                     VALUES ('INC-1', 's', 'f', 'open', 'high', 't', '{}', '{}', '{}', 'x', 0, 'x')",
+                    [],
+                )?;
+                record(conn, "INC-1", "created", None, "m", vec![], vec![])?;
+                record(conn, "INC-1", "escalated", None, "m", vec![], vec![])
+            })
+            .await
+            .unwrap();
+        // Slack has not routed anything yet: it starts from the beginning.
+        assert_eq!(cursor(&store, "slack").await, 0);
+        store
+            .write(|conn| configure(conn, &["slack", "pagerduty"]))
+            .await
+            .unwrap();
+        assert_eq!(
+            cursor(&store, "slack").await,
+            0,
+            "existing destinations keep their place"
+        );
+        assert_eq!(
+            cursor(&store, "pagerduty").await,
+            2,
+            "no page for last week's escalations"
+        );
     }
 
     #[test]

@@ -559,6 +559,19 @@ impl Pipeline {
             .store
             .write(move |conn| {
                 let (at, ms) = now();
+                if is_resolved(conn, &incident_id)? {
+                    jobs::set_state(conn, job_id, "cancelled")?;
+                    event(
+                        conn,
+                        &incident_id,
+                        &at,
+                        "cancelled",
+                        Some(&name),
+                        "the incident resolved before this runbook's work started",
+                        None,
+                    )?;
+                    return Ok(None);
+                }
                 if mode == Mode::Diagnose {
                     jobs::set_state(conn, job_id, "skipped")?;
                     let why =

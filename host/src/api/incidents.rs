@@ -175,14 +175,16 @@ pub async fn act(
                         )?
                         .execute([&incident, &at])?;
                     if n > 0 {
-                        event(
+                        let message = format!("acknowledged by {who}{note}");
+                        event(conn, &incident, &at, "acknowledged", None, &message, None)?;
+                        crate::notify::record(
                             conn,
                             &incident,
-                            &at,
                             "acknowledged",
                             None,
-                            &format!("acknowledged by {who}{note}"),
-                            None,
+                            &message,
+                            vec![],
+                            vec![],
                         )?;
                     }
                     Ok(n > 0)

@@ -38,8 +38,11 @@ pub fn verify(secret: &str, headers: &HeaderMap, body: &[u8], now: i64) -> Resul
     let ts: i64 = timestamp
         .parse()
         .map_err(|_| "the timestamp is not a number".to_owned())?;
-    if (now - ts).abs() > WINDOW_SECONDS {
-        return Err(format!("the timestamp is {}s from now", now - ts));
+    if now.abs_diff(ts) > WINDOW_SECONDS.unsigned_abs() {
+        return Err(format!(
+            "the timestamp is {}s from now",
+            now.saturating_sub(ts)
+        ));
     }
     let given = signature
         .strip_prefix("v0=")

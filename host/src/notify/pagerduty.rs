@@ -146,7 +146,7 @@ impl Destination for PagerDuty {
         };
         let response = match self.client.post(&self.url).json(&event).send().await {
             Ok(response) => response,
-            Err(e) => return transport(&e),
+            Err(e) => return transport(e),
         };
         let status = response.status();
         let after = retry_after(response.headers());

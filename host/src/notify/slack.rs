@@ -247,7 +247,7 @@ impl Slack {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| transport(&e))?;
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let after = retry_after(response.headers());
         let text = response.text().await.unwrap_or_default();

@@ -96,7 +96,7 @@ impl Destination for Webhook {
                 let text = response.text().await.unwrap_or_default();
                 classify(status, after, &text)
             }
-            Err(e) => transport(&e),
+            Err(e) => transport(e),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
+use sha2::Digest as _;
 
 use super::{StoreError, now};
 use crate::bindings::quell::runbook::types::Incident;
@@ -194,21 +195,35 @@ fn fire(
         event(conn, &open.id, at, "re-fired", None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
-    let exists: Option<String> = conn
-        .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
-        .query_row([&alert.id], |row| row.get(0))
-        .optional()?;
-    if exists.is_some() {
-        event(
-            conn,
-            &alert.id,
-            at,
-            "stale",
-            None,
-            "a firing delivery for this episode arrived after it resolved; ignored",
-            None,
-        )?;
-        return Ok(Effect::Stale(alert.id.clone()));
+    // A firing delivery for an episode that already ended (a late retry, an HA peer, the
+    // episode a reopen already covered): a resolved incident of this identity started at or
+    // after it. Alerts without a startsAt cannot be placed, so they are never stale.
+    if alert.starts_at.is_some() {
+        let resolved: Vec<(String, Option<String>)> = conn
+            .prepare_cached(
+                "SELECT id, starts_at FROM incidents
+                 WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved'
+                 ORDER BY resolved_ms DESC LIMIT 20",
+            )?
+            .query_map(params![alert.source, alert.fingerprint], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        if let Some((id, _)) = resolved
+            .iter()
+            .find(|(_, started)| is_at_or_after(started.as_deref(), alert.starts_at.as_deref()))
+        {
+            event(
+                conn,
+                id,
+                at,
+                "stale",
+                None,
+                "a firing delivery for this episode arrived after it resolved; ignored",
+                None,
+            )?;
+            return Ok(Effect::Stale(id.clone()));
+        }
     }
     let recent: Option<String> = conn
         .prepare_cached(
@@ -251,10 +266,10 @@ fn fire(
         )?;
         Effect::Reopened(id)
     } else {
-        insert(conn, arrival, at, ms)?;
+        let id = insert(conn, arrival, at, ms)?;
         event(
             conn,
-            &alert.id,
+            &id,
             at,
             "created",
             None,
@@ -263,14 +278,14 @@ fn fire(
         )?;
         notify::record(
             conn,
-            &alert.id,
+            &id,
             "created",
             None,
             &format!("Alert: {}", alert.title),
             vec![],
             vec![],
         )?;
-        Effect::Created(alert.id.clone())
+        Effect::Created(id)
     };
     let id = effect.incident().unwrap_or_default().to_owned();
     if arrival.runbooks.is_empty() {
@@ -287,15 +302,42 @@ fn fire(
     Ok(effect)
 }
 
-fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<(), StoreError> {
+/// The id for a new incident: the alert's own (from source, fingerprint and startsAt), or,
+/// when that is taken (an alert without startsAt firing again, or a hash collision with
+/// another identity), one that also hashes the time of creation.
+fn free_id(conn: &Connection, alert: &Incident, ms: i64) -> Result<String, StoreError> {
+    let taken = |id: &str| -> Result<bool, StoreError> {
+        Ok(conn
+            .prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")?
+            .query_row([id], |_| Ok(()))
+            .optional()?
+            .is_some())
+    };
+    let mut id = alert.id.clone();
+    let mut salt = 0u32;
+    while taken(&id)? {
+        salt += 1;
+        let digest = sha2::Sha256::digest(format!(
+            "{}\0{}\0{}\0{ms}\0{salt}",
+            alert.source,
+            alert.fingerprint,
+            alert.starts_at.as_deref().unwrap_or("")
+        ));
+        id = format!("INC-{}", hex::encode_upper(&digest[..4]));
+    }
+    Ok(id)
+}
+
+fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<String, StoreError> {
     let alert = &arrival.incident;
+    let id = free_id(conn, alert, ms)?;
     conn.prepare_cached(
         "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
              labels, annotations, alert_json, created_at, created_ms, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)",
     )?
     .execute(params![
-        alert.id,
+        id,
         alert.source,
         alert.fingerprint,
         alert.starts_at,
@@ -307,7 +349,7 @@ fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<(),
         at,
         ms,
     ])?;
-    Ok(())
+    Ok(id)
 }
 
 fn resolve_alert(
@@ -420,6 +462,12 @@ fn pairs(list: &[(String, String)]) -> serde_json::Map<String, serde_json::Value
     list.iter()
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect()
+}
+
+/// Whether RFC 3339 `a` is at or after `b` (false when either is unknown or unreadable).
+fn is_at_or_after(a: Option<&str>, b: Option<&str>) -> bool {
+    let parse = |t: Option<&str>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    matches!((parse(a), parse(b)), (Some(a), Some(b)) if a >= b)
 }
 
 /// Whether RFC 3339 `a` is strictly before `b` (unknown times are never earlier).

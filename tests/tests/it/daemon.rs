@@ -334,6 +334,18 @@ async fn a_flapping_alert_reopens_its_incident_within_the_window() {
     assert_eq!(detail["status"], "open");
     assert!(kinds(&detail).contains(&"reopened".to_owned()));
     assert_eq!(app.incidents().await.len(), 1);
+    // It resolves again; a late re-send of the episode that reopened it changes nothing.
+    let resolved = payload("resolved", "flap", "2026-11-24T03:10:00Z", json!({}));
+    let (_, answer) = app.post("/webhooks/alertmanager", resolved).await;
+    assert_eq!(answer["alerts"][0]["action"], "resolved");
+    let late = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
+    let (_, answer) = app.post("/webhooks/alertmanager", late).await;
+    assert_eq!(
+        answer["alerts"][0],
+        json!({"action": "stale", "incident": first})
+    );
+    assert_eq!(app.incident(&first).await["status"], "resolved");
+    assert_eq!(app.incidents().await.len(), 1);
     app.stop().await;
 }
 
@@ -754,7 +766,9 @@ fn serving_off_loopback_without_credentials_is_refused() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grafana_and_generic_senders_open_and_resolve_incidents() {
-    let app = Running::start(Env::new()).await;
+    let mut env = Env::new();
+    env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
+    let app = Running::start(env).await;
     // Grafana unified alerting's webhook body: the Alertmanager shape plus its own fields.
     let grafana = |status: &str| {
         json!({
@@ -809,6 +823,10 @@ async fn grafana_and_generic_senders_open_and_resolve_incidents() {
         .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["alerts"][0]["action"], "resolved");
+    // Without a starts_at it fires again later: a new incident, not a dropped alert.
+    let (_, answer) = app.post("/webhooks/generic", generic.to_string()).await;
+    assert_eq!(answer["alerts"][0]["action"], "created", "{answer}");
+    assert_ne!(answer["alerts"][0]["incident"], id.as_str());
     let (status, answer) = app
         .post("/webhooks/generic", json!({"title": "no key"}).to_string())
         .await;
