@@ -195,47 +195,40 @@ fn fire(
         event(conn, &open.id, at, "re-fired", None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
+    // The identity's recently resolved incidents, newest first: one lookup serves both the
+    // staleness check and reopening.
+    let resolved: Vec<(String, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT id, starts_at, resolved_ms FROM incidents
+             WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved'
+             ORDER BY resolved_ms DESC LIMIT 20",
+        )?
+        .query_map(params![alert.source, alert.fingerprint], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
     // A firing delivery for an episode that already ended (a late retry, an HA peer, the
     // episode a reopen already covered): a resolved incident of this identity started at or
     // after it. Alerts without a startsAt cannot be placed, so they are never stale.
-    if alert.starts_at.is_some() {
-        let resolved: Vec<(String, Option<String>)> = conn
-            .prepare_cached(
-                "SELECT id, starts_at FROM incidents
-                 WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved'
-                 ORDER BY resolved_ms DESC LIMIT 20",
-            )?
-            .query_map(params![alert.source, alert.fingerprint], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        if let Some((id, _)) = resolved
-            .iter()
-            .find(|(_, started)| is_at_or_after(started.as_deref(), alert.starts_at.as_deref()))
-        {
-            event(
-                conn,
-                id,
-                at,
-                "stale",
-                None,
-                "a firing delivery for this episode arrived after it resolved; ignored",
-                None,
-            )?;
-            return Ok(Effect::Stale(id.clone()));
-        }
+    if let Some((id, _, _)) = resolved
+        .iter()
+        .find(|(_, started, _)| is_at_or_after(started.as_deref(), alert.starts_at.as_deref()))
+    {
+        event(
+            conn,
+            id,
+            at,
+            "stale",
+            None,
+            "a firing delivery for this episode arrived after it resolved; ignored",
+            None,
+        )?;
+        return Ok(Effect::Stale(id.clone()));
     }
-    let recent: Option<String> = conn
-        .prepare_cached(
-            "SELECT id FROM incidents
-             WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved' AND resolved_ms >= ?3
-             ORDER BY resolved_ms DESC LIMIT 1",
-        )?
-        .query_row(
-            params![alert.source, alert.fingerprint, ms - reopen_window_ms],
-            |row| row.get(0),
-        )
-        .optional()?;
+    let recent = resolved
+        .first()
+        .filter(|(_, _, resolved_ms)| *resolved_ms >= ms - reopen_window_ms)
+        .map(|(id, _, _)| id.clone());
     let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
         conn.prepare_cached(
             "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
@@ -302,36 +295,23 @@ fn fire(
     Ok(effect)
 }
 
-/// The id for a new incident: the alert's own (from source, fingerprint and startsAt), or,
-/// when that is taken (an alert without startsAt firing again, or a hash collision with
-/// another identity), one that also hashes the time of creation.
-fn free_id(conn: &Connection, alert: &Incident, ms: i64) -> Result<String, StoreError> {
-    let taken = |id: &str| -> Result<bool, StoreError> {
-        Ok(conn
-            .prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")?
-            .query_row([id], |_| Ok(()))
-            .optional()?
-            .is_some())
-    };
-    let mut id = alert.id.clone();
-    let mut salt = 0u32;
-    while taken(&id)? {
-        salt += 1;
-        let digest = sha2::Sha256::digest(format!(
-            "{}\0{}\0{}\0{ms}\0{salt}",
-            alert.source,
-            alert.fingerprint,
-            alert.starts_at.as_deref().unwrap_or("")
-        ));
-        id = format!("INC-{}", hex::encode_upper(&digest[..4]));
-    }
-    Ok(id)
+/// Another id for a new incident whose own (from source, fingerprint and startsAt) is
+/// taken: an alert without startsAt firing again, or a hash collision with another identity.
+fn salted_id(alert: &Incident, ms: i64, salt: u32) -> String {
+    let digest = sha2::Sha256::digest(format!(
+        "{}\0{}\0{}\0{ms}\0{salt}",
+        alert.source,
+        alert.fingerprint,
+        alert.starts_at.as_deref().unwrap_or("")
+    ));
+    format!("INC-{}", hex::encode_upper(&digest[..4]))
 }
 
 fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<String, StoreError> {
     let alert = &arrival.incident;
-    let id = free_id(conn, alert, ms)?;
-    conn.prepare_cached(
+    let mut id = alert.id.clone();
+    for salt in 1..=16 {
+        let inserted = conn.prepare_cached(
         "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
              labels, annotations, alert_json, created_at, created_ms, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)",
@@ -348,8 +328,20 @@ fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<Str
         alert.alert_json,
         at,
         ms,
-    ])?;
-    Ok(id)
+    ]);
+        match inserted {
+            Ok(_) => return Ok(id),
+            // The id is taken (the statement failed alone; the transaction goes on).
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                id = salted_id(alert, ms, salt);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Failed(format!(
+        "no free incident id for {}",
+        alert.fingerprint
+    )))
 }
 
 fn resolve_alert(
