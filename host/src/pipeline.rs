@@ -930,6 +930,31 @@ impl RunContext {
         }
     }
 
+    /// The run's record with this outcome (and every call it made).
+    fn run_record<'a>(
+        &'a self,
+        outcome: &'a str,
+        result: Option<serde_json::Value>,
+        error: Option<String>,
+    ) -> RunRecord<'a> {
+        RunRecord {
+            job: self.job,
+            incident: &self.incident,
+            runbook: &self.runbook,
+            digest: &self.digest,
+            phase: self.phase,
+            mode: &self.mode,
+            dry_run: self.dry_run,
+            started_at: &self.started_at,
+            duration_ms: self.duration_ms,
+            outcome,
+            result: result.map(|r| r.to_string()),
+            error,
+            output: &self.output,
+            calls: &self.calls,
+        }
+    }
+
     /// Completes a run started with [`jobs::start_run`] (its calls are already journaled).
     fn finish(
         &self,
@@ -939,28 +964,10 @@ impl RunContext {
         result: Option<serde_json::Value>,
         error: Option<String>,
     ) -> Result<(), StoreError> {
-        jobs::finish_run(
-            conn,
-            id,
-            &RunRecord {
-                job: self.job,
-                incident: &self.incident,
-                runbook: &self.runbook,
-                digest: &self.digest,
-                phase: self.phase,
-                mode: &self.mode,
-                dry_run: self.dry_run,
-                started_at: &self.started_at,
-                duration_ms: self.duration_ms,
-                outcome,
-                result: result.map(|r| r.to_string()),
-                error,
-                output: &self.output,
-                calls: &[],
-            },
-        )
+        jobs::finish_run(conn, id, &self.run_record(outcome, result, error))
     }
 
+    /// Stores the whole run with its calls.
     fn record(
         &self,
         conn: &rusqlite::Connection,
@@ -968,25 +975,7 @@ impl RunContext {
         result: Option<serde_json::Value>,
         error: Option<String>,
     ) -> Result<i64, StoreError> {
-        jobs::record_run(
-            conn,
-            &RunRecord {
-                job: self.job,
-                incident: &self.incident,
-                runbook: &self.runbook,
-                digest: &self.digest,
-                phase: self.phase,
-                mode: &self.mode,
-                dry_run: self.dry_run,
-                started_at: &self.started_at,
-                duration_ms: self.duration_ms,
-                outcome,
-                result: result.map(|r| r.to_string()),
-                error,
-                output: &self.output,
-                calls: &self.calls,
-            },
-        )
+        jobs::record_run(conn, &self.run_record(outcome, result, error))
     }
 }
 
