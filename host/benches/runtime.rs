@@ -1,6 +1,10 @@
 //! Fresh instance + `matches` + `diagnose` with one host call, the cost Quell pays per
 //! runbook per alert. Needs the probe guest: run `scripts/build-runbooks.sh` first.
 //!
+//! A second group, "floor", does the same work with nothing of Quell's around it (a bare
+//! store, a no-op host function), step by step: what wasmtime itself costs for this WIT world
+//! and guest with Quell's engine settings. The difference is Quell's own overhead.
+//!
 //! `cargo bench -p quell --bench runtime`
 
 #![allow(clippy::unwrap_used)] // a benchmark harness: failing loudly is the point
@@ -97,5 +101,119 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_floor);
 criterion_main!(benches);
+
+mod floor {
+    //! The same work with nothing of Quell's around it: a bare store (empty WASI context, no
+    //! limiter, no epoch callback) and host functions that refuse without a policy check or
+    //! a record. What wasmtime itself costs for this WIT world with Quell's engine settings.
+    use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+    use wasmtime::{Engine, Store};
+    use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+    use quell::bindings::quell::runbook::types::{CommandOutput, HostError};
+    use quell::bindings::quell::runbook::{http, kubectl, ssh, timeline, types};
+    use quell::bindings::{Runbook, RunbookPre};
+
+    pub struct Bare {
+        wasi: WasiCtx,
+        table: ResourceTable,
+    }
+
+    impl WasiView for Bare {
+        fn ctx(&mut self) -> WasiCtxView<'_> {
+            WasiCtxView {
+                ctx: &mut self.wasi,
+                table: &mut self.table,
+            }
+        }
+    }
+
+    impl types::Host for Bare {}
+    impl kubectl::Host for Bare {
+        async fn run(&mut self, _: kubectl::Request) -> Result<CommandOutput, HostError> {
+            Err(HostError::Denied(String::new()))
+        }
+    }
+    impl ssh::Host for Bare {
+        async fn run(
+            &mut self,
+            _: String,
+            _: String,
+            _: Vec<(String, String)>,
+        ) -> Result<CommandOutput, HostError> {
+            Err(HostError::Denied(String::new()))
+        }
+    }
+    impl http::Host for Bare {
+        async fn send(&mut self, _: http::Request) -> Result<http::Response, HostError> {
+            Err(HostError::Denied(String::new()))
+        }
+    }
+    impl timeline::Host for Bare {
+        async fn note(&mut self, _: String) {}
+    }
+
+    pub fn pre(engine: &Engine, wasm: &std::path::Path) -> RunbookPre<Bare> {
+        let component = Component::from_file(engine, wasm).unwrap();
+        let mut linker = Linker::new(engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+        Runbook::add_to_linker::<Bare, HasSelf<Bare>>(&mut linker, |s| s).unwrap();
+        RunbookPre::new(linker.instantiate_pre(&component).unwrap()).unwrap()
+    }
+
+    pub fn store(engine: &Engine) -> Store<Bare> {
+        let mut store = Store::new(
+            engine,
+            Bare {
+                wasi: WasiCtx::builder().build(),
+                table: ResourceTable::new(),
+            },
+        );
+        store.set_epoch_deadline(1 << 20);
+        store
+    }
+}
+
+fn bench_floor(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime, _, incident) = setup(dir.path(), "minimal", "");
+    let wasm = workspace().join("target/wasm32-wasip2/wasm/minimal.wasm");
+    let pre = floor::pre(runtime.engine(), &wasm);
+    let engine = runtime.engine().clone();
+    let mut group = c.benchmark_group("floor: bare store, minimal guest");
+    group.bench_function("store + drop", |b| b.iter(|| floor::store(&engine)));
+    group.bench_function("store + instantiate + drop", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut store = floor::store(&engine);
+                pre.instantiate_checked_once(&mut store).await.unwrap();
+            })
+        })
+    });
+    group.bench_function("... + matches", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut store = floor::store(&engine);
+                let rb = pre.instantiate_checked_once(&mut store).await.unwrap();
+                rb.call_matches(&mut store, &incident).await.unwrap()
+            })
+        })
+    });
+    group.bench_function("... + matches + diagnose (one no-op host call)", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut store = floor::store(&engine);
+                let rb = pre.instantiate_checked_once(&mut store).await.unwrap();
+                rb.call_matches(&mut store, &incident).await.unwrap();
+                rb.call_diagnose(&mut store, &incident).await.unwrap()
+            })
+        })
+    });
+    group.finish();
+}

@@ -210,6 +210,11 @@ impl Runtime {
         })
     }
 
+    /// The engine every runbook is compiled for and instantiated in.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Loads every `<dir>/*/policy.toml`. Runbooks that fail to load are returned as errors
     /// beside the ones that loaded; one bad runbook does not stop the others.
     pub fn load_dir(&self, dir: &Path) -> (Vec<LoadedRunbook>, Vec<LoadError>) {
@@ -259,7 +264,7 @@ impl Runtime {
             None,
             async |store, pre| {
                 store.data_mut().set_deadline(matches_deadline);
-                let instance = pre.instantiate_async(&mut *store).await?;
+                let instance = pre.instantiate_checked_once(&mut *store).await?;
                 if !instance.call_matches(&mut *store, incident).await? {
                     return Ok(Ok(None));
                 }
@@ -304,7 +309,7 @@ impl Runtime {
             deadline,
             journal,
             async |store, pre| {
-                let instance = pre.instantiate_async(&mut *store).await?;
+                let instance = pre.instantiate_checked_once(&mut *store).await?;
                 instance
                     .call_remediate(&mut *store, incident, diagnosis)
                     .await
