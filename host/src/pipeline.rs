@@ -541,10 +541,13 @@ impl Pipeline {
                 )
                 .await;
         };
-        // Policy and pause are checked again now: either may have changed since the plan.
+        // Policy and pause are checked again now: either may have changed since the plan,
+        // and a plan queued by auto mode has nobody's approval.
         let mode = runbook.policy.runbook.mode;
         let approval_ms = millis(self.config.approval_timeout.0);
         let (incident_id, name, job_id) = (job.incident.clone(), job.runbook.clone(), job.id);
+        let approved = job.decided_by.is_some();
+        let plan = diagnosis.plan.clone();
         let (started_at, _) = now();
         let start = StartedRun {
             job: job.id,
@@ -578,6 +581,31 @@ impl Pipeline {
                         format!("{name}'s policy now says mode diagnose; the plan was not run");
                     event(conn, &incident_id, &at, "skipped", Some(&name), &why, None)?;
                     escalate(conn, &incident_id, &at, &why)?;
+                    return Ok(None);
+                }
+                if mode == Mode::Approve && !approved {
+                    // Queued while the policy said auto; it says approve now.
+                    jobs::hold(conn, job_id, ms + approval_ms)?;
+                    let why =
+                        format!("{name}'s policy now says mode approve: the plan awaits approval");
+                    event(
+                        conn,
+                        &incident_id,
+                        &at,
+                        "plan",
+                        Some(&name),
+                        &why,
+                        Some(json!({"plan": plan})),
+                    )?;
+                    notify::record(
+                        conn,
+                        &incident_id,
+                        "plan",
+                        Some(&name),
+                        "awaiting approval",
+                        vec![],
+                        plan,
+                    )?;
                     return Ok(None);
                 }
                 if jobs::paused(conn)? {

@@ -23,6 +23,8 @@ pub struct Job {
     pub diagnosis: Option<String>,
     /// How many times it has been claimed.
     pub attempts: i64,
+    /// Who approved its plan, when somebody did.
+    pub decided_by: Option<String>,
 }
 
 /// Queues a runbook for an incident unless one is already live (single flight).
@@ -51,7 +53,7 @@ pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at_ms <= ?1
                          ORDER BY run_at_ms, id LIMIT 1)
-             RETURNING id, incident_id, runbook, phase, diagnosis, attempts",
+             RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by",
         )?
         .query_row(params![ms, at], |row| {
             Ok(Job {
@@ -61,6 +63,7 @@ pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
                 phase: row.get(3)?,
                 diagnosis: row.get(4)?,
                 attempts: row.get(5)?,
+                decided_by: row.get(6)?,
             })
         })
         .optional()?)

@@ -546,6 +546,54 @@ async fn approval_runs_the_plan_once_and_unapproved_plans_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_plan_queued_without_approval_waits_when_the_policy_requires_it() {
+    let env = Env::new();
+    env.policy("probe", "probe", &probe_policy("approve", ""));
+    let app = Running::start(env).await;
+    let id = created(&app, firing("requeued")).await;
+    app.wait_for(&id, "the plan to await approval", |d| {
+        job_states(d) == ["awaiting_approval"]
+    })
+    .await;
+    // What auto mode leaves behind when the policy changes to approve before the worker
+    // gets to it: the remediation queued with nobody's approval.
+    let db = rusqlite::Connection::open(&app.env.config.database.path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let flipped = db
+        .execute(
+            "UPDATE jobs SET state = 'queued', run_at_ms = 0 WHERE incident_id = ?1 AND decided_by IS NULL",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(flipped, 1);
+    let detail = app
+        .wait_for(&id, "the plan sent back for approval", |d| {
+            job_states(d) == ["awaiting_approval"]
+                && d["timeline"].as_array().unwrap().iter().any(|e| {
+                    e["message"] == "probe's policy now says mode approve: the plan awaits approval"
+                })
+        })
+        .await;
+    assert_eq!(
+        detail["runs"].as_array().unwrap().len(),
+        1,
+        "not remediated"
+    );
+    app.post(
+        &format!("/api/incidents/{id}/approve"),
+        r#"{"by": "alice"}"#,
+    )
+    .await;
+    let detail = app
+        .wait_for(&id, "the approved remediation", |d| {
+            job_states(d) == ["done"]
+        })
+        .await;
+    assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_pause_switch_holds_remediation_but_not_diagnosis() {
     let env = Env::new();
     env.policy("probe", "probe", &probe_policy("auto", ""));
