@@ -74,12 +74,22 @@ pub async fn list(
         severity: query.severity,
         since_ms: query.since.as_deref().map(since_ms).transpose()?,
         limit: query.limit.unwrap_or(50),
-        before: query.before,
+        before: query.before.clone(),
     };
     let page = app
         .store
         .read(move |conn| queries::list_incidents(conn, &filter))
-        .await?;
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "before: no incident {:?}; pass the `next` of the previous page, or leave \
+                     it out for the first page",
+                    query.before.unwrap_or_default()
+                ),
+            )
+        })?;
     Ok(Json(page).into_response())
 }
 

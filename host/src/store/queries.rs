@@ -84,16 +84,23 @@ pub struct IncidentPage {
     pub next: Option<String>,
 }
 
-/// Lists incidents.
+/// Lists incidents. `Ok(None)` when `before` names no incident (mistyped, or pruned by
+/// retention): paging on from the first page instead would repeat what the caller has seen.
 pub fn list_incidents(
     conn: &Connection,
     filter: &IncidentFilter,
-) -> Result<IncidentPage, StoreError> {
+) -> Result<Option<IncidentPage>, StoreError> {
     let cursor: Option<(i64, String)> = match &filter.before {
-        Some(id) => conn
-            .prepare_cached("SELECT created_ms, id FROM incidents WHERE id = ?1")?
-            .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()?,
+        Some(id) => {
+            let found = conn
+                .prepare_cached("SELECT created_ms, id FROM incidents WHERE id = ?1")?
+                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            if found.is_none() {
+                return Ok(None);
+            }
+            found
+        }
         None => None,
     };
     let sql = format!(
@@ -124,7 +131,7 @@ pub fn list_incidents(
     } else {
         None
     };
-    Ok(IncidentPage { incidents, next })
+    Ok(Some(IncidentPage { incidents, next }))
 }
 
 /// A timeline event.

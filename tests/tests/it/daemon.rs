@@ -717,6 +717,19 @@ async fn the_api_lists_filters_pages_and_documents_itself() {
         .await;
     assert_eq!(rest["incidents"].as_array().unwrap().len(), 3);
     assert!(rest["next"].is_null());
+    let (status, error) = app.get("/api/incidents?limit=10&before=INC-GONE0000").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an unknown cursor is not page 1"
+    );
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("before: no incident \"INC-GONE0000\""),
+        "{error}"
+    );
     let (_, open) = app.get("/api/incidents?status=open&since=1h").await;
     assert_eq!(open["incidents"].as_array().unwrap().len(), 5);
     let (status, error) = app.get("/api/incidents?status=closed").await;
