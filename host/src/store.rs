@@ -215,30 +215,45 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Write>) {
         return;
     }
     let mut completions = Vec::with_capacity(batch.len());
-    for write in batch.drain(..) {
+    let mut writes = batch.drain(..);
+    while let Some(write) = writes.next() {
         let savepoint = conn.execute_batch("SAVEPOINT w");
         // A panicking write must not take the writer (and so every later request) with it:
         // its savepoint is rolled back and its caller, whose reply went with the panic, is
         // told the store failed.
-        let Ok((ok, done)) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(Some(conn))))
-        else {
-            tracing::error!("a database write panicked; it was rolled back");
-            if savepoint.is_ok() {
-                let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(Some(conn))));
+        let closed = match &outcome {
+            Err(_) => {
+                tracing::error!("a database write panicked; it was rolled back");
+                if savepoint.is_ok() {
+                    let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
+                }
+                Ok(())
             }
-            continue;
+            Ok(_) if savepoint.is_err() => savepoint,
+            Ok((true, _)) => conn.execute_batch("RELEASE w"),
+            Ok((false, _)) => conn.execute_batch("ROLLBACK TO w; RELEASE w"),
         };
-        let closed = if savepoint.is_ok() {
-            if ok {
-                conn.execute_batch("RELEASE w")
-            } else {
-                conn.execute_batch("ROLLBACK TO w; RELEASE w")
+        if let Ok((_, done)) = outcome {
+            completions.push((closed.map_err(StoreError::from), done));
+        }
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back on its own (disk full, I/O error):
+            // every write of this batch so far is gone, and a later SAVEPOINT would commit
+            // by itself. Those callers are told so; the writes not yet run get a fresh
+            // transaction.
+            let lost = StoreError::Unavailable(
+                "the database rolled the transaction back (disk full or I/O error)".to_owned(),
+            );
+            for (_, done) in completions {
+                done(Err(lost.clone()));
             }
-        } else {
-            savepoint
-        };
-        completions.push((closed.map_err(StoreError::from), done));
+            let mut rest: Vec<Write> = writes.collect();
+            if !rest.is_empty() {
+                commit_batch(conn, &mut rest);
+            }
+            return;
+        }
     }
     let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
     if committed.is_err() {
@@ -335,6 +350,94 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(keys, ["a", "b"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_transaction_rolled_back_by_sqlite_fails_exactly_the_writes_it_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        // Hold the writer so that the next three writes share one batch.
+        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+        let (holding, held_now) = std::sync::mpsc::channel::<()>();
+        let held = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        let _ = holding.send(());
+                        let _ = gate.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        while held_now.try_recv().is_err() {
+            tokio::task::yield_now().await;
+        }
+        let insert = |key: &'static str| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |conn| {
+                        conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        let before = insert("before");
+        while store.queued_writes() < 1 {
+            tokio::task::yield_now().await;
+        }
+        // What SQLite does on SQLITE_FULL or SQLITE_IOERR in some cases: the statement fails
+        // and the whole transaction is rolled back.
+        let failing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(|conn| -> Result<(), StoreError> {
+                        conn.execute_batch("ROLLBACK")?;
+                        Err(StoreError::Unavailable(
+                            "database or disk is full".to_owned(),
+                        ))
+                    })
+                    .await
+            }
+        });
+        while store.queued_writes() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let after = insert("after");
+        while store.queued_writes() < 3 {
+            tokio::task::yield_now().await;
+        }
+        open_gate.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        let (before, failing, after) = (
+            before.await.unwrap(),
+            failing.await.unwrap(),
+            after.await.unwrap(),
+        );
+        let keys: Vec<String> = store
+            .read(|conn| {
+                Ok(conn
+                    .prepare("SELECT key FROM settings ORDER BY key")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["after"],
+            "only the write after the rollback is stored"
+        );
+        assert!(
+            matches!(before, Err(StoreError::Unavailable(_))),
+            "the write the rollback undid is reported failed: {before:?}"
+        );
+        assert!(failing.is_err());
+        assert!(after.is_ok(), "the write after it committed: {after:?}");
     }
 
     #[tokio::test(flavor = "multi_thread")]
