@@ -23,8 +23,59 @@ pub struct Daemon {
     addr: SocketAddr,
     state: Arc<AppState>,
     stop: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
     workers: JoinSet<()>,
+}
+
+/// Serves `router` on `listener` until `stop`, then lets the connections in flight finish.
+///
+/// This is `axum::serve` plus what it does not offer: a deadline for each request's headers
+/// (hyper's `header_read_timeout`), so a client trickling bytes cannot hold a connection
+/// open forever, and `TCP_NODELAY` so small answers are not held back by Nagle.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    header_timeout: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = async {
+                let _ = stop.wait_for(|stop| *stop).await;
+            } => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Refuses configurations that would expose an unauthenticated daemon.
@@ -99,14 +150,8 @@ impl Daemon {
         )
         .await?;
         let router = api::router(state.clone());
-        let mut until = stopped;
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = until.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let header_timeout = state.config.server.header_read_timeout.0;
+        let server = tokio::spawn(serve_http(listener, router, header_timeout, stopped));
         state.ready.store(true, Ordering::Release);
         info!(%addr, "quell is serving");
         Ok(Self {
@@ -154,8 +199,7 @@ impl Daemon {
             );
         }
         match tokio::time::timeout(grace, &mut self.server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => warn!(error = %e, "the HTTP server stopped with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(error = %e, "the HTTP server task failed"),
             Err(_) => {
                 warn!("HTTP connections still open after the grace; closing them");

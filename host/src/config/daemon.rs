@@ -21,6 +21,10 @@ pub struct ServerConfig {
     pub shutdown_grace: HumanDuration,
     /// Most requests served at once; beyond it, requests wait.
     pub max_concurrent_requests: usize,
+    /// How long a client has to send a request's headers once it starts (or, on a kept-alive
+    /// connection, once the previous answer went out). A connection that trickles its
+    /// headers (slowloris) is closed after it instead of being held open.
+    pub header_read_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -30,6 +34,7 @@ impl Default for ServerConfig {
             public_url: None,
             shutdown_grace: HumanDuration(Duration::from_secs(20)),
             max_concurrent_requests: 1024,
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
         }
     }
 }

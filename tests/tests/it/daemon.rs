@@ -790,6 +790,50 @@ async fn the_api_lists_filters_pages_and_documents_itself() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.server.header_read_timeout = HumanDuration(Duration::from_secs(1));
+    let app = Running::start_configured(env).await;
+    let mut slow = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    slow.write_all(b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: quell\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 512];
+    // One more header byte every 200 ms, never the blank line that ends the head.
+    let closed = loop {
+        tokio::select! {
+            read = slow.read(&mut buffer) => break read,
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if slow.write_all(b"X").await.is_err() {
+                    break Ok(0);
+                }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the connection is still open after 10 s of trickled headers"
+        );
+    };
+    // Closed, or answered with an error and then closed: never a request handled.
+    match closed {
+        Ok(0) | Err(_) => {}
+        Ok(n) => {
+            let head = String::from_utf8_lossy(&buffer[..n]);
+            assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+        }
+    }
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "the daemon keeps serving");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn api_tokens_guard_the_api_but_not_health() {
     let mut env = Env::new();
     env.config.auth.api_tokens = vec!["api-secret".to_owned()];
