@@ -58,18 +58,70 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::api,
         ));
-    Router::new()
+    let slots = Arc::new(Slots {
+        limit: state.config.server.max_concurrent_requests.max(1),
+        timeout: state.config.server.request_timeout.0,
+        free: Arc::new(tokio::sync::Semaphore::new(
+            state.config.server.max_concurrent_requests.max(1),
+        )),
+        metrics: state.metrics.clone(),
+    });
+    let limited = Router::new()
         .nest("/api", api)
         .merge(webhooks::routes(&state))
         .route("/slack/interactions", post(slack::interactions))
         .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(slots, shed));
+    // Health answers even when everything else is shed: an orchestrator must not restart a
+    // daemon for being busy.
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
-            state.config.server.max_concurrent_requests.max(1),
-        ))
+        .merge(limited)
         .with_state(state)
+}
+
+/// The request slots of `[server] max_concurrent_requests`.
+#[derive(Debug)]
+struct Slots {
+    limit: usize,
+    timeout: std::time::Duration,
+    free: Arc<tokio::sync::Semaphore>,
+    metrics: Arc<Metrics>,
+}
+
+/// Beyond `max_concurrent_requests`, a request is answered 503 with `Retry-After` at once
+/// rather than queued: Alertmanager and the other senders retry, and a burst cannot pile up
+/// connections and memory while the database is slow. A request that takes longer than
+/// `request_timeout` (a trickled body) is answered 408 and gives its slot back; a write it
+/// had already queued still commits, and the sender's retry is deduplicated.
+async fn shed(
+    State(slots): State<Arc<Slots>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = slots.free.clone().try_acquire_owned() else {
+        slots.metrics.shed.inc();
+        let mut error = ApiError::unavailable(format!(
+            "quell is serving its limit of {} requests ([server] max_concurrent_requests); \
+             retry shortly",
+            slots.limit
+        ));
+        error.retry_after = Some(1);
+        return error.into_response();
+    };
+    match tokio::time::timeout(slots.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} ([server] request_timeout)",
+                crate::config::HumanDuration(slots.timeout)
+            ),
+        )
+        .into_response(),
+    }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub calls: Family<Labels, Counter>,
     /// Escalations to a human.
     pub escalations: Counter,
+    /// Requests answered 503 because `max_concurrent_requests` were in flight.
+    pub shed: Counter,
     /// Notification delivery attempts by destination and outcome (`sent`, `retry`, `dead`,
     /// `skipped`).
     pub notifications: Family<Labels, Counter>,
@@ -68,6 +70,7 @@ impl Metrics {
             runs: Family::default(),
             calls: Family::default(),
             escalations: Counter::default(),
+            shed: Counter::default(),
             notifications: Family::default(),
             ack_seconds: Family::new_with_constructor(latency as fn() -> Histogram),
             run_seconds: Family::new_with_constructor(run_latency as fn() -> Histogram),
@@ -103,6 +106,11 @@ impl Metrics {
             "escalations",
             "Incidents escalated to a human",
             metrics.escalations.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests answered 503 because [server] max_concurrent_requests were in flight",
+            metrics.shed.clone(),
         );
         registry.register(
             "ack_seconds",

@@ -19,12 +19,16 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// How long a graceful shutdown waits for running work before interrupting it.
     pub shutdown_grace: HumanDuration,
-    /// Most requests served at once; beyond it, requests wait.
+    /// Most requests served at once; beyond it, a request is answered 503 with
+    /// `Retry-After: 1` (`/healthz` and `/readyz` excepted).
     pub max_concurrent_requests: usize,
     /// How long a client has to send a request's headers once it starts (or, on a kept-alive
     /// connection, once the previous answer went out). A connection that trickles its
     /// headers (slowloris) is closed after it instead of being held open.
     pub header_read_timeout: HumanDuration,
+    /// The most one request may take, its body included; past it the answer is 408 and the
+    /// slot is free again. A client trickling a body cannot hold a slot for longer.
+    pub request_timeout: HumanDuration,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +39,7 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration(Duration::from_secs(20)),
             max_concurrent_requests: 1024,
             header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            request_timeout: HumanDuration(Duration::from_secs(60)),
         }
     }
 }

@@ -834,6 +834,91 @@ async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_limit_are_shed_and_a_trickled_body_times_out() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.server.max_concurrent_requests = 1;
+    env.config.server.request_timeout = HumanDuration(Duration::from_secs(2));
+    let app = Running::start_configured(env).await;
+    // One delivery in flight: its body never finishes arriving.
+    let mut slow = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /webhooks/alertmanager HTTP/1.1\r\nHost: quell\r\n\
+          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"receiver\":",
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let shed = loop {
+        let response = app
+            .client
+            .get(format!("{}/api/incidents", app.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never shed: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let body: Value = shed.json().await.unwrap();
+    assert_eq!(
+        body["error"],
+        "quell is serving its limit of 1 requests ([server] max_concurrent_requests); retry shortly"
+    );
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "health is never shed");
+    let (status, _) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The trickled delivery is cut off at request_timeout and its slot comes back.
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_string(&mut slow, &mut answer),
+    )
+    .await
+    .expect("the slow request is answered within its timeout")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the request took longer than 2s ([server] request_timeout)"),
+        "{answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = app.get("/api/incidents").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, metrics) = app.get("/metrics").await;
+    let shed_total: f64 = metrics
+        .as_str()
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("quell_requests_shed_total "))
+        .expect("the shed counter is exported")
+        .parse()
+        .unwrap();
+    assert!(shed_total >= 1.0, "{shed_total}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn api_tokens_guard_the_api_but_not_health() {
     let mut env = Env::new();
     env.config.auth.api_tokens = vec!["api-secret".to_owned()];
