@@ -78,6 +78,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// WAL pages (4 KiB) written before the writer copies them back into the database.
+/// SQLite's default is 1,000; checkpointing a third as often lets the pages every new
+/// incident touches (index leaves, the events table's tail) be written back once per
+/// checkpoint instead of three times. Measured with `cargo bench -p quell --bench ingest`:
+/// 1,000 → 4,245 / 4,783 alerts/s, p99 at 1,000/s 14.8 ms; 3,000 → 5,421 / 5,767 alerts/s,
+/// p99 25 ms (a longer checkpoint holds the writer longer); 8,000 → 5,566 / 5,719, p99 44 ms.
+const WAL_CHECKPOINT_PAGES: i64 = 3_000;
+
 fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -89,6 +97,7 @@ fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
