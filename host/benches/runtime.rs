@@ -63,11 +63,15 @@ fn setup(
     (runtime, runbook, incident)
 }
 
-fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = current_thread();
     let dir = tempfile::tempdir().unwrap();
     // Each diagnose makes one host call. "kubectl denied" is a call the policy refuses:
     // validation, policy check and the audit record, no process.
@@ -177,10 +181,7 @@ mod floor {
 }
 
 fn bench_floor(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = current_thread();
     let dir = tempfile::tempdir().unwrap();
     let (runtime, _, incident) = setup(dir.path(), "minimal", "");
     let wasm = workspace().join("target/wasm32-wasip2/wasm/minimal.wasm");
@@ -188,32 +189,29 @@ fn bench_floor(c: &mut Criterion) {
     let engine = runtime.engine().clone();
     let mut group = c.benchmark_group("floor: bare store, minimal guest");
     group.bench_function("store + drop", |b| b.iter(|| floor::store(&engine)));
-    group.bench_function("store + instantiate + drop", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut store = floor::store(&engine);
-                pre.instantiate_checked_once(&mut store).await.unwrap();
+    let steps = [
+        "store + instantiate + drop",
+        "... + matches",
+        "... + matches + diagnose (one no-op host call)",
+    ];
+    for (exports, name) in steps.into_iter().enumerate() {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut store = floor::store(&engine);
+                    let rb = pre.instantiate_checked_once(&mut store).await.unwrap();
+                    if exports >= 1 {
+                        rb.call_matches(&mut store, &incident).await.unwrap();
+                    }
+                    if exports >= 2 {
+                        rb.call_diagnose(&mut store, &incident)
+                            .await
+                            .unwrap()
+                            .unwrap();
+                    }
+                })
             })
-        })
-    });
-    group.bench_function("... + matches", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut store = floor::store(&engine);
-                let rb = pre.instantiate_checked_once(&mut store).await.unwrap();
-                rb.call_matches(&mut store, &incident).await.unwrap()
-            })
-        })
-    });
-    group.bench_function("... + matches + diagnose (one no-op host call)", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut store = floor::store(&engine);
-                let rb = pre.instantiate_checked_once(&mut store).await.unwrap();
-                rb.call_matches(&mut store, &incident).await.unwrap();
-                rb.call_diagnose(&mut store, &incident).await.unwrap()
-            })
-        })
-    });
+        });
+    }
     group.finish();
 }

@@ -58,12 +58,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::api,
         ));
+    let limit = state.config.server.max_concurrent_requests.max(1);
     let slots = Arc::new(Slots {
-        limit: state.config.server.max_concurrent_requests.max(1),
+        limit,
         timeout: state.config.server.request_timeout.0,
-        free: Arc::new(tokio::sync::Semaphore::new(
-            state.config.server.max_concurrent_requests.max(1),
-        )),
+        free: Arc::new(tokio::sync::Semaphore::new(limit)),
         metrics: state.metrics.clone(),
     });
     let limited = Router::new()

@@ -328,28 +328,19 @@ mod tests {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        let insert = |key: &'static str| {
-            let store = store.clone();
-            async move {
-                store
-                    .write(move |conn| {
-                        conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
-                        Ok(())
-                    })
-                    .await
-            }
-        };
-        let (a, duplicate, b) = tokio::join!(insert("a"), insert("a"), insert("b"));
-        assert!(a.is_ok() && b.is_ok());
-        assert!(
-            matches!(duplicate, Err(StoreError::Failed(_))),
-            "{duplicate:?}"
-        );
-        let keys: Vec<String> = store
+    /// Inserts the setting `key` (a write that fails on a duplicate).
+    async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
+        store
+            .write(move |conn| {
+                conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The settings' keys, sorted.
+    async fn setting_keys(store: &Store) -> Vec<String> {
+        store
             .read(|conn| {
                 Ok(conn
                     .prepare("SELECT key FROM settings ORDER BY key")?
@@ -357,7 +348,21 @@ mod tests {
                     .collect::<Result<_, _>>()?)
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let insert = |key| insert_setting(store.clone(), key);
+        let (a, duplicate, b) = tokio::join!(insert("a"), insert("a"), insert("b"));
+        assert!(a.is_ok() && b.is_ok());
+        assert!(
+            matches!(duplicate, Err(StoreError::Failed(_))),
+            "{duplicate:?}"
+        );
+        let keys = setting_keys(&store).await;
         assert_eq!(keys, ["a", "b"]);
     }
 
@@ -383,17 +388,7 @@ mod tests {
         while held_now.try_recv().is_err() {
             tokio::task::yield_now().await;
         }
-        let insert = |key: &'static str| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(move |conn| {
-                        conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let insert = |key| tokio::spawn(insert_setting(store.clone(), key));
         let before = insert("before");
         while store.queued_writes() < 1 {
             tokio::task::yield_now().await;
@@ -427,15 +422,7 @@ mod tests {
             failing.await.unwrap(),
             after.await.unwrap(),
         );
-        let keys: Vec<String> = store
-            .read(|conn| {
-                Ok(conn
-                    .prepare("SELECT key FROM settings ORDER BY key")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
-            })
-            .await
-            .unwrap();
+        let keys = setting_keys(&store).await;
         assert_eq!(
             keys,
             ["after"],
@@ -473,15 +460,7 @@ mod tests {
             })
             .await
             .unwrap();
-        let keys: Vec<String> = store
-            .read(|conn| {
-                Ok(conn
-                    .prepare("SELECT key FROM settings")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
-            })
-            .await
-            .unwrap();
+        let keys = setting_keys(&store).await;
         assert_eq!(keys, ["next"], "the panicking write was rolled back");
     }
 
