@@ -1,10 +1,12 @@
 //! The host functions a runbook can call, each checked against the runbook's policy first
 //! and recorded, whatever the outcome.
 //!
-//! A capability is one module: its policy section, its request validation and its host
-//! function. [`Capabilities`] holds the host side of each (binaries, clients, secrets), built
-//! once; [`CallContext`] is the per-invocation state a host function sees: which runbook,
-//! which phase, whether writes are simulated, and the record of every call.
+//! A capability is one module: its request validation, its check against its policy section
+//! and its host function. The sections themselves are defined in [`crate::policy`], which
+//! never imports this module. [`Capabilities`] holds the host side of each (binaries,
+//! clients, secrets), built once; [`CallContext`] is the per-invocation state a host function
+//! sees: which runbook, which phase, whether writes are simulated, and the record of every
+//! call.
 
 mod audit;
 pub mod http;
@@ -21,71 +23,11 @@ use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
 use crate::config::Config;
 use crate::policy::Policy;
 
+pub use crate::policy::{Capability, Effect, HttpPolicy, KubectlPolicy, SshPolicy};
 pub use audit::{CallRecord, Decision};
-pub use http::{HttpCap, HttpPolicy};
-pub use kubectl::{KubectlCap, KubectlPolicy};
-pub use ssh::{SshCap, SshPolicy};
-
-/// The capabilities a runbook may import.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Capability {
-    /// `quell:runbook/kubectl`
-    Kubectl,
-    /// `quell:runbook/ssh`
-    Ssh,
-    /// `quell:runbook/http`
-    Http,
-    /// `quell:runbook/timeline`: always granted.
-    Timeline,
-}
-
-impl Capability {
-    /// Every capability, in the order of the WIT world.
-    pub const ALL: [Self; 4] = [Self::Kubectl, Self::Ssh, Self::Http, Self::Timeline];
-
-    /// The name used in policies, audit records and the WIT interface.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Kubectl => "kubectl",
-            Self::Ssh => "ssh",
-            Self::Http => "http",
-            Self::Timeline => "timeline",
-        }
-    }
-
-    /// The policy section that grants it.
-    pub fn section(self) -> &'static str {
-        match self {
-            Self::Kubectl => "[[kubectl.allow]]",
-            Self::Ssh => "[ssh] with hosts and [ssh.commands]",
-            Self::Http => "[[http.allow]]",
-            Self::Timeline => "nothing (always granted)",
-        }
-    }
-
-    /// The capability a WIT import name (`quell:runbook/kubectl@0.1.0`) refers to.
-    pub fn from_import(import: &str) -> Option<Self> {
-        let interface = import.strip_prefix("quell:runbook/")?;
-        let interface = interface.split('@').next()?;
-        Self::ALL.into_iter().find(|c| c.name() == interface)
-    }
-}
-
-impl fmt::Display for Capability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Whether an operation only reads or may change something. Decided by the host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Effect {
-    /// Observes only.
-    Read,
-    /// May change the world.
-    Write,
-}
+pub use http::HttpCap;
+pub use kubectl::KubectlCap;
+pub use ssh::SshCap;
 
 /// Which export a call happens in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -7,7 +7,6 @@
 
 mod daemon;
 mod notify;
-mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,12 +14,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::syntax::{ByteSize, HumanDuration};
 pub use daemon::{
     AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
     PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SourceConfig, SourcesConfig,
 };
 pub use notify::{NotifyConfig, PagerDutyConfig, Route, SlackConfig, WebhookConfig};
-pub use units::{ByteSize, HumanDuration};
 
 /// The whole host configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,7 +212,7 @@ impl Config {
 
     /// Parses configuration text; the error names the line and what is wrong.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| crate::policy::describe_toml_error(text, &e))
+        toml::from_str(text).map_err(|e| crate::syntax::describe_toml_error(text, &e))
     }
 
     /// Applies environment overrides: `QUELL_SECRET_<NAME>`, `QUELL_API_TOKENS` and

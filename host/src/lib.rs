@@ -37,6 +37,7 @@ pub mod runner;
 pub mod sandbox;
 pub mod sources;
 pub mod store;
+pub mod syntax;
 
 /// Host bindings for the `quell:runbook` world (`runbook-sdk/wit`).
 pub mod bindings {

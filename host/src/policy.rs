@@ -2,10 +2,14 @@
 //!
 //! Deny by default: an absent or empty section grants nothing. Unknown keys are errors,
 //! every pattern is compiled here, once, and a bad file is rejected with its path, line and
-//! reason. The capability sections (`[kubectl]`, `[ssh]`, `[http]`) are defined beside the
-//! capability that enforces them, in [`crate::capabilities`].
+//! reason. The capability sections (`[kubectl]`, `[ssh]`, `[http]`) are defined in
+//! [`kubectl`], [`ssh`] and [`http`], and enforced by the capabilities. This module depends
+//! on [`crate::syntax`] only, never on the capabilities or the host configuration.
 
-mod patterns;
+mod capability;
+pub mod http;
+pub mod kubectl;
+pub mod ssh;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,9 +18,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::capabilities::{Capability, HttpPolicy, KubectlPolicy, SshPolicy};
-use crate::config::{ByteSize, HumanDuration};
-pub use patterns::{AnchoredRegex, Glob, HostPattern, Identifier, Network};
+pub use crate::syntax::{
+    AnchoredRegex, Glob, HostPattern, Identifier, Network, describe_toml_error,
+};
+use crate::syntax::{ByteSize, HumanDuration};
+pub use capability::{Capability, Effect};
+pub use http::HttpPolicy;
+pub use kubectl::KubectlPolicy;
+pub use ssh::SshPolicy;
 
 /// A runbook's whole policy.
 #[derive(Debug, Deserialize)]
@@ -223,20 +232,6 @@ impl Policy {
             granted.push(Capability::Http);
         }
         granted
-    }
-}
-
-/// Renders a TOML error as `line L, column C: reason`, the form every Quell file error uses.
-pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
-    match error.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {column}: {message}")
-        }
-        None => message.to_owned(),
     }
 }
 

@@ -2,7 +2,7 @@ use super::*;
 use crate::bindings::quell::runbook::kubectl::Options;
 use crate::capabilities::testing::context;
 use crate::capabilities::{Decision, Phase};
-use crate::policy::Policy;
+use crate::policy::{Effect, Policy};
 
 fn request(verb: WitVerb, resource: &str, namespace: Option<&str>, name: Option<&str>) -> Request {
     Request {
