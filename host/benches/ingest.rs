@@ -5,7 +5,8 @@
 //! 2. Latency: an open-loop 1,000 alerts/s schedule; latency counts from the scheduled send
 //!    time, so a stalled daemon cannot hide queueing (no coordinated omission).
 //!
-//! `cargo bench -p quell --bench ingest` (QUELL_BENCH_SECS sets each phase's length, 10 s).
+//! `cargo bench -p quell --bench ingest` (QUELL_BENCH_SECS sets each phase's length, 10 s;
+//! QUELL_BENCH_BIN runs another `quell` binary, for an A/B against an earlier commit).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // a bench tool
 
@@ -57,7 +58,9 @@ fn start_daemon() -> Daemon {
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_quell"))
+    let binary = std::env::var_os("QUELL_BENCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_quell").into());
+    let child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&config)
         .env("QUELL_LOG", "warn")

@@ -29,7 +29,7 @@ fn setup(
 ) -> (
     Runtime,
     quell::sandbox::LoadedRunbook,
-    quell::bindings::quell::runbook::types::Incident,
+    quell::incident::Incident,
 ) {
     let probe = workspace().join(format!("target/wasm32-wasip2/wasm/{guest}.wasm"));
     assert!(
@@ -184,6 +184,7 @@ fn bench_floor(c: &mut Criterion) {
     let rt = current_thread();
     let dir = tempfile::tempdir().unwrap();
     let (runtime, _, incident) = setup(dir.path(), "minimal", "");
+    let incident = quell::bindings::quell::runbook::types::Incident::from(&incident);
     let wasm = workspace().join("target/wasm32-wasip2/wasm/minimal.wasm");
     let pre = floor::pre(runtime.engine(), &wasm);
     let engine = runtime.engine().clone();

@@ -124,11 +124,7 @@ async fn shed(
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> Response {
-    let gauges = app
-        .store
-        .read(crate::store::queries::gauges)
-        .await
-        .unwrap_or_default();
+    let gauges = app.store.gauges().await.unwrap_or_default();
     let text = app.metrics.render(&gauges, app.store.queued_writes());
     (
         [(
@@ -176,14 +172,20 @@ impl ApiError {
     }
 }
 
+/// A store error as a client sees it: a generic text and the status, never the database's
+/// own message; the detail goes to the log.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        match error {
-            StoreError::Unavailable(_) => Self::unavailable(error.to_string()),
-            StoreError::Failed(message) => {
-                tracing::error!(error = %message, "database error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-            }
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        if error.is_unavailable() {
+            tracing::warn!(%error, ?source, "database unavailable");
+            Self::unavailable("the database is unavailable: try again later")
+        } else {
+            tracing::error!(%error, ?source, "database error");
+            Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the request could not be completed; the daemon's log says why",
+            )
         }
     }
 }

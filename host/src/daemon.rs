@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::sandbox::Runtime;
-use crate::store::{Store, jobs};
+use crate::store::Store;
 
 /// A running daemon.
 #[derive(Debug)]
@@ -114,7 +114,7 @@ impl Daemon {
         let config = Arc::new(config);
         let store = Store::open(&config.database.path, config.database.busy_timeout.0)?;
         let recovery = store
-            .write(jobs::recover)
+            .recover()
             .await
             .context("cannot recover jobs left running")?;
         if recovery.requeued + recovery.interrupted > 0 {
@@ -144,7 +144,6 @@ impl Daemon {
             &state.config,
             &state.store,
             &state.metrics,
-            pipeline.notices(),
             &stopped,
             &mut workers,
         )
@@ -191,7 +190,7 @@ impl Daemon {
             );
             self.workers.abort_all();
             while self.workers.join_next().await.is_some() {}
-            let recovery = self.state.store.write(jobs::recover).await?;
+            let recovery = self.state.store.recover().await?;
             warn!(
                 requeued = recovery.requeued,
                 interrupted = recovery.interrupted,

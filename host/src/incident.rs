@@ -1,9 +1,50 @@
 //! Turning an alert, as monitoring sends it, into the incident a runbook sees.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::bindings::quell::runbook::types::{Incident, Severity};
+/// How bad an incident is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Page now.
+    Critical,
+    /// Page.
+    High,
+    /// The default.
+    Medium,
+    /// Look at it today.
+    Low,
+    /// For the record.
+    Info,
+}
+
+/// An alert as Quell keeps it: the incident it opens or changes. Runbooks get it converted
+/// to the WIT `incident` record at the sandbox boundary ([`crate::sandbox`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `INC-XXXXXXXX`, derived from source, fingerprint and startsAt.
+    pub id: String,
+    /// From the `summary` annotation, else `alertname`.
+    pub title: String,
+    /// From the `severity` label.
+    pub severity: Severity,
+    /// `alertmanager`, `grafana`, `generic` or `cli`.
+    pub source: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Labels, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// Annotations, sorted by name.
+    pub annotations: Vec<(String, String)>,
+    /// The alert's identity within its source.
+    pub fingerprint: String,
+    /// RFC 3339, when the alert says when it started.
+    pub starts_at: Option<String>,
+    /// The alert exactly as received, as JSON.
+    pub alert_json: String,
+}
 
 /// Maps a `severity` label to a severity. Unknown or missing values are `medium`, never an
 /// error: a typo in an alert rule must not drop the alert (the seed crashed on them).

@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod incident;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;

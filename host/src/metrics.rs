@@ -7,7 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::store::queries::Gauges;
+use crate::store::Gauges;
 
 type Labels = Vec<(&'static str, String)>;
 

@@ -1,7 +1,7 @@
 //! Notifications through a durable outbox.
 //!
-//! A lifecycle change writes a [`Notice`] into `notifications` in the same transaction as
-//! the change ([`record`]). One dispatcher per destination (Slack, PagerDuty, the outgoing
+//! A lifecycle change writes a [`Notice`] into the store's outbox in the same transaction as
+//! the change ([`crate::store::Store::apply`]). One dispatcher per destination (Slack, PagerDuty, the outgoing
 //! webhook) walks the notices in order, decides from its route whether each is for it,
 //! and delivers: one incident's notices in order (a trigger before its resolve, a thread's
 //! root before its replies), retries with exponential backoff and jitter, `Retry-After` on
@@ -16,184 +16,17 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{NotifyConfig, Route};
+use crate::lifecycle::NoticeKind;
+pub use crate::lifecycle::{FindingView, IncidentView, Notice};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, now};
-
-/// The incident as a notice shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct IncidentView {
-    /// `INC-XXXXXXXX`
-    pub id: String,
-    /// Title.
-    pub title: String,
-    /// Severity name.
-    pub severity: String,
-    /// `open`, `acknowledged`, `resolved`.
-    pub status: String,
-    /// Alert source.
-    pub source: String,
-    /// RFC 3339.
-    pub created_at: String,
-    /// Whether on-call was called in.
-    pub escalated: bool,
-    /// Labels.
-    pub labels: Value,
-}
-
-/// A finding as notices carry it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FindingView {
-    /// Check name.
-    pub name: String,
-    /// Whether it looked healthy.
-    pub ok: bool,
-    /// One line.
-    pub summary: String,
-}
-
-/// One thing to tell people.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Notice {
-    /// `created`, `diagnosed`, `plan`, `remediated`, `remediation-failed`, `escalated`,
-    /// `acknowledged`, `approved`, `rejected`, `resolved`.
-    pub kind: String,
-    /// When.
-    pub at: String,
-    /// The incident as it was at that moment.
-    pub incident: IncidentView,
-    /// The runbook concerned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub runbook: Option<String>,
-    /// What happened, in a sentence.
-    pub message: String,
-    /// Diagnosis findings.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub findings: Vec<FindingView>,
-    /// A plan's steps.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub plan: Vec<String>,
-}
-
-/// Records which destinations are configured (`settings.notify`), so that with none no
-/// notice is written at all.
-pub fn configure(conn: &Connection, destinations: &[&str]) -> Result<(), StoreError> {
-    let before: String = conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
-        .query_row([], |row| row.get(0))
-        .optional()?
-        .unwrap_or_default();
-    let before: Vec<&str> = before.split(',').collect();
-    conn.prepare_cached(
-        "INSERT INTO settings (key, value) VALUES ('notify', ?1)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([destinations.join(",")])?;
-    // A destination configured for the first time (or again after a while without it)
-    // starts with what comes next, not with
-    // the history other destinations were sent (a new PagerDuty must not page for last
-    // week): a `skipped` marker at the newest notice sets its routing cursor. Destinations
-    // configured before keep their place, routed or not.
-    let (at, _) = now();
-    for destination in destinations.iter().filter(|d| !before.contains(d)) {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO deliveries
-                 (notification_id, destination, incident_id, state, next_at_ms, created_at)
-             SELECT max(id), ?1, '', 'skipped', 0, ?2 FROM notifications
-             HAVING max(id) IS NOT NULL",
-        )?
-        .execute(params![destination, at])?;
-    }
-    Ok(())
-}
-
-fn enabled(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
-        .query_row([], |row| row.get::<_, String>(0))
-        .optional()?
-        .is_some_and(|v| !v.is_empty()))
-}
-
-/// Writes a notice for `incident` into the outbox, inside the caller's transaction (nothing
-/// when no destination is configured).
-pub fn record(
-    conn: &Connection,
-    incident: &str,
-    kind: &str,
-    runbook: Option<&str>,
-    message: &str,
-    findings: Vec<FindingView>,
-    plan: Vec<String>,
-) -> Result<(), StoreError> {
-    if !enabled(conn)? {
-        return Ok(());
-    }
-    let Some(view) = conn
-        .prepare_cached(
-            "SELECT id, title, severity, status, source, created_at, escalated, labels
-             FROM incidents WHERE id = ?1",
-        )?
-        .query_row([incident], |row| {
-            Ok(IncidentView {
-                id: row.get(0)?,
-                title: row.get(1)?,
-                severity: row.get(2)?,
-                status: row.get(3)?,
-                source: row.get(4)?,
-                created_at: row.get(5)?,
-                escalated: row.get(6)?,
-                labels: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or(Value::Null),
-            })
-        })
-        .optional()?
-    else {
-        return Ok(());
-    };
-    let (at, ms) = now();
-    let notice = Notice {
-        kind: kind.to_owned(),
-        at: at.clone(),
-        incident: view,
-        runbook: runbook.map(str::to_owned),
-        message: message.to_owned(),
-        findings,
-        plan,
-    };
-    conn.prepare_cached(
-        "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        incident,
-        kind,
-        serde_json::to_string(&notice)?,
-        at,
-        ms
-    ])?;
-    Ok(())
-}
+use crate::store::{Due, Hub, Settlement, Store, StoreError};
 
 /// Every notice kind, in lifecycle order.
-pub const KINDS: &[&str] = &[
-    "created",
-    "reopened",
-    "diagnosed",
-    "plan",
-    "remediated",
-    "remediation-failed",
-    "escalated",
-    "acknowledged",
-    "approved",
-    "rejected",
-    "resolved",
-];
+pub const KINDS: &[NoticeKind] = NoticeKind::ALL;
 
 const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
@@ -205,11 +38,11 @@ fn rank(severity: &str) -> usize {
 }
 
 /// Whether `route` (with `kinds` as the destination's default events) takes `notice`.
-pub fn routed(route: &Route, kinds: &[&str], notice: &Notice) -> bool {
+pub fn routed(route: &Route, kinds: &[NoticeKind], notice: &Notice) -> bool {
     let kind_ok = if route.events.is_empty() {
-        kinds.contains(&notice.kind.as_str())
+        kinds.contains(&notice.kind)
     } else {
-        route.events.contains(&notice.kind)
+        route.events.iter().any(|e| notice.kind == e.as_str())
     };
     let severity_ok = rank(&notice.incident.severity) <= rank(&route.min_severity);
     let runbook_ok = route.runbooks.is_empty()
@@ -266,13 +99,12 @@ pub trait Destination: Send + Sync + 'static {
     ) -> impl Future<Output = Outcome> + Send;
 }
 
-/// Starts a dispatcher per configured destination; `wake` tells them a notice was committed
-/// (they also look every half second).
+/// Starts a dispatcher per configured destination; the store's [`Hub`] tells them a notice
+/// was committed (they also look every half second).
 pub async fn start(
     config: &crate::config::Config,
     store: &Store,
     metrics: &Arc<Metrics>,
-    wake: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
     set: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<()> {
@@ -287,16 +119,10 @@ pub async fn start(
     .collect();
     let client = crate::capabilities::http::notification_client(notify.timeout.0)?;
     let public_url = config.server.public_url.clone();
-    let names: Vec<String> = destinations.iter().map(|d| (*d).to_owned()).collect();
-    store
-        .write(move |conn| {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            configure(conn, &names)
-        })
-        .await?;
+    store.configure_destinations(destinations).await?;
     if let Some(slack) = &notify.slack {
         let destination = slack::Slack::new(slack, client.clone())?;
-        spawn(set, destination, store, notify, metrics, wake, stop);
+        spawn(set, destination, store, notify, metrics, stop);
     }
     if let Some(pagerduty) = &notify.pagerduty {
         let destination = pagerduty::PagerDuty::new(
@@ -305,11 +131,11 @@ pub async fn start(
             public_url.clone(),
             notify.slack.is_some(),
         )?;
-        spawn(set, destination, store, notify, metrics, wake, stop);
+        spawn(set, destination, store, notify, metrics, stop);
     }
     if let Some(webhook) = &notify.webhook {
         let destination = webhook::Webhook::new(webhook, client)?;
-        spawn(set, destination, store, notify, metrics, wake, stop);
+        spawn(set, destination, store, notify, metrics, stop);
     }
     Ok(())
 }
@@ -320,7 +146,6 @@ fn spawn<D: Destination>(
     store: &Store,
     config: &NotifyConfig,
     metrics: &Arc<Metrics>,
-    wake: &Arc<Notify>,
     stop: &watch::Receiver<bool>,
 ) {
     let dispatcher = Dispatcher {
@@ -330,7 +155,7 @@ fn spawn<D: Destination>(
         backoff: config.backoff.0,
         max_backoff: config.max_backoff.0,
         metrics: metrics.clone(),
-        wake: wake.clone(),
+        hub: store.hub().clone(),
     };
     let stop = stop.clone();
     set.spawn(async move { dispatcher.run(stop).await });
@@ -343,14 +168,7 @@ struct Dispatcher<D> {
     backoff: Duration,
     max_backoff: Duration,
     metrics: Arc<Metrics>,
-    wake: Arc<Notify>,
-}
-
-/// A delivery ready to attempt.
-struct Due {
-    id: i64,
-    attempts: u32,
-    notice: Notice,
+    hub: Arc<Hub>,
 }
 
 impl<D: Destination> Dispatcher<D> {
@@ -361,7 +179,7 @@ impl<D: Destination> Dispatcher<D> {
             if *stop.borrow() {
                 return;
             }
-            let notified = self.wake.notified();
+            let notified = self.hub.notices().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             if let Err(e) = self.route().await {
@@ -399,92 +217,26 @@ impl<D: Destination> Dispatcher<D> {
     /// Creates this destination's delivery rows for new notices, in order.
     async fn route(&self) -> Result<(), StoreError> {
         let name = self.destination.name();
-        let pending: Vec<(i64, String, String)> = self
-            .store
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT id, incident_id, notice FROM notifications
-                         WHERE id > (SELECT coalesce(max(notification_id), 0) FROM deliveries
-                                     WHERE destination = ?1)
-                         ORDER BY id LIMIT 200",
-                    )?
-                    .query_map([name], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                    .collect::<Result<_, _>>()?)
-            })
-            .await?;
+        let pending = self.store.unrouted_notices(name).await?;
         if pending.is_empty() {
             return Ok(());
         }
-        let rows: Vec<(i64, String, bool)> = pending
+        let routes = pending
             .into_iter()
-            .map(|(id, incident, text)| {
-                let accepted = serde_json::from_str::<Notice>(&text)
-                    .is_ok_and(|notice| self.destination.accepts(&notice));
+            .map(|(id, incident, notice)| {
+                let accepted = notice.is_some_and(|notice| self.destination.accepts(&notice));
                 (id, incident, accepted)
             })
             .collect();
-        self.store
-            .write(move |conn| {
-                let (at, ms) = now();
-                let mut insert = conn.prepare_cached(
-                    "INSERT OR IGNORE INTO deliveries
-                         (notification_id, destination, incident_id, state, next_at_ms, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for (id, incident, accepted) in rows {
-                    let state = if accepted { "pending" } else { "skipped" };
-                    insert.execute(params![id, name, incident, state, ms, at])?;
-                }
-                Ok(())
-            })
-            .await
+        self.store.route_notices(name, routes).await
     }
 
     /// The oldest due delivery whose incident has nothing earlier still pending here (nor,
     /// for up to [`HOLD`], at the destination this one waits for).
     async fn next(&self) -> Result<Option<Due>, StoreError> {
-        let name = self.destination.name();
-        let waits_for = self.destination.waits_for().unwrap_or("");
-        let (_, ms) = now();
-        let hold_ms = i64::try_from(HOLD.as_millis()).unwrap_or(i64::MAX);
-        let row: Option<(i64, u32, String)> = self
-            .store
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT d.id, d.attempts, n.notice FROM deliveries d
-                         JOIN notifications n ON n.id = d.notification_id
-                         WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_at_ms <= ?2
-                           AND NOT EXISTS (SELECT 1 FROM deliveries e
-                                           WHERE e.destination = d.destination
-                                             AND e.incident_id = d.incident_id
-                                             AND e.state = 'pending' AND e.id < d.id)
-                           AND (?3 = '' OR n.created_ms < ?2 - ?4 OR (
-                                EXISTS (SELECT 1 FROM deliveries r WHERE r.destination = ?3
-                                          AND r.notification_id >= d.notification_id)
-                                AND NOT EXISTS (SELECT 1 FROM deliveries w
-                                          WHERE w.destination = ?3
-                                            AND w.incident_id = d.incident_id
-                                            AND w.state = 'pending'
-                                            AND w.notification_id < d.notification_id)))
-                         ORDER BY d.id LIMIT 1",
-                    )?
-                    .query_row(params![name, ms, waits_for, hold_ms], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()?)
-            })
-            .await?;
-        let Some((id, attempts, text)) = row else {
-            return Ok(None);
-        };
-        let notice: Notice = serde_json::from_str(&text)?;
-        Ok(Some(Due {
-            id,
-            attempts,
-            notice,
-        }))
+        self.store
+            .next_delivery(self.destination.name(), self.destination.waits_for(), HOLD)
+            .await
     }
 
     async fn settle(&self, due: &Due, outcome: Outcome) -> Result<(), StoreError> {
@@ -524,18 +276,13 @@ impl<D: Destination> Dispatcher<D> {
             }
             _ => {}
         }
-        let id = due.id;
         self.store
-            .write(move |conn| {
-                let (at, ms) = now();
-                let next = ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
-                conn.prepare_cached(
-                    "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
-                         next_at_ms = ?5, sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, state, attempts, error, next, at])?;
-                Ok(())
+            .settle_delivery(Settlement {
+                id: due.id,
+                state,
+                attempts,
+                error,
+                retry_in: delay,
             })
             .await
     }
@@ -549,29 +296,6 @@ impl<D: Destination> Dispatcher<D> {
         let jitter = rand::random_range(0.5..1.5);
         exponential.mul_f64(jitter).min(self.max_backoff)
     }
-}
-
-/// Deliveries that gave up, newest first.
-pub fn dead(conn: &Connection, limit: u32) -> Result<Vec<Value>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT d.id, d.destination, d.incident_id, n.kind, d.attempts, d.last_error,
-                 d.created_at
-             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?1",
-        )?
-        .query_map([limit.clamp(1, 500)], |row| {
-            Ok(serde_json::json!({
-                "id": row.get::<_, i64>(0)?,
-                "destination": row.get::<_, String>(1)?,
-                "incident": row.get::<_, String>(2)?,
-                "kind": row.get::<_, String>(3)?,
-                "attempts": row.get::<_, i64>(4)?,
-                "error": row.get::<_, Option<String>>(5)?,
-                "created_at": row.get::<_, String>(6)?,
-            }))
-        })?
-        .collect::<Result<_, _>>()?)
 }
 
 /// Classifies an HTTP answer the common way: 2xx sent, 429 and 5xx retried (with
@@ -613,11 +337,13 @@ pub fn transport(error: reqwest::Error) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn notice(kind: &str, severity: &str, runbook: Option<&str>) -> Notice {
         Notice {
-            kind: kind.to_owned(),
+            kind: NoticeKind::parse(kind).unwrap(),
             at: String::new(),
             incident: IncidentView {
                 id: "INC-1".to_owned(),
@@ -636,58 +362,6 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_destination_added_later_starts_with_what_comes_next() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        let cursor = |store: &Store, destination: &'static str| {
-            let store = store.clone();
-            async move {
-                store
-                    .read(move |conn| {
-                        Ok(conn.query_row(
-                            "SELECT coalesce(max(notification_id), 0) FROM deliveries
-                             WHERE destination = ?1",
-                            [destination],
-                            |r| r.get::<_, i64>(0),
-                        )?)
-                    })
-                    .await
-                    .unwrap()
-            }
-        };
-        store
-            .write(|conn| {
-                configure(conn, &["slack"])?;
-                conn.execute(
-                    "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
-                         labels, annotations, alert_json, created_at, created_ms, updated_at)
-                     VALUES ('INC-1', 's', 'f', 'open', 'high', 't', '{}', '{}', '{}', 'x', 0, 'x')",
-                    [],
-                )?;
-                record(conn, "INC-1", "created", None, "m", vec![], vec![])?;
-                record(conn, "INC-1", "escalated", None, "m", vec![], vec![])
-            })
-            .await
-            .unwrap();
-        // Slack has not routed anything yet: it starts from the beginning.
-        assert_eq!(cursor(&store, "slack").await, 0);
-        store
-            .write(|conn| configure(conn, &["slack", "pagerduty"]))
-            .await
-            .unwrap();
-        assert_eq!(
-            cursor(&store, "slack").await,
-            0,
-            "existing destinations keep their place"
-        );
-        assert_eq!(
-            cursor(&store, "pagerduty").await,
-            2,
-            "no page for last week's escalations"
-        );
-    }
-
     #[test]
     fn routes_filter_by_kind_severity_and_runbook() {
         let route = Route {
@@ -695,7 +369,11 @@ mod tests {
             min_severity: "high".to_owned(),
             runbooks: vec!["disk-space".to_owned()],
         };
-        let kinds = ["created", "escalated", "diagnosed"];
+        let kinds = [
+            NoticeKind::Created,
+            NoticeKind::Escalated,
+            NoticeKind::Diagnosed,
+        ];
         assert!(routed(
             &route,
             &kinds,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::store::queries::IncidentDetail;
+use crate::store::IncidentDetail;
 
 /// Markdown table cells: one line, pipes escaped, cut at `max` characters.
 fn cell(text: &str, max: usize) -> String {

@@ -6,10 +6,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::bindings::quell::runbook::types::{Diagnosis, Incident, Remediation};
+use crate::bindings::quell::runbook::types::{Diagnosis, Remediation};
 use crate::capabilities::CallRecord;
+use crate::incident::Incident;
 use crate::incident::severity_name;
-use crate::policy::Mode;
+use crate::lifecycle::{Gate, gate};
 use crate::sandbox::{Invocation, LoadedRunbook, Runtime};
 
 /// How to run.
@@ -159,13 +160,14 @@ async fn run_one(
         }
     };
     report.diagnosis = Some(Ok(diagnosis.clone()));
-    let skipped = match policy.mode {
-        Mode::Diagnose => Some("the policy's mode is diagnose: findings go to a human".to_owned()),
-        Mode::Approve if !options.approve => Some(
+    // `quell run` has no pause switch; `--approve` stands in for a human's approval.
+    let skipped = match gate(policy.mode, options.approve, false) {
+        Gate::HandOver => Some("the policy's mode is diagnose: findings go to a human".to_owned()),
+        Gate::Hold(_) => Some(
             "the policy's mode is approve: the plan awaits approval (pass --approve to run it)"
                 .to_owned(),
         ),
-        Mode::Approve | Mode::Auto => None,
+        Gate::Remediate => None,
     };
     if let Some(reason) = skipped {
         report.remediation_skipped = Some(reason);

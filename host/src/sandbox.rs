@@ -19,10 +19,11 @@ use wasmtime::component::{HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::quell::runbook::types::{Diagnosis, Incident, Remediation};
+use crate::bindings::quell::runbook::types::{self as wit, Diagnosis, Remediation};
 use crate::bindings::{Runbook, RunbookPre};
 use crate::capabilities::{CallContext, CallRecord, Capabilities, Capability, Phase};
 use crate::config::{ByteSize, Config, HumanDuration};
+use crate::incident::{Incident, Severity};
 use crate::policy::Policy;
 
 pub use loader::LoadError;
@@ -256,6 +257,7 @@ impl Runtime {
     ) -> Invocation<Option<Diagnosis>> {
         let timeout = runbook.policy.runbook.timeout.0;
         let matches_deadline = timeout.min(MATCHES_DEADLINE);
+        let incident = &wit::Incident::from(incident);
         self.invoke(
             runbook,
             Phase::Matches,
@@ -302,6 +304,7 @@ impl Runtime {
     ) -> Invocation<Remediation> {
         let deadline = runbook.policy.runbook.timeout.0;
         let dry_run = dry_run || runbook.policy.runbook.dry_run;
+        let incident = &wit::Incident::from(incident);
         self.invoke(
             runbook,
             Phase::Remediate,
@@ -494,4 +497,28 @@ fn link_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
     cli::terminal_stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
     cli::terminal_stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
     Ok(())
+}
+
+/// The sandbox boundary: the incident as the WIT world carries it to a runbook.
+impl From<&Incident> for wit::Incident {
+    fn from(incident: &Incident) -> Self {
+        Self {
+            id: incident.id.clone(),
+            title: incident.title.clone(),
+            severity: match incident.severity {
+                Severity::Critical => wit::Severity::Critical,
+                Severity::High => wit::Severity::High,
+                Severity::Medium => wit::Severity::Medium,
+                Severity::Low => wit::Severity::Low,
+                Severity::Info => wit::Severity::Info,
+            },
+            source: incident.source.clone(),
+            status: incident.status.clone(),
+            labels: incident.labels.clone(),
+            annotations: incident.annotations.clone(),
+            fingerprint: incident.fingerprint.clone(),
+            starts_at: incident.starts_at.clone(),
+            alert_json: incident.alert_json.clone(),
+        }
+    }
 }

@@ -7,8 +7,8 @@
 
 use serde_json::{Map, Value};
 
-use crate::bindings::quell::runbook::types::Incident;
 use crate::config::GenericFields;
+use crate::incident::Incident;
 use crate::incident::from_alert_value;
 
 /// The alert sources Quell accepts.

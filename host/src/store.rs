@@ -1,275 +1,439 @@
-//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, one writer thread that
-//! commits in groups, and a few reader connections.
+//! Quell's state, behind one boundary: named operations on Quell's own types.
 //!
-//! Every write is a closure run by the writer thread inside a savepoint of the current
-//! batch; the batch commits (one fsync) and only then is each caller told its write is
-//! durable. Under load many requests share one commit, which is what makes "committed
-//! before the 2xx" affordable: one fsync costs about 4 ms on this class of machine.
+//! Everything the daemon keeps — deliveries, incidents and their timelines, the job queue,
+//! runs and their capability calls, the notification outbox, Slack threads, settings — is
+//! read and written here and nowhere else; no SQL and no database type leaves this module.
+//! Each operation is one transaction. Changes to an incident go through
+//! [`Store::apply`] with a [`Transition`], which writes the state, its timeline event, its
+//! notices and the jobs that follow from it together.
+//!
+//! After a commit that queued work or notices, the store rings its [`Hub`]: workers and
+//! notification dispatchers wait on it, so no caller has to remember to wake them.
+//!
+//! The embedded default is SQLite (`store/sqlite.rs`: WAL, `synchronous=FULL`, one writer
+//! thread committing in groups); the operations below are the set a second backend
+//! implements.
 
-pub mod incidents;
-pub mod jobs;
-pub mod queries;
+mod apply;
+mod incidents;
+mod jobs;
+mod outbox;
+mod queries;
+mod slack;
+mod sqlite;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 
-/// How many writes one transaction takes at most.
-const MAX_BATCH: usize = 512;
-/// Writes waiting for the writer thread; beyond it callers wait for room (backpressure).
-const QUEUE_DEPTH: usize = 4096;
-/// Reader connections kept open.
-const READERS: usize = 4;
+pub use incidents::{Arrival, Delivery, Effect, Ingested};
+pub use jobs::{Decision, Job, Pruned, Recovery};
+pub use outbox::{DeadNotification, Due, Settlement};
+pub use queries::{
+    DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage, IncidentSummary,
+    JobSummary, Run,
+};
+
+use crate::capabilities::CallRecord;
+use crate::incident::Incident;
+use crate::lifecycle::{Applied, Notice, Transition};
+
+/// The source of a [`StoreError`], kept for logs.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
 
 /// Why the store could not do something.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not commit (locked by another process past the busy timeout, disk
     /// full, I/O error) or the writer has stopped. Callers answer 503.
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
-    /// The write itself failed (a constraint, a bug); the rest of the batch is unaffected.
-    #[error("{0}")]
-    Failed(String),
+    #[error("the database is unavailable: {message}")]
+    Unavailable {
+        /// What went wrong.
+        message: String,
+        /// The database's own error.
+        #[source]
+        source: Option<Source>,
+    },
+    /// The operation itself failed (a constraint, a bug); the rest of the batch is
+    /// unaffected. Callers answer 500.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// The database's own error.
+        #[source]
+        source: Option<Source>,
+    },
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(error: rusqlite::Error) -> Self {
-        match error.sqlite_error_code() {
-            Some(
-                rusqlite::ErrorCode::DatabaseBusy
-                | rusqlite::ErrorCode::DatabaseLocked
-                | rusqlite::ErrorCode::DiskFull
-                | rusqlite::ErrorCode::SystemIoFailure
-                | rusqlite::ErrorCode::CannotOpen
-                | rusqlite::ErrorCode::ReadOnly,
-            ) => Self::Unavailable(error.to_string()),
-            _ => Self::Failed(error.to_string()),
+impl StoreError {
+    /// Unavailable, for a reason of the store's own.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            message: message.into(),
+            source: None,
         }
+    }
+
+    /// Failed, for a reason of the store's own.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Whether the database is unavailable (as opposed to the operation failing).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }
 
 impl From<serde_json::Error> for StoreError {
     fn from(error: serde_json::Error) -> Self {
-        Self::Failed(error.to_string())
+        Self::Failed {
+            message: error.to_string(),
+            source: Some(Arc::new(error)),
+        }
     }
 }
 
-/// A write: run inside the batch's transaction (or not at all, given `None`, when the batch
-/// could not begin), then told whether the batch committed.
-type Write = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
-type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// Wake-ups rung after commits: workers wait on `jobs`, dispatchers on `notices`.
+#[derive(Debug, Default)]
+pub struct Hub {
+    jobs: Notify,
+    notices: Notify,
+}
+
+impl Hub {
+    /// What workers wait on: a job may be ready.
+    pub fn jobs(&self) -> &Notify {
+        &self.jobs
+    }
+
+    /// What dispatchers wait on: a notice may have been committed.
+    pub fn notices(&self) -> &Notify {
+        &self.notices
+    }
+
+    fn ring(&self, jobs: bool) {
+        if jobs {
+            self.jobs.notify_waiters();
+        }
+        self.notices.notify_waiters();
+    }
+}
 
 /// The database handle; cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Store {
-    writes: mpsc::Sender<Write>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    path: Arc<PathBuf>,
-    busy_timeout: Duration,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
-    }
-}
-
-/// WAL pages (4 KiB) written before the writer copies them back into the database.
-/// SQLite's default is 1,000; checkpointing a third as often lets the pages every new
-/// incident touches (index leaves, the events table's tail) be written back once per
-/// checkpoint instead of three times. Measured with `cargo bench -p quell --bench ingest`:
-/// 1,000 → 4,245 / 4,783 alerts/s, p99 at 1,000/s 14.8 ms; 3,000 → 5,421 / 5,767 alerts/s,
-/// p99 25 ms (a longer checkpoint holds the writer longer); 8,000 → 5,566 / 5,719, p99 44 ms.
-const WAL_CHECKPOINT_PAGES: i64 = 3_000;
-
-fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(busy_timeout)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
+    db: sqlite::Sqlite,
+    hub: Arc<Hub>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and starts the writer thread.
+    /// Opens (creating if needed) the embedded database.
     pub fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", dir.display()))?;
-        }
-        let writer = open(path, busy_timeout)
-            .map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", path.display()))?;
-        writer
-            .execute_batch(include_str!("store/schema.sql"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot create the schema: {e}", path.display()))?;
-        let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
-        std::thread::Builder::new()
-            .name("quell-store-writer".to_owned())
-            .spawn(move || write_loop(writer, queue))?;
-
         Ok(Self {
-            writes,
-            readers: Arc::new(Mutex::new(Vec::new())),
-            path: Arc::new(path.to_owned()),
-            busy_timeout,
+            db: sqlite::Sqlite::open(path, busy_timeout)?,
+            hub: Arc::new(Hub::default()),
         })
     }
 
     /// The database file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    /// Runs `write` in the next batch and returns once that batch has committed.
-    pub async fn write<T: Send + 'static>(
-        &self,
-        write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let job: Write = Box::new(move |conn| {
-            let result = match conn {
-                Some(conn) => write(conn),
-                None => Err(StoreError::Unavailable("not run".to_owned())),
-            };
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |committed| {
-                let _ = reply.send(committed.and(result));
-            });
-            (ok, completion)
-        });
-        self.writes
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".to_owned()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".to_owned()))?
-    }
-
-    /// Runs `read` on a reader connection (WAL: it sees the last commit, never blocks writes).
-    pub async fn read<T: Send + 'static>(
-        &self,
-        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = store.take_reader()?;
-            let result = read(&conn);
-            store.give_back(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Failed(format!("reader task failed: {e}")))?
-    }
-
-    fn take_reader(&self) -> Result<Connection, StoreError> {
-        let pooled = self
-            .readers
-            .lock()
-            .map_err(|_| StoreError::Failed("reader pool poisoned".to_owned()))?
-            .pop();
-        match pooled {
-            Some(conn) => Ok(conn),
-            None => Ok(open(&self.path, self.busy_timeout)?),
-        }
-    }
-
-    fn give_back(&self, conn: Connection) {
-        if let Ok(mut pool) = self.readers.lock()
-            && pool.len() < READERS
-        {
-            pool.push(conn);
-        }
+    /// The wake-ups this store rings.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
     /// Writes waiting for the writer (the ingest backlog).
     pub fn queued_writes(&self) -> usize {
-        QUEUE_DEPTH - self.writes.capacity()
+        self.db.queued_writes()
     }
-}
 
-fn write_loop(conn: Connection, mut queue: mpsc::Receiver<Write>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(write) => batch.push(write),
-                Err(_) => break,
-            }
-        }
-        commit_batch(&conn, &mut batch);
-    }
-}
+    // Ingest.
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Write>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let error = StoreError::from(e);
-        for write in batch.drain(..) {
-            let (_, done) = write(None);
-            done(Err(error.clone()));
-        }
-        return;
+    /// Stores a delivery and applies its alerts to incidents, in one transaction.
+    pub async fn ingest(&self, delivery: Delivery) -> Result<Ingested, StoreError> {
+        let ingested = self
+            .db
+            .write(move |conn| incidents::ingest(conn, &delivery))
+            .await?;
+        let queued = ingested
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Created(_) | Effect::Reopened(_)));
+        self.hub.ring(queued);
+        Ok(ingested)
     }
-    let mut completions = Vec::with_capacity(batch.len());
-    let mut writes = batch.drain(..);
-    while let Some(write) = writes.next() {
-        let savepoint = conn.execute_batch("SAVEPOINT w");
-        // A panicking write must not take the writer (and so every later request) with it:
-        // its savepoint is rolled back and its caller, whose reply went with the panic, is
-        // told the store failed.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(Some(conn))));
-        let closed = match &outcome {
-            Err(_) => {
-                tracing::error!("a database write panicked; it was rolled back");
-                if savepoint.is_ok() {
-                    let _ = conn.execute_batch("ROLLBACK TO w; RELEASE w");
-                }
-                Ok(())
-            }
-            Ok(_) if savepoint.is_err() => savepoint,
-            Ok((true, _)) => conn.execute_batch("RELEASE w"),
-            Ok((false, _)) => conn.execute_batch("ROLLBACK TO w; RELEASE w"),
-        };
-        if let Ok((_, done)) = outcome {
-            completions.push((closed.map_err(StoreError::from), done));
-        }
-        if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back on its own (disk full, I/O error):
-            // every write of this batch so far is gone, and a later SAVEPOINT would commit
-            // by itself. Those callers are told so; the writes not yet run get a fresh
-            // transaction.
-            let lost = StoreError::Unavailable(
-                "the database rolled the transaction back (disk full or I/O error)".to_owned(),
-            );
-            for (_, done) in completions {
-                done(Err(lost.clone()));
-            }
-            let mut rest: Vec<Write> = writes.collect();
-            if !rest.is_empty() {
-                commit_batch(conn, &mut rest);
-            }
-            return;
-        }
+
+    /// Keeps a delivery that could not be used, with why; returns its id.
+    pub async fn dead_letter(
+        &self,
+        source: &'static str,
+        body: Vec<u8>,
+        error: String,
+    ) -> Result<i64, StoreError> {
+        self.db
+            .write(move |conn| incidents::dead_letter(conn, source, &body, &error))
+            .await
     }
-    let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
-    if committed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+
+    // The lifecycle.
+
+    /// Applies a transition: its state, timeline, notices and follow-up jobs, in one
+    /// transaction.
+    pub async fn apply(&self, transition: Transition) -> Result<Applied, StoreError> {
+        let (applied, queued) = self
+            .db
+            .write(move |conn| apply::apply(conn, &transition))
+            .await?;
+        self.hub.ring(queued);
+        Ok(applied)
     }
-    for (closed, done) in completions {
-        done(committed.clone().and(closed));
+
+    /// Approves or rejects every plan of `incident` awaiting approval (or only
+    /// `runbook`'s). A plan is decided once: a second decision finds nothing waiting.
+    pub async fn decide(
+        &self,
+        incident: String,
+        runbook: Option<String>,
+        approve: bool,
+        who: String,
+    ) -> Result<Decision, StoreError> {
+        let decision = self
+            .db
+            .write(move |conn| jobs::decide(conn, &incident, runbook.as_deref(), approve, &who))
+            .await?;
+        self.hub.ring(approve && !decision.runbooks.is_empty());
+        Ok(decision)
+    }
+
+    /// Expires plans whose approval window has passed and escalates their incidents.
+    pub async fn expire_approvals(&self) -> Result<usize, StoreError> {
+        let expired = self.db.write(jobs::expire_approvals).await?;
+        if expired > 0 {
+            self.hub.ring(false);
+        }
+        Ok(expired)
+    }
+
+    /// After a crash (or a shutdown that ran out of time): diagnoses that were running are
+    /// queued again, remediations are marked interrupted and escalated, never re-run.
+    pub async fn recover(&self) -> Result<Recovery, StoreError> {
+        let recovery = self.db.write(jobs::recover).await?;
+        self.hub.ring(recovery.requeued > 0);
+        Ok(recovery)
+    }
+
+    /// Deletes deliveries received before `inbox_before_ms` and incidents resolved before
+    /// `incidents_before_ms`, with everything that hangs off them.
+    pub async fn prune(
+        &self,
+        inbox_before_ms: i64,
+        incidents_before_ms: i64,
+    ) -> Result<Pruned, StoreError> {
+        self.db
+            .write(move |conn| jobs::prune(conn, inbox_before_ms, incidents_before_ms))
+            .await
+    }
+
+    // The job queue and runs.
+
+    /// Claims the oldest ready job.
+    pub async fn claim_job(&self) -> Result<Option<Job>, StoreError> {
+        self.db.write(jobs::claim).await
+    }
+
+    /// Adds one capability call to a started run, as it is made.
+    pub async fn journal_call(
+        &self,
+        run: i64,
+        incident: String,
+        call: CallRecord,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| jobs::journal_call(conn, run, &incident, &call))
+            .await
+    }
+
+    /// Whether remediation is paused for every runbook.
+    pub async fn paused(&self) -> Result<bool, StoreError> {
+        self.db.read(jobs::paused).await
+    }
+
+    /// Pauses or resumes remediation.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| jobs::set_paused(conn, paused))
+            .await?;
+        self.hub.ring(!paused);
+        Ok(())
+    }
+
+    /// Runs counted against each `(runbook, window ms)` budget inside its window.
+    pub async fn budgets_used(&self, budgets: Vec<(String, i64)>) -> Result<Vec<i64>, StoreError> {
+        self.db
+            .read(move |conn| {
+                budgets
+                    .iter()
+                    .map(|(name, per_ms)| jobs::budget_used(conn, name, *per_ms))
+                    .collect()
+            })
+            .await
+    }
+
+    // The outbox.
+
+    /// Records which destinations are configured; a destination configured for the first
+    /// time starts with the next notice, not with the history.
+    pub async fn configure_destinations(&self, names: Vec<&'static str>) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| outbox::configure(conn, &names))
+            .await
+    }
+
+    /// Notices `destination` has not routed yet, oldest first.
+    pub async fn unrouted_notices(
+        &self,
+        destination: &'static str,
+    ) -> Result<Vec<(i64, String, Option<Notice>)>, StoreError> {
+        self.db
+            .read(move |conn| outbox::unrouted(conn, destination))
+            .await
+    }
+
+    /// Routes notices to `destination`: `(notice id, incident, accepted)`; the rest are
+    /// skipped there.
+    pub async fn route_notices(
+        &self,
+        destination: &'static str,
+        routes: Vec<(i64, String, bool)>,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| outbox::route(conn, destination, &routes))
+            .await
+    }
+
+    /// The oldest due delivery of `destination` whose incident has nothing earlier pending
+    /// there (nor, for up to `hold`, at `waits_for`).
+    pub async fn next_delivery(
+        &self,
+        destination: &'static str,
+        waits_for: Option<&'static str>,
+        hold: Duration,
+    ) -> Result<Option<Due>, StoreError> {
+        self.db
+            .read(move |conn| outbox::next(conn, destination, waits_for, hold))
+            .await
+    }
+
+    /// Records how a delivery attempt ended.
+    pub async fn settle_delivery(&self, settlement: Settlement) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| outbox::settle(conn, &settlement))
+            .await
+    }
+
+    /// Deliveries that gave up, newest first.
+    pub async fn dead_notifications(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DeadNotification>, StoreError> {
+        self.db.read(move |conn| outbox::dead(conn, limit)).await
+    }
+
+    // Slack.
+
+    /// The channel and ts of the incident's Slack thread root.
+    pub async fn slack_thread(
+        &self,
+        incident: String,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.db
+            .read(move |conn| slack::thread(conn, &incident))
+            .await
+    }
+
+    /// Keeps the incident's Slack thread root (the first one stays).
+    pub async fn set_slack_thread(
+        &self,
+        incident: String,
+        channel: String,
+        ts: String,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| slack::set_thread(conn, &incident, &channel, &ts))
+            .await
+    }
+
+    /// A plan message's channel, ts and text.
+    pub async fn slack_plan(
+        &self,
+        incident: String,
+        runbook: String,
+    ) -> Result<Option<(String, String, String)>, StoreError> {
+        self.db
+            .read(move |conn| slack::plan(conn, &incident, &runbook))
+            .await
+    }
+
+    /// Keeps a plan message, to take its buttons away once it is decided.
+    pub async fn set_slack_plan(
+        &self,
+        incident: String,
+        runbook: String,
+        channel: String,
+        ts: String,
+        text: String,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| slack::set_plan(conn, [incident, runbook, channel, ts, text]))
+            .await
+    }
+
+    // Queries.
+
+    /// Lists incidents. `Ok(None)` when the filter's `before` names no incident.
+    pub async fn list_incidents(
+        &self,
+        filter: IncidentFilter,
+    ) -> Result<Option<IncidentPage>, StoreError> {
+        self.db
+            .read(move |conn| queries::list_incidents(conn, &filter))
+            .await
+    }
+
+    /// An incident with its timeline, runs, calls and jobs.
+    pub async fn incident_detail(&self, id: String) -> Result<Option<IncidentDetail>, StoreError> {
+        self.db
+            .read(move |conn| queries::incident_detail(conn, &id))
+            .await
+    }
+
+    /// The incident as a runbook sees it.
+    pub async fn incident(&self, id: String) -> Result<Option<Incident>, StoreError> {
+        self.db
+            .read(move |conn| queries::incident_record(conn, &id))
+            .await
+    }
+
+    /// Figures for `/metrics` that live in the database.
+    pub async fn gauges(&self) -> Result<Gauges, StoreError> {
+        self.db.read(queries::gauges).await
+    }
+
+    /// The newest dead letters.
+    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+        self.db
+            .read(move |conn| queries::dead_letters(conn, limit))
+            .await
     }
 }
 
@@ -283,230 +447,4 @@ pub fn now() -> (String, i64) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn concurrent_writes_share_commits_and_all_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        let writes = (0..200).map(|n| {
-            let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .write(move |conn| {
-                        conn.execute(
-                            "INSERT INTO settings (key, value) VALUES (?1, 'v')",
-                            [format!("k{n}")],
-                        )?;
-                        Ok(n)
-                    })
-                    .await
-            })
-        });
-        for write in writes {
-            write.await.unwrap().unwrap();
-        }
-        let count: i64 = store
-            .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
-            .await
-            .unwrap();
-        assert_eq!(count, 200);
-        let (journal, synchronous): (String, i64) = store
-            .read(|conn| {
-                Ok((
-                    conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
-                    conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
-                ))
-            })
-            .await
-            .unwrap();
-        assert_eq!(
-            (journal.as_str(), synchronous),
-            ("wal", 2),
-            "WAL with synchronous=FULL"
-        );
-    }
-
-    /// Inserts the setting `key` (a write that fails on a duplicate).
-    async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
-        store
-            .write(move |conn| {
-                conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
-                Ok(())
-            })
-            .await
-    }
-
-    /// The settings' keys, sorted.
-    async fn setting_keys(store: &Store) -> Vec<String> {
-        store
-            .read(|conn| {
-                Ok(conn
-                    .prepare("SELECT key FROM settings ORDER BY key")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
-            })
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_failing_write_does_not_undo_its_batch_neighbours() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        let insert = |key| insert_setting(store.clone(), key);
-        let (a, duplicate, b) = tokio::join!(insert("a"), insert("a"), insert("b"));
-        assert!(a.is_ok() && b.is_ok());
-        assert!(
-            matches!(duplicate, Err(StoreError::Failed(_))),
-            "{duplicate:?}"
-        );
-        let keys = setting_keys(&store).await;
-        assert_eq!(keys, ["a", "b"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_transaction_rolled_back_by_sqlite_fails_exactly_the_writes_it_lost() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        // Hold the writer so that the next three writes share one batch.
-        let (open_gate, gate) = std::sync::mpsc::channel::<()>();
-        let (holding, held_now) = std::sync::mpsc::channel::<()>();
-        let held = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(move |_| {
-                        let _ = holding.send(());
-                        let _ = gate.recv();
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        while held_now.try_recv().is_err() {
-            tokio::task::yield_now().await;
-        }
-        let insert = |key| tokio::spawn(insert_setting(store.clone(), key));
-        let before = insert("before");
-        while store.queued_writes() < 1 {
-            tokio::task::yield_now().await;
-        }
-        // What SQLite does on SQLITE_FULL or SQLITE_IOERR in some cases: the statement fails
-        // and the whole transaction is rolled back.
-        let failing = tokio::spawn({
-            let store = store.clone();
-            async move {
-                store
-                    .write(|conn| -> Result<(), StoreError> {
-                        conn.execute_batch("ROLLBACK")?;
-                        Err(StoreError::Unavailable(
-                            "database or disk is full".to_owned(),
-                        ))
-                    })
-                    .await
-            }
-        });
-        while store.queued_writes() < 2 {
-            tokio::task::yield_now().await;
-        }
-        let after = insert("after");
-        while store.queued_writes() < 3 {
-            tokio::task::yield_now().await;
-        }
-        open_gate.send(()).unwrap();
-        held.await.unwrap().unwrap();
-        let (before, failing, after) = (
-            before.await.unwrap(),
-            failing.await.unwrap(),
-            after.await.unwrap(),
-        );
-        let keys = setting_keys(&store).await;
-        assert_eq!(
-            keys,
-            ["after"],
-            "only the write after the rollback is stored"
-        );
-        assert!(
-            matches!(before, Err(StoreError::Unavailable(_))),
-            "the write the rollback undid is reported failed: {before:?}"
-        );
-        assert!(failing.is_err());
-        assert!(after.is_ok(), "the write after it committed: {after:?}");
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        let panicked = store
-            .write(|conn| -> Result<(), StoreError> {
-                conn.execute(
-                    "INSERT INTO settings (key, value) VALUES ('half', 'done')",
-                    [],
-                )?;
-                panic!("a bug in a write")
-            })
-            .await;
-        assert!(
-            matches!(panicked, Err(StoreError::Unavailable(_))),
-            "{panicked:?}"
-        );
-        store
-            .write(|conn| {
-                conn.execute("INSERT INTO settings (key, value) VALUES ('next', 'v')", [])?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let keys = setting_keys(&store).await;
-        assert_eq!(keys, ["next"], "the panicking write was rolled back");
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-        store
-            .write(|conn| {
-                for (id, status, resolved_ms) in
-                    [("INC-OLD", "resolved", 1_000), ("INC-OPEN", "open", 0), ("INC-NEW", "resolved", 9_000)]
-                {
-                    conn.execute(
-                        "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
-                             labels, annotations, alert_json, created_at, created_ms, updated_at,
-                             resolved_ms)
-                         VALUES (?1, 's', ?1, ?2, 'low', 't', '{}', '{}', '{}', 'x', 0, 'x', ?3)",
-                        rusqlite::params![id, status, resolved_ms],
-                    )?;
-                    incidents::event(conn, id, "x", "created", None, "m", None)?;
-                }
-                conn.execute(
-                    "INSERT INTO inbox (source, received_at, received_ms, body, status)
-                     VALUES ('s', 'x', 1000, x'00', 'accepted'), ('s', 'x', 9000, x'00', 'accepted')",
-                    [],
-                )?;
-                Ok(())
-            })
-            .await
-            .unwrap();
-        let pruned = store
-            .write(|conn| jobs::prune(conn, 5_000, 5_000))
-            .await
-            .unwrap();
-        assert_eq!((pruned.deliveries, pruned.incidents), (1, 1));
-        let left: (Vec<String>, i64) = store
-            .read(|conn| {
-                let ids = conn
-                    .prepare("SELECT id FROM incidents ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
-                let events = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-                Ok((ids, events))
-            })
-            .await
-            .unwrap();
-        assert_eq!(left, (vec!["INC-NEW".to_owned(), "INC-OPEN".to_owned()], 2));
-    }
-}
+mod tests;

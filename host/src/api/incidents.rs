@@ -11,11 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, AppState};
+use crate::lifecycle::Transition;
 use crate::postmortem;
-use crate::store::incidents::{event, resolve};
-use crate::store::jobs;
-use crate::store::queries::{self, IncidentFilter};
-use crate::store::{StoreError, now};
+use crate::store::{IncidentDetail, IncidentFilter, now};
 
 /// Query string of `GET /api/incidents`.
 #[derive(Debug, Deserialize)]
@@ -76,20 +74,16 @@ pub async fn list(
         limit: query.limit.unwrap_or(50),
         before: query.before.clone(),
     };
-    let page = app
-        .store
-        .read(move |conn| queries::list_incidents(conn, &filter))
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "before: no incident {:?}; pass the `next` of the previous page, or leave \
+    let page = app.store.list_incidents(filter).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "before: no incident {:?}; pass the `next` of the previous page, or leave \
                      it out for the first page",
-                    query.before.unwrap_or_default()
-                ),
-            )
-        })?;
+                query.before.unwrap_or_default()
+            ),
+        )
+    })?;
     Ok(Json(page).into_response())
 }
 
@@ -97,10 +91,9 @@ fn not_found(id: &str) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, format!("no incident {id}"))
 }
 
-async fn detail(app: &AppState, id: String) -> Result<queries::IncidentDetail, ApiError> {
-    let key = id.clone();
+async fn detail(app: &AppState, id: String) -> Result<IncidentDetail, ApiError> {
     app.store
-        .read(move |conn| queries::incident_detail(conn, &key))
+        .incident_detail(id.clone())
         .await?
         .ok_or_else(|| not_found(&id))
 }
@@ -162,12 +155,7 @@ pub async fn act(
         .take(100)
         .collect();
     let note = request.note.map(|n| format!(": {n}")).unwrap_or_default();
-    let key = id.clone();
-    let exists = app
-        .store
-        .read(move |conn| queries::incident_record(conn, &key))
-        .await?
-        .is_some();
+    let exists = app.store.incident(id.clone()).await?.is_some();
     if !exists {
         return Err(not_found(&id));
     }
@@ -176,30 +164,12 @@ pub async fn act(
         "ack" => {
             let changed = app
                 .store
-                .write(move |conn| {
-                    let (at, _) = now();
-                    let n = conn
-                        .prepare_cached(
-                            "UPDATE incidents SET status = 'acknowledged', updated_at = ?2
-                             WHERE id = ?1 AND status = 'open'",
-                        )?
-                        .execute([&incident, &at])?;
-                    if n > 0 {
-                        let message = format!("acknowledged by {who}{note}");
-                        event(conn, &incident, &at, "acknowledged", None, &message, None)?;
-                        crate::notify::record(
-                            conn,
-                            &incident,
-                            "acknowledged",
-                            None,
-                            &message,
-                            vec![],
-                            vec![],
-                        )?;
-                    }
-                    Ok(n > 0)
+                .apply(Transition::Acknowledge {
+                    incident,
+                    message: format!("acknowledged by {who}{note}"),
                 })
-                .await?;
+                .await?
+                .changed;
             if !changed {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -211,17 +181,12 @@ pub async fn act(
         "resolve" => {
             let changed = app
                 .store
-                .write(move |conn| {
-                    let (at, ms) = now();
-                    resolve(
-                        conn,
-                        &incident,
-                        &at,
-                        ms,
-                        &format!("resolved by {who}{note}"),
-                    )
+                .apply(Transition::Resolve {
+                    incident,
+                    why: format!("resolved by {who}{note}"),
                 })
-                .await?;
+                .await?
+                .changed;
             if !changed {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -234,10 +199,7 @@ pub async fn act(
         "approve" | "reject" => {
             let approve = action == "approve";
             let runbook = request.runbook.clone();
-            let decision = app
-                .store
-                .write(move |conn| jobs::decide(conn, &incident, runbook.as_deref(), approve, &who))
-                .await?;
+            let decision = app.store.decide(incident, runbook, approve, who).await?;
             if decision.runbooks.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -250,9 +212,7 @@ pub async fn act(
                     ),
                 ));
             }
-            if approve {
-                app.pipeline.wake();
-            } else {
+            if !approve {
                 app.metrics.escalations.inc();
             }
             json!({"incident": id, "decision": action, "runbooks": decision.runbooks})
@@ -264,39 +224,36 @@ pub async fn act(
             ));
         }
     };
-    app.pipeline.notify_dispatchers();
     Ok(Json(answer).into_response())
 }
 
 /// `GET /api/runbooks`
 pub async fn runbooks(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let runbooks = app.pipeline.runbooks();
-    let budgets: Vec<(String, u32, String, i64)> = {
-        let list: Vec<(String, u32, std::time::Duration, String)> = runbooks
-            .loaded
-            .iter()
-            .filter_map(|r| {
-                r.policy
-                    .runbook
-                    .max_runs
-                    .map(|b| (r.name.clone(), b.count, b.per.0, b.per.to_string()))
+    let budgeted: Vec<(String, u32, String, i64)> = runbooks
+        .loaded
+        .iter()
+        .filter_map(|r| {
+            r.policy.runbook.max_runs.map(|b| {
+                let per_ms = i64::try_from(b.per.0.as_millis()).unwrap_or(i64::MAX);
+                (r.name.clone(), b.count, b.per.to_string(), per_ms)
             })
-            .collect();
-        app.store
-            .read(move |conn| {
-                list.into_iter()
-                    .map(|(name, count, per, shown)| {
-                        let used = jobs::budget_used(
-                            conn,
-                            &name,
-                            i64::try_from(per.as_millis()).unwrap_or(i64::MAX),
-                        )?;
-                        Ok((name, count, shown, used))
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await?
-    };
+        })
+        .collect();
+    let used = app
+        .store
+        .budgets_used(
+            budgeted
+                .iter()
+                .map(|(name, _, _, per_ms)| (name.clone(), *per_ms))
+                .collect(),
+        )
+        .await?;
+    let budgets: Vec<(String, u32, String, i64)> = budgeted
+        .into_iter()
+        .zip(used)
+        .map(|((name, count, per, _), used)| (name, count, per, used))
+        .collect();
     let loaded: Vec<_> = runbooks
         .loaded
         .iter()
@@ -341,7 +298,7 @@ pub async fn reload(State(app): State<Arc<AppState>>) -> Response {
 
 /// `GET /api/remediation`: whether remediation is paused.
 pub async fn remediation(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let paused = app.store.read(jobs::paused).await?;
+    let paused = app.store.paused().await?;
     Ok(Json(json!({"paused": paused})).into_response())
 }
 
@@ -365,34 +322,23 @@ pub async fn set_remediation(
         )
     })?;
     let paused = request.paused;
-    app.store
-        .write(move |conn| jobs::set_paused(conn, paused))
-        .await?;
+    app.store.set_paused(paused).await?;
     tracing::warn!(
         paused,
         by = request.by.as_deref().unwrap_or("api"),
         "remediation pause switch set"
     );
-    if !paused {
-        app.pipeline.wake();
-    }
     Ok(Json(json!({"paused": paused})).into_response())
 }
 
 /// `GET /api/dead-letters`: deliveries that could not be used, newest first.
 pub async fn dead_letters(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let letters = app
-        .store
-        .read(|conn| queries::dead_letters(conn, 100))
-        .await?;
+    let letters = app.store.dead_letters(100).await?;
     Ok(Json(json!({"dead_letters": letters})).into_response())
 }
 
 /// `GET /api/notifications/dead`: notifications that exhausted their retries.
 pub async fn dead_notifications(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let dead = app
-        .store
-        .read(|conn| crate::notify::dead(conn, 100))
-        .await?;
+    let dead = app.store.dead_notifications(100).await?;
     Ok(Json(json!({"dead": dead})).into_response())
 }

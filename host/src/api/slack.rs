@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::{ApiError, AppState};
-use crate::store::incidents::event;
-use crate::store::{jobs, now};
+use crate::lifecycle::Transition;
+use crate::store::now;
 
 /// How far a request's timestamp may be from now.
 pub const WINDOW_SECONDS: i64 = 300;
@@ -115,22 +115,16 @@ pub async fn interactions(
     };
     let (incident, runbook) = (incident.to_owned(), runbook.to_owned());
     if !slack.approvers.contains(&user) {
-        let (id, who) = (incident.clone(), user.clone());
-        let _ = app
+        let refused = app
             .store
-            .write(move |conn| {
-                let (at, _) = now();
-                event(
-                    conn,
-                    &id,
-                    &at,
-                    "approval-refused",
-                    None,
-                    &format!("Slack user {who} is not an approver"),
-                    None,
-                )
+            .apply(Transition::ApprovalRefused {
+                incident: incident.clone(),
+                message: format!("Slack user {user} is not an approver"),
             })
             .await;
+        if let Err(e) = refused {
+            tracing::warn!(error = %e, "cannot record a refused approval");
+        }
         tracing::warn!(%user, %incident, "approval from a user who is not an approver refused");
         return answer(
             StatusCode::FORBIDDEN,
@@ -138,10 +132,9 @@ pub async fn interactions(
         );
     }
     let who = format!("slack:{user}");
-    let (id, name) = (incident.clone(), runbook.clone());
     let decided = app
         .store
-        .write(move |conn| jobs::decide(conn, &id, Some(&name), approve, &who))
+        .decide(incident.clone(), Some(runbook.clone()), approve, who)
         .await;
     match decided {
         Ok(decision) if decision.runbooks.is_empty() => answer(
@@ -149,11 +142,8 @@ pub async fn interactions(
             &format!("The plan of {runbook} for {incident} was already decided or has expired."),
         ),
         Ok(_) => {
-            if approve {
-                app.pipeline.wake();
-            } else {
+            if !approve {
                 app.metrics.escalations.inc();
-                app.pipeline.notify_dispatchers();
             }
             let verb = if approve { "approved" } else { "rejected" };
             answer(

@@ -26,7 +26,7 @@ use super::auth::{source_ok, unauthorized};
 use super::{ApiError, AppState};
 use crate::config::SourceConfig;
 use crate::sources::{self, Rejection, Source};
-use crate::store::incidents::{self, Arrival, Effect};
+use crate::store::{Arrival, Delivery, Effect};
 
 /// The three webhook routes.
 pub fn routes(_state: &Arc<AppState>) -> Router<Arc<AppState>> {
@@ -129,10 +129,10 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
             ));
         }
         Err(Rejection::Unusable(reason)) => {
-            let (name, raw, why) = (source.name(), body.to_vec(), reason.clone());
+            let name = source.name();
             return match app
                 .store
-                .write(move |conn| incidents::dead_letter(conn, name, &raw, &why))
+                .dead_letter(name, body.to_vec(), reason.clone())
                 .await
             {
                 Ok(id) => {
@@ -163,20 +163,22 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
             Arrival::new(incident, selected)
         })
         .collect();
-    let reopen_ms =
-        i64::try_from(app.config.pipeline.reopen_window.0.as_millis()).unwrap_or(i64::MAX);
     let name = source.name();
-    let truncated = delivery.truncated;
-    let raw = body.to_vec();
     let ingested = match app
         .store
-        .write(move |conn| incidents::ingest(conn, name, &raw, truncated, &arrivals, reopen_ms))
+        .ingest(Delivery {
+            source: name,
+            body: body.to_vec(),
+            truncated: delivery.truncated,
+            arrivals,
+            reopen_window_ms: i64::try_from(app.config.pipeline.reopen_window.0.as_millis())
+                .unwrap_or(i64::MAX),
+        })
         .await
     {
         Ok(ingested) => ingested,
         Err(e) => return Err(("unavailable", ApiError::from(e).into_response())),
     };
-    let mut wake = false;
     for effect in &ingested.effects {
         let kind = match effect {
             Effect::Created(_) => "created",
@@ -186,7 +188,6 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
             Effect::Stale(_) => "stale",
             Effect::Unknown => "unknown",
         };
-        wake |= matches!(effect, Effect::Created(_) | Effect::Reopened(_));
         if let Effect::Resolved(id) = effect {
             app.pipeline.resolved(id);
         }
@@ -197,11 +198,6 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
                 ("effect", kind.to_owned()),
             ])
             .inc();
-    }
-    if wake {
-        app.pipeline.wake();
-    } else {
-        app.pipeline.notify_dispatchers();
     }
     Ok((
         "accepted",

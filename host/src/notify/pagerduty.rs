@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{Destination, Notice, Outcome, classify, retry_after, routed, transport};
 use crate::config::{PagerDutyConfig, Route};
+use crate::lifecycle::NoticeKind;
 use crate::store::Store;
 
 /// PagerDuty's summary limit.
@@ -137,7 +138,11 @@ impl Destination for PagerDuty {
         if notice.kind == "resolved" && !notice.incident.escalated {
             return false;
         }
-        routed(&self.route, &["escalated", "resolved"], notice)
+        routed(
+            &self.route,
+            &[NoticeKind::Escalated, NoticeKind::Resolved],
+            notice,
+        )
     }
 
     async fn send(&self, _store: &Store, _delivery: i64, notice: &Notice) -> Outcome {

@@ -11,11 +11,11 @@
 
 use std::time::Duration;
 
-use rusqlite::OptionalExtension;
 use serde_json::{Value, json};
 
 use super::{Destination, KINDS, Notice, Outcome, classify, retry_after, routed, transport};
 use crate::config::SlackConfig;
+use crate::lifecycle::NoticeKind;
 use crate::store::Store;
 
 /// Block Kit's limits, as Slack documents them (and the aggregate it does not).
@@ -274,38 +274,20 @@ impl Slack {
     }
 
     async fn thread(store: &Store, incident: &str) -> Option<(String, String)> {
-        let incident = incident.to_owned();
-        store
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached("SELECT channel, ts FROM slack_threads WHERE incident_id = ?1")?
-                    .query_row([incident], |row| Ok((row.get(0)?, row.get(1)?)))
-                    .optional()?)
-            })
-            .await
-            .ok()
-            .flatten()
+        store.slack_thread(incident.to_owned()).await.ok().flatten()
     }
 }
 
 /// Keeps a plan message's ts and text, to take its buttons away once it is decided.
 async fn remember_plan(store: &Store, notice: &Notice, channel: &str, ts: &str) {
-    let row = (
-        notice.incident.id.clone(),
-        notice.runbook.clone().unwrap_or_default(),
-        channel.to_owned(),
-        ts.to_owned(),
-        message(notice),
-    );
     let saved = store
-        .write(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR REPLACE INTO slack_plans (incident_id, runbook, channel, ts, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute([row.0, row.1, row.2, row.3, row.4])?;
-            Ok(())
-        })
+        .set_slack_plan(
+            notice.incident.id.clone(),
+            notice.runbook.clone().unwrap_or_default(),
+            channel.to_owned(),
+            ts.to_owned(),
+            message(notice),
+        )
         .await;
     if let Err(e) = saved {
         tracing::warn!(error = %e, "could not store the Slack plan message");
@@ -315,22 +297,11 @@ async fn remember_plan(store: &Store, notice: &Notice, channel: &str, ts: &str) 
 impl Slack {
     /// Replaces a decided plan's buttons with the decision.
     async fn close_plan(&self, store: &Store, notice: &Notice, token: &str, api: &str) {
-        let key = (
-            notice.incident.id.clone(),
-            notice.runbook.clone().unwrap_or_default(),
-        );
-        let plan: Option<(String, String, String)> = store
-            .read(move |conn| {
-                Ok(conn
-                    .prepare_cached(
-                        "SELECT channel, ts, text FROM slack_plans
-                         WHERE incident_id = ?1 AND runbook = ?2",
-                    )?
-                    .query_row([key.0, key.1], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()?)
-            })
+        let plan = store
+            .slack_plan(
+                notice.incident.id.clone(),
+                notice.runbook.clone().unwrap_or_default(),
+            )
             .await
             .ok()
             .flatten();
@@ -397,20 +368,12 @@ impl Destination for Slack {
                             "chat.postMessage answered without ts or channel".to_owned(),
                         );
                     };
-                    let (incident, ts, channel) = (
-                        notice.incident.id.clone(),
-                        ts.to_owned(),
-                        channel.to_owned(),
-                    );
                     let saved = store
-                        .write(move |conn| {
-                            conn.prepare_cached(
-                                "INSERT OR IGNORE INTO slack_threads (incident_id, channel, ts)
-                                 VALUES (?1, ?2, ?3)",
-                            )?
-                            .execute([incident, channel, ts])?;
-                            Ok(())
-                        })
+                        .set_slack_thread(
+                            notice.incident.id.clone(),
+                            channel.to_owned(),
+                            ts.to_owned(),
+                        )
                         .await;
                     if let Err(e) = saved {
                         tracing::warn!(error = %e, "posted the Slack root message but could not store its ts");
@@ -439,7 +402,7 @@ impl Destination for Slack {
                 if STATUS_CHANGES.contains(&notice.kind.as_str()) {
                     // The root shows the status as of now; its message stays the first one.
                     let root = Notice {
-                        kind: "created".to_owned(),
+                        kind: NoticeKind::Created,
                         ..notice.clone()
                     };
                     let mut update = payload(&root, false);
@@ -473,7 +436,7 @@ mod tests {
         plan: Vec<String>,
     ) -> Notice {
         Notice {
-            kind: kind.to_owned(),
+            kind: NoticeKind::parse(kind).unwrap(),
             at: "2026-11-24T03:00:00.000Z".to_owned(),
             incident: IncidentView {
                 id: "INC-0000ABCD".to_owned(),
@@ -576,7 +539,7 @@ mod tests {
             message in ".{0,20000}",
             findings in proptest::collection::vec((".{0,60}", any::<bool>(), ".{0,3000}"), 0..40),
             plan in proptest::collection::vec(".{0,500}", 0..30),
-            kind in prop::sample::select(KINDS.to_vec()),
+            kind in prop::sample::select(KINDS.iter().map(|k| k.as_str()).collect::<Vec<_>>()),
             buttons in any::<bool>(),
         ) {
             let findings = findings

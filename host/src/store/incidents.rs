@@ -9,10 +9,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::Digest as _;
 
+use super::apply::{escalate, event, run};
 use super::{StoreError, now};
-use crate::bindings::quell::runbook::types::Incident;
+use crate::incident::Incident;
 use crate::incident::severity_name;
-use crate::notify;
+use crate::lifecycle::{EventKind, NoticeKind, Step, resolution};
 
 /// One alert of a delivery, ready to store.
 #[derive(Debug, Clone)]
@@ -39,6 +40,21 @@ impl Arrival {
             runbooks,
         }
     }
+}
+
+/// A delivery to store: the raw body and the alerts parsed from it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The route it arrived on.
+    pub source: &'static str,
+    /// The body as received.
+    pub body: Vec<u8>,
+    /// Alerts the sender said it dropped (`truncatedAlerts`).
+    pub truncated: u64,
+    /// Its alerts, in order.
+    pub arrivals: Vec<Arrival>,
+    /// How long after resolution a firing alert reopens its incident (ms).
+    pub reopen_window_ms: i64,
 }
 
 /// What one alert did.
@@ -84,7 +100,7 @@ pub struct Ingested {
 }
 
 /// Stores a delivery as a dead letter: kept verbatim with the reason, nothing else done.
-pub fn dead_letter(
+pub(super) fn dead_letter(
     conn: &Connection,
     source: &str,
     body: &[u8],
@@ -100,14 +116,15 @@ pub fn dead_letter(
 }
 
 /// Stores a delivery and applies its alerts.
-pub fn ingest(
-    conn: &Connection,
-    source: &str,
-    body: &[u8],
-    truncated: u64,
-    arrivals: &[Arrival],
-    reopen_window_ms: i64,
-) -> Result<Ingested, StoreError> {
+pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested, StoreError> {
+    let Delivery {
+        source,
+        body,
+        truncated,
+        arrivals,
+        reopen_window_ms,
+    } = delivery;
+    let (truncated, reopen_window_ms) = (*truncated, *reopen_window_ms);
     let (at, ms) = now();
     conn.prepare_cached(
         "INSERT INTO inbox (source, received_at, received_ms, body, status, alerts, truncated)
@@ -125,7 +142,7 @@ pub fn ingest(
     let mut effects = Vec::with_capacity(arrivals.len());
     for arrival in arrivals {
         let effect = if arrival.incident.status == "resolved" {
-            resolve_alert(conn, &arrival.incident, &at, ms)?
+            resolve_alert(conn, &arrival.incident, &at)?
         } else {
             fire(conn, arrival, &at, ms, reopen_window_ms)?
         };
@@ -138,7 +155,7 @@ pub fn ingest(
             conn,
             id,
             &at,
-            "truncated",
+            EventKind::Truncated,
             None,
             &format!("the sender dropped {truncated} alerts of this group (max_alerts)"),
             None,
@@ -192,7 +209,7 @@ fn fire(
                 alert.starts_at.as_deref().unwrap_or("unknown")
             )
         };
-        event(conn, &open.id, at, "re-fired", None, &message, None)?;
+        event(conn, &open.id, at, EventKind::Refired, None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
     // The identity's recently resolved incidents, newest first: one lookup serves both the
@@ -218,7 +235,7 @@ fn fire(
             conn,
             id,
             at,
-            "stale",
+            EventKind::Stale,
             None,
             "a firing delivery for this episode arrived after it resolved; ignored",
             None,
@@ -236,47 +253,34 @@ fn fire(
              WHERE id = ?1",
         )?
         .execute(params![id, alert.starts_at, alert.alert_json, at])?;
-        event(
+        let message = format!(
+            "the alert fired again (startsAt {}) within the reopen window",
+            alert.starts_at.as_deref().unwrap_or("unknown")
+        );
+        run(
             conn,
             &id,
-            at,
-            "reopened",
             None,
-            &format!(
-                "the alert fired again (startsAt {}) within the reopen window",
-                alert.starts_at.as_deref().unwrap_or("unknown")
-            ),
-            None,
-        )?;
-        notify::record(
-            conn,
-            &id,
-            "reopened",
-            None,
-            "the alert fired again; incident reopened",
-            vec![],
-            vec![],
+            &[
+                incident_event(EventKind::Reopened, message),
+                incident_notice(
+                    NoticeKind::Reopened,
+                    "the alert fired again; incident reopened",
+                ),
+            ],
         )?;
         Effect::Reopened(id)
     } else {
         let id = insert(conn, arrival, at, ms)?;
-        event(
+        let message = format!("Alert: {}", alert.title);
+        run(
             conn,
             &id,
-            at,
-            "created",
             None,
-            &format!("Alert: {}", alert.title),
-            None,
-        )?;
-        notify::record(
-            conn,
-            &id,
-            "created",
-            None,
-            &format!("Alert: {}", alert.title),
-            vec![],
-            vec![],
+            &[
+                incident_event(EventKind::Created, message.clone()),
+                incident_notice(NoticeKind::Created, message),
+            ],
         )?;
         Effect::Created(id)
     };
@@ -338,18 +342,13 @@ fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<Str
             Err(e) => return Err(e.into()),
         }
     }
-    Err(StoreError::Failed(format!(
+    Err(StoreError::failed(format!(
         "no free incident id for {}",
         alert.fingerprint
     )))
 }
 
-fn resolve_alert(
-    conn: &Connection,
-    alert: &Incident,
-    at: &str,
-    ms: i64,
-) -> Result<Effect, StoreError> {
+fn resolve_alert(conn: &Connection, alert: &Incident, at: &str) -> Result<Effect, StoreError> {
     let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? else {
         let known: Option<String> = conn
             .prepare_cached("SELECT id FROM incidents WHERE id = ?1")?
@@ -362,92 +361,34 @@ fn resolve_alert(
             conn,
             &open.id,
             at,
-            "stale",
+            EventKind::Stale,
             None,
             "a resolved delivery for an earlier episode arrived; the incident stays open",
             None,
         )?;
         return Ok(Effect::Stale(open.id));
     }
-    resolve(conn, &open.id, at, ms, "the alert resolved")?;
+    run(conn, &open.id, None, &resolution("the alert resolved"))?;
     Ok(Effect::Resolved(open.id))
 }
 
-/// Resolves an open incident: status, timeline, and queued or waiting work cancelled.
-/// Returns false when it was not open.
-pub fn resolve(
-    conn: &Connection,
-    id: &str,
-    at: &str,
-    ms: i64,
-    why: &str,
-) -> Result<bool, StoreError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE incidents SET status = 'resolved', resolved_at = ?2, resolved_ms = ?3,
-                 updated_at = ?2
-             WHERE id = ?1 AND status != 'resolved'",
-        )?
-        .execute(params![id, at, ms])?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    event(conn, id, at, "resolved", None, why, None)?;
-    notify::record(conn, id, "resolved", None, why, vec![], vec![])?;
-    let cancelled: Vec<String> = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ?2
-             WHERE incident_id = ?1 AND state IN ('queued', 'awaiting_approval')
-             RETURNING runbook",
-        )?
-        .query_map(params![id, at], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
-    for runbook in cancelled {
-        event(
-            conn,
-            id,
-            at,
-            "cancelled",
-            Some(&runbook),
-            "the incident resolved before this runbook's work started",
-            None,
-        )?;
-    }
-    Ok(true)
-}
-
-/// Marks an incident escalated to a human, with the reason on its timeline.
-pub fn escalate(conn: &Connection, id: &str, at: &str, reason: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
-        .execute(params![id, at])?;
-    event(conn, id, at, "escalated", None, reason, None)?;
-    notify::record(conn, id, "escalated", None, reason, vec![], vec![])?;
-    Ok(())
-}
-
-/// Appends a timeline event.
-pub fn event(
-    conn: &Connection,
-    incident: &str,
-    at: &str,
-    kind: &str,
-    runbook: Option<&str>,
-    message: &str,
-    detail: Option<serde_json::Value>,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO events (incident_id, at, kind, runbook, message, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        incident,
-        at,
+fn incident_event(kind: EventKind, message: impl Into<String>) -> Step {
+    Step::Event {
         kind,
-        runbook,
-        message,
-        detail.map(|d| d.to_string())
-    ])?;
-    Ok(())
+        runbook: false,
+        message: message.into(),
+        detail: None,
+    }
+}
+
+fn incident_notice(kind: NoticeKind, message: impl Into<String>) -> Step {
+    Step::Notice {
+        kind,
+        runbook: false,
+        message: message.into(),
+        findings: Vec::new(),
+        plan: Vec::new(),
+    }
 }
 
 fn pairs(list: &[(String, String)]) -> serde_json::Map<String, serde_json::Value> {

@@ -4,9 +4,13 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::incidents::{escalate, event};
+use super::apply::run;
 use super::{StoreError, now};
 use crate::capabilities::CallRecord;
+use crate::lifecycle::{
+    JobRef, JobState, Phase, RunOutcome, RunRecord, decided, expired as expired_steps, interrupted,
+    rejected, requeued,
+};
 
 /// A claimed job.
 #[derive(Debug, Clone)]
@@ -17,8 +21,8 @@ pub struct Job {
     pub incident: String,
     /// The runbook's name.
     pub runbook: String,
-    /// `diagnose` or `remediate`.
-    pub phase: String,
+    /// What runs now.
+    pub phase: Phase,
     /// The diagnosis a remediate job acts on (JSON).
     pub diagnosis: Option<String>,
     /// How many times it has been claimed.
@@ -27,8 +31,19 @@ pub struct Job {
     pub decided_by: Option<String>,
 }
 
+impl Job {
+    /// The job as transitions name it.
+    pub fn to_ref(&self) -> JobRef {
+        JobRef {
+            id: self.id,
+            incident: self.incident.clone(),
+            runbook: self.runbook.clone(),
+        }
+    }
+}
+
 /// Queues a runbook for an incident unless one is already live (single flight).
-pub fn enqueue(
+pub(super) fn enqueue(
     conn: &Connection,
     incident: &str,
     runbook: &str,
@@ -46,7 +61,7 @@ pub fn enqueue(
 }
 
 /// Claims the oldest ready job.
-pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
+pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
     Ok(conn
         .prepare_cached(
@@ -56,11 +71,12 @@ pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
              RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by",
         )?
         .query_row(params![ms, at], |row| {
+            let phase: String = row.get(3)?;
             Ok(Job {
                 id: row.get(0)?,
                 incident: row.get(1)?,
                 runbook: row.get(2)?,
-                phase: row.get(3)?,
+                phase: Phase::parse(&phase).unwrap_or(Phase::Diagnose),
                 diagnosis: row.get(4)?,
                 attempts: row.get(5)?,
                 decided_by: row.get(6)?,
@@ -70,15 +86,15 @@ pub fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
 }
 
 /// Sets a job's final or next state.
-pub fn set_state(conn: &Connection, job: i64, state: &str) -> Result<(), StoreError> {
+pub(super) fn set_state(conn: &Connection, job: i64, state: JobState) -> Result<(), StoreError> {
     let (at, _) = now();
     conn.prepare_cached("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![job, state, at])?;
+        .execute(params![job, state.as_str(), at])?;
     Ok(())
 }
 
 /// Parks a diagnosed job until someone approves its plan or it expires.
-pub fn await_approval(
+pub(super) fn await_approval(
     conn: &Connection,
     job: i64,
     diagnosis: &str,
@@ -95,7 +111,7 @@ pub fn await_approval(
 }
 
 /// Puts a claimed remediation back to wait for approval (remediation is paused).
-pub fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), StoreError> {
+pub(super) fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), StoreError> {
     let (at, _) = now();
     conn.prepare_cached(
         "UPDATE jobs SET state = 'awaiting_approval', expires_ms = ?2, updated_at = ?3
@@ -106,7 +122,11 @@ pub fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), StoreErr
 }
 
 /// Queues the remediate phase of a diagnosed job at once (mode `auto`).
-pub fn queue_remediation(conn: &Connection, job: i64, diagnosis: &str) -> Result<(), StoreError> {
+pub(super) fn queue_remediation(
+    conn: &Connection,
+    job: i64,
+    diagnosis: &str,
+) -> Result<(), StoreError> {
     let (at, ms) = now();
     conn.prepare_cached(
         "UPDATE jobs SET state = 'queued', phase = 'remediate', diagnosis = ?2, run_at_ms = ?3,
@@ -126,7 +146,7 @@ pub struct Decision {
 
 /// Approves or rejects every plan of `incident` awaiting approval (or only `runbook`'s).
 /// A plan is decided once: a second decision finds nothing waiting.
-pub fn decide(
+pub(super) fn decide(
     conn: &Connection,
     incident: &str,
     runbook: Option<&str>,
@@ -134,71 +154,59 @@ pub fn decide(
     who: &str,
 ) -> Result<Decision, StoreError> {
     let (at, ms) = now();
-    let runbooks: Vec<String> = if approve {
+    let runbooks: Vec<(i64, String)> = if approve {
         conn.prepare_cached(
             "UPDATE jobs SET state = 'queued', run_at_ms = ?3, decided_by = ?4, updated_at = ?5
              WHERE incident_id = ?1 AND state = 'awaiting_approval'
                AND (?2 IS NULL OR runbook = ?2)
-             RETURNING runbook",
+             RETURNING id, runbook",
         )?
-        .query_map(params![incident, runbook, ms, who, at], |row| row.get(0))?
+        .query_map(params![incident, runbook, ms, who, at], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<Result<_, _>>()?
     } else {
         conn.prepare_cached(
             "UPDATE jobs SET state = 'rejected', decided_by = ?3, updated_at = ?4
              WHERE incident_id = ?1 AND state = 'awaiting_approval'
                AND (?2 IS NULL OR runbook = ?2)
-             RETURNING runbook",
+             RETURNING id, runbook",
         )?
-        .query_map(params![incident, runbook, who, at], |row| row.get(0))?
+        .query_map(params![incident, runbook, who, at], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
         .collect::<Result<_, _>>()?
     };
-    for name in &runbooks {
-        let (kind, message) = if approve {
-            ("approved", format!("plan approved by {who}"))
-        } else {
-            ("rejected", format!("plan rejected by {who}"))
-        };
-        event(conn, incident, &at, kind, Some(name), &message, None)?;
-        crate::notify::record(conn, incident, kind, Some(name), &message, vec![], vec![])?;
+    let live: Vec<(i64, String)> = runbooks;
+    for (id, name) in &live {
+        run(conn, incident, Some((*id, name)), &decided(approve, who))?;
     }
-    if !approve && !runbooks.is_empty() {
-        escalate(
-            conn,
-            incident,
-            &at,
-            &format!("remediation rejected by {who}"),
-        )?;
+    if !approve && !live.is_empty() {
+        run(conn, incident, None, &rejected(who))?;
     }
+    let runbooks = live.into_iter().map(|(_, name)| name).collect();
     Ok(Decision { runbooks })
 }
 
 /// Expires plans whose approval window has passed and escalates their incidents.
-pub fn expire_approvals(conn: &Connection) -> Result<usize, StoreError> {
+pub(super) fn expire_approvals(conn: &Connection) -> Result<usize, StoreError> {
     let (at, ms) = now();
-    let expired: Vec<(String, String)> = conn
+    let expired: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'expired', updated_at = ?2
              WHERE state = 'awaiting_approval' AND expires_ms <= ?1
-             RETURNING incident_id, runbook",
+             RETURNING id, incident_id, runbook",
         )?
-        .query_map(params![ms, at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![ms, at], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (incident, runbook) in &expired {
-        event(
+    for (id, incident, runbook) in &expired {
+        run(
             conn,
             incident,
-            &at,
-            "approval-expired",
-            Some(runbook),
-            "nobody approved the plan in time",
-            None,
-        )?;
-        escalate(
-            conn,
-            incident,
-            &at,
-            &format!("the plan of {runbook} was not approved in time"),
+            Some((*id, runbook)),
+            &expired_steps(runbook),
         )?;
     }
     Ok(expired.len())
@@ -215,51 +223,33 @@ pub struct Recovery {
 
 /// After a crash (or a shutdown that ran out of time): what was running is requeued when
 /// it is safe to run again, and escalated otherwise.
-pub fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
+pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
     let (at, ms) = now();
-    let requeued: Vec<(String, String)> = conn
+    let requeued_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
              WHERE state = 'running' AND phase = 'diagnose'
-             RETURNING incident_id, runbook",
+             RETURNING id, incident_id, runbook",
         )?
-        .query_map(params![ms, at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![ms, at], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (incident, runbook) in &requeued {
-        event(
-            conn,
-            incident,
-            &at,
-            "requeued",
-            Some(runbook),
-            "the daemon stopped during diagnosis; diagnosis runs again",
-            None,
-        )?;
+    for (id, incident, runbook) in &requeued_jobs {
+        run(conn, incident, Some((*id, runbook)), &requeued())?;
     }
-    let interrupted: Vec<(String, String)> = conn
+    let interrupted_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'interrupted', updated_at = ?1
              WHERE state = 'running' AND phase = 'remediate'
-             RETURNING incident_id, runbook",
+             RETURNING id, incident_id, runbook",
         )?
-        .query_map(params![at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .query_map(params![at], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
         .collect::<Result<_, _>>()?;
-    for (incident, runbook) in &interrupted {
-        event(
-            conn,
-            incident,
-            &at,
-            "interrupted",
-            Some(runbook),
-            "the daemon stopped during remediation; it is not re-run automatically",
-            None,
-        )?;
-        escalate(
-            conn,
-            incident,
-            &at,
-            &format!("remediation by {runbook} was interrupted; check what it did"),
-        )?;
+    for (id, incident, runbook) in &interrupted_jobs {
+        run(conn, incident, Some((*id, runbook)), &interrupted(runbook))?;
     }
     conn.prepare_cached(
         "UPDATE runs SET outcome = 'interrupted',
@@ -268,13 +258,13 @@ pub fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
     )?
     .execute([])?;
     Ok(Recovery {
-        requeued: requeued.len(),
-        interrupted: interrupted.len(),
+        requeued: requeued_jobs.len(),
+        interrupted: interrupted_jobs.len(),
     })
 }
 
 /// Takes one run from a runbook's budget (`count` per `per_ms`); false when exhausted.
-pub fn take_budget(
+pub(super) fn take_budget(
     conn: &Connection,
     runbook: &str,
     count: u32,
@@ -293,61 +283,25 @@ pub fn take_budget(
 }
 
 /// Runs counted against a runbook's budget inside the window.
-pub fn budget_used(conn: &Connection, runbook: &str, per_ms: i64) -> Result<i64, StoreError> {
+pub(super) fn budget_used(
+    conn: &Connection,
+    runbook: &str,
+    per_ms: i64,
+) -> Result<i64, StoreError> {
     let (_, ms) = now();
     Ok(conn
         .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
         .query_row(params![runbook, ms - per_ms], |row| row.get(0))?)
 }
 
-/// One export call to record.
-#[derive(Debug, Clone)]
-pub struct RunRecord<'a> {
-    /// The job.
-    pub job: i64,
-    /// The incident.
-    pub incident: &'a str,
-    /// The runbook.
-    pub runbook: &'a str,
-    /// Its component digest.
-    pub digest: &'a str,
-    /// `diagnose` or `remediate`.
-    pub phase: &'a str,
-    /// The policy mode.
-    pub mode: &'a str,
-    /// Whether writes were simulated.
-    pub dry_run: bool,
-    /// When it started.
-    pub started_at: &'a str,
-    /// How long it took.
-    pub duration_ms: i64,
-    /// `not-matched`, `diagnosed`, `remediated`, `failed` or `error`.
-    pub outcome: &'a str,
-    /// The export's value as JSON.
-    pub result: Option<String>,
-    /// Why it failed.
-    pub error: Option<String>,
-    /// Captured guest output.
-    pub output: &'a str,
-    /// Every capability call.
-    pub calls: &'a [CallRecord],
-}
-
 /// Records that a run started (outcome `running`) and returns its id: calls can then be
 /// journaled against it as they happen, and a crash leaves a run that says so.
-pub fn start_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreError> {
-    record_run(
-        conn,
-        &RunRecord {
-            outcome: "running",
-            calls: &[],
-            ..run.clone()
-        },
-    )
+pub(super) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    insert_run(conn, run, RunOutcome::Running)
 }
 
 /// Adds one capability call to a run.
-pub fn journal_call(
+pub(super) fn journal_call(
     conn: &Connection,
     run: i64,
     incident: &str,
@@ -366,7 +320,7 @@ pub fn journal_call(
 }
 
 /// Completes a started run (its calls were journaled).
-pub fn finish_run(conn: &Connection, id: i64, run: &RunRecord<'_>) -> Result<(), StoreError> {
+pub(super) fn finish_run(conn: &Connection, id: i64, run: &RunRecord) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
          WHERE id = ?1",
@@ -374,7 +328,7 @@ pub fn finish_run(conn: &Connection, id: i64, run: &RunRecord<'_>) -> Result<(),
     .execute(params![
         id,
         run.duration_ms,
-        run.outcome,
+        run.outcome.as_str(),
         run.result,
         run.error,
         run.output
@@ -383,7 +337,15 @@ pub fn finish_run(conn: &Connection, id: i64, run: &RunRecord<'_>) -> Result<(),
 }
 
 /// Stores a run and its capability calls; returns the run id.
-pub fn record_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreError> {
+pub(super) fn record_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    let id = insert_run(conn, run, run.outcome)?;
+    for call in &run.calls {
+        journal_call(conn, id, &run.incident, call)?;
+    }
+    Ok(id)
+}
+
+fn insert_run(conn: &Connection, run: &RunRecord, outcome: RunOutcome) -> Result<i64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO runs (job_id, incident_id, runbook, digest, phase, mode, dry_run,
              started_at, duration_ms, outcome, result, error, output)
@@ -394,25 +356,21 @@ pub fn record_run(conn: &Connection, run: &RunRecord<'_>) -> Result<i64, StoreEr
         run.incident,
         run.runbook,
         run.digest,
-        run.phase,
-        run.mode,
+        run.phase.as_str(),
+        run.mode.to_string(),
         run.dry_run,
         run.started_at,
         run.duration_ms,
-        run.outcome,
+        outcome.as_str(),
         run.result,
         run.error,
         run.output,
     ])?;
-    let id = conn.last_insert_rowid();
-    for call in run.calls {
-        journal_call(conn, id, run.incident, call)?;
-    }
-    Ok(id)
+    Ok(conn.last_insert_rowid())
 }
 
 /// Whether remediation is paused for every runbook.
-pub fn paused(conn: &Connection) -> Result<bool, StoreError> {
+pub(super) fn paused(conn: &Connection) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("SELECT value FROM settings WHERE key = 'remediation_paused'")?
         .query_row([], |row| row.get::<_, String>(0))
@@ -421,7 +379,7 @@ pub fn paused(conn: &Connection) -> Result<bool, StoreError> {
 }
 
 /// Pauses or resumes remediation.
-pub fn set_paused(conn: &Connection, paused: bool) -> Result<(), StoreError> {
+pub(super) fn set_paused(conn: &Connection, paused: bool) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO settings (key, value) VALUES ('remediation_paused', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -441,7 +399,7 @@ pub struct Pruned {
 
 /// Deletes deliveries received before `inbox_before_ms`, incidents resolved before
 /// `incidents_before_ms`, and budget entries older than a week past any window in use.
-pub fn prune(
+pub(super) fn prune(
     conn: &Connection,
     inbox_before_ms: i64,
     incidents_before_ms: i64,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::StoreError;
-use crate::bindings::quell::runbook::types::Incident;
+use crate::incident::Incident;
 use crate::incident::severity;
 
 /// An incident as listed.
@@ -86,7 +86,7 @@ pub struct IncidentPage {
 
 /// Lists incidents. `Ok(None)` when `before` names no incident (mistyped, or pruned by
 /// retention): paging on from the first page instead would repeat what the caller has seen.
-pub fn list_incidents(
+pub(super) fn list_incidents(
     conn: &Connection,
     filter: &IncidentFilter,
 ) -> Result<Option<IncidentPage>, StoreError> {
@@ -184,7 +184,7 @@ pub struct Run {
 
 /// A runbook's job for this incident.
 #[derive(Debug, Clone, Serialize)]
-pub struct JobState {
+pub struct JobSummary {
     /// The runbook.
     pub runbook: String,
     /// `diagnose` or `remediate`.
@@ -214,7 +214,7 @@ pub struct IncidentDetail {
     /// Runbook runs, oldest first, each with its capability calls.
     pub runs: Vec<Run>,
     /// Runbook jobs and their states.
-    pub jobs: Vec<JobState>,
+    pub jobs: Vec<JobSummary>,
 }
 
 fn json_column(text: Option<String>) -> Option<Value> {
@@ -222,7 +222,10 @@ fn json_column(text: Option<String>) -> Option<Value> {
 }
 
 /// An incident with its timeline, runs, calls and jobs.
-pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
+pub(super) fn incident_detail(
+    conn: &Connection,
+    id: &str,
+) -> Result<Option<IncidentDetail>, StoreError> {
     let row = conn
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, labels, annotations, alert_json FROM incidents WHERE id = ?1"
@@ -294,7 +297,7 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
              WHERE incident_id = ?1 ORDER BY id",
         )?
         .query_map([id], |row| {
-            Ok(JobState {
+            Ok(JobSummary {
                 runbook: row.get(0)?,
                 phase: row.get(1)?,
                 state: row.get(2)?,
@@ -315,7 +318,7 @@ pub fn incident_detail(conn: &Connection, id: &str) -> Result<Option<IncidentDet
 }
 
 /// The incident as a runbook sees it.
-pub fn incident_record(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
     let row = conn
         .prepare_cached(
             "SELECT id, title, severity, source, status, labels, annotations, fingerprint,
@@ -380,7 +383,7 @@ pub struct Gauges {
 }
 
 /// Reads the gauges.
-pub fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
+pub(super) fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
     let count_by = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
         Ok(conn
             .prepare_cached(sql)?
@@ -421,7 +424,7 @@ pub struct DeadLetter {
 }
 
 /// The newest dead letters.
-pub fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+pub(super) fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT id, source, received_at, error, body FROM inbox WHERE status = 'dead'

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use quell::bindings::quell::runbook::types::Incident;
 use quell::config::{Config, HumanDuration};
+use quell::incident::Incident;
 use quell::sandbox::{LoadedRunbook, Runtime};
 use quell_tests::kube_sim::KubeSim;
 use quell_tests::sshd::Sshd;

@@ -15,14 +15,14 @@ const POLICY: &str = "timeout = \"1s\"\nmemory = \"16MiB\"\n\
     [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n[ssh.commands]\nid = { run = \"id\", effect = \"read\" }\n\
     [http]\nnetworks = [\"127.0.0.0/8\"]\n[[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n";
 
-fn behaving(behaviour: &str) -> quell::bindings::quell::runbook::types::Incident {
+fn behaving(behaviour: &str) -> quell::incident::Incident {
     incident(
         &[("alertname", "Hostile")],
         &[("quell.test/behaviour", behaviour)],
     )
 }
 
-fn normal() -> quell::bindings::quell::runbook::types::Incident {
+fn normal() -> quell::incident::Incident {
     incident(
         &[("alertname", "Fine")],
         &[(

@@ -1,0 +1,83 @@
+//! Work on a clock: approval expiry, retention, and post-mortem drafts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{POLL, Pipeline, millis};
+use crate::store::now;
+
+impl Pipeline {
+    /// Applies `[retention]` at start and every hour.
+    pub(super) async fn prune(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            let (_, ms) = now();
+            let inbox = ms - millis(self.retention.inbox.0);
+            let incidents = ms - millis(self.retention.incidents.0);
+            match self.store.prune(inbox, incidents).await {
+                Ok(pruned) if pruned.deliveries + pruned.incidents > 0 => info!(
+                    deliveries = pruned.deliveries,
+                    incidents = pruned.incidents,
+                    "history past its retention deleted"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot apply retention"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Expires plans nobody approved in time, every [`POLL`].
+    pub(super) async fn expire_approvals(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow() {
+            match self.store.expire_approvals().await {
+                Ok(n) if n > 0 => {
+                    self.metrics.escalations.inc_by(n as u64);
+                    info!(expired = n, "approvals expired");
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot expire approvals"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Writes the post-mortem draft of a resolved incident, in the background.
+    pub fn resolved(self: &Arc<Self>, id: &str) {
+        let pipeline = self.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            match pipeline.store.incident_detail(id.clone()).await {
+                Ok(Some(detail)) => {
+                    let dir = pipeline.postmortems.clone();
+                    let url = pipeline.public_url.clone();
+                    let saved = tokio::task::spawn_blocking(move || {
+                        crate::postmortem::save(&dir, &detail, url.as_deref())
+                    })
+                    .await;
+                    match saved {
+                        Ok(Ok(path)) => {
+                            info!(incident = %id, path = %path.display(), "post-mortem draft written")
+                        }
+                        Ok(Err(e)) => {
+                            warn!(incident = %id, error = %e, "cannot write the post-mortem draft")
+                        }
+                        Err(e) => warn!(incident = %id, error = %e, "post-mortem task failed"),
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(incident = %id, error = %e, "cannot read the incident for its post-mortem")
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,225 @@
+//! Applying the lifecycle's transitions: the facts they ask for, and their steps, in the
+//! caller's transaction.
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use super::{StoreError, jobs, now, outbox};
+use crate::lifecycle::{
+    Applied, EventKind, Facts, IncidentStatus, NoticeKind, Step, Transition,
+    cancelled_by_resolution,
+};
+
+/// The facts a transition asks for, read in the transaction that applies it.
+struct Sql<'a> {
+    conn: &'a Connection,
+    incident: &'a str,
+}
+
+impl Facts for Sql<'_> {
+    type Error = StoreError;
+
+    fn status(&mut self) -> Result<IncidentStatus, StoreError> {
+        let status: String = self
+            .conn
+            .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
+            .query_row([self.incident], |row| row.get(0))?;
+        IncidentStatus::parse(&status)
+            .ok_or_else(|| StoreError::failed(format!("unknown incident status {status:?}")))
+    }
+
+    fn paused(&mut self) -> Result<bool, StoreError> {
+        jobs::paused(self.conn)
+    }
+
+    fn take_budget(&mut self, runbook: &str, count: u32, per_ms: i64) -> Result<bool, StoreError> {
+        jobs::take_budget(self.conn, runbook, count, per_ms)
+    }
+
+    fn another_applies(&mut self, job: i64) -> Result<bool, StoreError> {
+        let (live, matched): (i64, i64) = self
+            .conn
+            .prepare_cached(
+                "SELECT
+                     (SELECT count(*) FROM jobs WHERE incident_id = ?1 AND id != ?2
+                        AND state IN ('queued', 'running', 'awaiting_approval')),
+                     (SELECT count(*) FROM runs WHERE incident_id = ?1
+                        AND outcome != 'not-matched')",
+            )?
+            .query_row(params![self.incident, job], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?;
+        Ok(live > 0 || matched > 0)
+    }
+}
+
+/// Applies `transition`; the second value says whether it queued work.
+pub(super) fn apply(
+    conn: &Connection,
+    transition: &Transition,
+) -> Result<(Applied, bool), StoreError> {
+    let incident = transition.incident();
+    let (steps, proceed) = transition.steps(&mut Sql { conn, incident })?;
+    let job = transition.job().map(|j| (j.id, j.runbook.as_str()));
+    let (mut applied, queued) = run(conn, incident, job, &steps)?;
+    applied.proceed = proceed;
+    Ok((applied, queued))
+}
+
+/// Takes `steps` for `incident` (and `job`: its id and runbook). The second value says
+/// whether work was queued.
+pub(super) fn run(
+    conn: &Connection,
+    incident: &str,
+    job: Option<(i64, &str)>,
+    steps: &[Step],
+) -> Result<(Applied, bool), StoreError> {
+    let (at, ms) = now();
+    let mut applied = Applied {
+        changed: !steps.is_empty(),
+        ..Applied::default()
+    };
+    let mut queued = false;
+    let runbook = job.map(|(_, name)| name);
+    let job_id = || {
+        job.map(|(id, _)| id)
+            .ok_or_else(|| StoreError::failed("a job step outside a job's transition"))
+    };
+    for step in steps {
+        match step {
+            Step::Job(state) => jobs::set_state(conn, job_id()?, *state)?,
+            Step::AwaitApproval {
+                diagnosis,
+                expires_ms,
+            } => jobs::await_approval(conn, job_id()?, diagnosis, *expires_ms)?,
+            Step::HoldPlan { expires_ms } => jobs::hold(conn, job_id()?, *expires_ms)?,
+            Step::QueueRemediation { diagnosis } => {
+                jobs::queue_remediation(conn, job_id()?, diagnosis)?;
+                queued = true;
+            }
+            Step::Status(status) => set_status(conn, incident, *status, &at, ms)?,
+            Step::CancelPendingJobs => cancel_pending(conn, incident, &at)?,
+            Step::MarkRemediated => {
+                conn.prepare_cached("UPDATE incidents SET remediated = 1 WHERE id = ?1")?
+                    .execute([incident])?;
+            }
+            Step::Event {
+                kind,
+                runbook: about_runbook,
+                message,
+                detail,
+            } => {
+                let runbook = runbook.filter(|_| *about_runbook);
+                event(
+                    conn,
+                    incident,
+                    &at,
+                    *kind,
+                    runbook,
+                    message,
+                    detail.as_ref(),
+                )?;
+            }
+            Step::Notice {
+                kind,
+                runbook: about_runbook,
+                message,
+                findings,
+                plan,
+            } => {
+                let runbook = runbook.filter(|_| *about_runbook);
+                outbox::record(conn, incident, *kind, runbook, message, findings, plan)?;
+            }
+            Step::Escalate(reason) => {
+                escalate(conn, incident, &at, reason)?;
+                applied.escalations += 1;
+            }
+            Step::RecordRun(run) => {
+                jobs::record_run(conn, run)?;
+            }
+            Step::StartRun(run) => applied.run = Some(jobs::start_run(conn, run)?),
+            Step::FinishRun(id, run) => jobs::finish_run(conn, *id, run)?,
+        }
+    }
+    Ok((applied, queued))
+}
+
+fn set_status(
+    conn: &Connection,
+    incident: &str,
+    status: IncidentStatus,
+    at: &str,
+    ms: i64,
+) -> Result<(), StoreError> {
+    if status == IncidentStatus::Resolved {
+        conn.prepare_cached(
+            "UPDATE incidents SET status = 'resolved', resolved_at = ?2, resolved_ms = ?3,
+                 updated_at = ?2
+             WHERE id = ?1",
+        )?
+        .execute(params![incident, at, ms])?;
+    } else {
+        conn.prepare_cached("UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![incident, status.as_str(), at])?;
+    }
+    Ok(())
+}
+
+/// Cancels the incident's queued and waiting jobs, each with its timeline entry.
+fn cancel_pending(conn: &Connection, incident: &str, at: &str) -> Result<(), StoreError> {
+    let cancelled: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ?2
+             WHERE incident_id = ?1 AND state IN ('queued', 'awaiting_approval')
+             RETURNING id, runbook",
+        )?
+        .query_map(params![incident, at], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (id, runbook) in cancelled {
+        run(
+            conn,
+            incident,
+            Some((id, &runbook)),
+            &cancelled_by_resolution(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Marks an incident escalated to a human, with the reason on its timeline and a notice.
+pub(super) fn escalate(
+    conn: &Connection,
+    id: &str,
+    at: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
+        .execute(params![id, at])?;
+    event(conn, id, at, EventKind::Escalated, None, reason, None)?;
+    outbox::record(conn, id, NoticeKind::Escalated, None, reason, &[], &[])
+}
+
+/// Appends a timeline event.
+pub(super) fn event(
+    conn: &Connection,
+    incident: &str,
+    at: &str,
+    kind: EventKind,
+    runbook: Option<&str>,
+    message: &str,
+    detail: Option<&Value>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO events (incident_id, at, kind, runbook, message, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        incident,
+        at,
+        kind.as_str(),
+        runbook,
+        message,
+        detail.map(Value::to_string)
+    ])?;
+    Ok(())
+}

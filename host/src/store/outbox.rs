@@ -1,0 +1,342 @@
+//! The notification outbox: notices written with the change that caused them, and each
+//! destination's deliveries of them.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{StoreError, now};
+use crate::lifecycle::{FindingView, IncidentView, Notice, NoticeKind};
+
+/// Records which destinations are configured (`settings.notify`), so that with none no
+/// notice is written at all.
+pub(super) fn configure(conn: &Connection, destinations: &[&str]) -> Result<(), StoreError> {
+    let before: String = conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
+        .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or_default();
+    let before: Vec<&str> = before.split(',').collect();
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value) VALUES ('notify', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([destinations.join(",")])?;
+    // A destination configured for the first time (or again after a while without it)
+    // starts with what comes next, not with the history other destinations were sent (a
+    // new PagerDuty must not page for last week): a `skipped` marker at the newest notice
+    // sets its routing cursor. Destinations configured before keep their place.
+    let (at, _) = now();
+    for destination in destinations.iter().filter(|d| !before.contains(d)) {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO deliveries
+                 (notification_id, destination, incident_id, state, next_at_ms, created_at)
+             SELECT max(id), ?1, '', 'skipped', 0, ?2 FROM notifications
+             HAVING max(id) IS NOT NULL",
+        )?
+        .execute(params![destination, at])?;
+    }
+    Ok(())
+}
+
+fn enabled(conn: &Connection) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
+        .query_row([], |row| row.get::<_, String>(0))
+        .optional()?
+        .is_some_and(|v| !v.is_empty()))
+}
+
+/// Writes a notice for `incident` into the outbox, inside the caller's transaction (nothing
+/// when no destination is configured).
+pub(super) fn record(
+    conn: &Connection,
+    incident: &str,
+    kind: NoticeKind,
+    runbook: Option<&str>,
+    message: &str,
+    findings: &[FindingView],
+    plan: &[String],
+) -> Result<(), StoreError> {
+    if !enabled(conn)? {
+        return Ok(());
+    }
+    let Some(view) = conn
+        .prepare_cached(
+            "SELECT id, title, severity, status, source, created_at, escalated, labels
+             FROM incidents WHERE id = ?1",
+        )?
+        .query_row([incident], |row| {
+            Ok(IncidentView {
+                id: row.get(0)?,
+                title: row.get(1)?,
+                severity: row.get(2)?,
+                status: row.get(3)?,
+                source: row.get(4)?,
+                created_at: row.get(5)?,
+                escalated: row.get(6)?,
+                labels: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or(Value::Null),
+            })
+        })
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let (at, ms) = now();
+    let notice = Notice {
+        kind,
+        at: at.clone(),
+        incident: view,
+        runbook: runbook.map(str::to_owned),
+        message: message.to_owned(),
+        findings: findings.to_vec(),
+        plan: plan.to_vec(),
+    };
+    conn.prepare_cached(
+        "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        incident,
+        kind.as_str(),
+        serde_json::to_string(&notice)?,
+        at,
+        ms
+    ])?;
+    Ok(())
+}
+
+/// Notices `destination` has not routed yet, oldest first, at most 200: `(id, incident,
+/// notice)`, the notice `None` when it cannot be read.
+pub(super) fn unrouted(
+    conn: &Connection,
+    destination: &str,
+) -> Result<Vec<(i64, String, Option<Notice>)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, incident_id, notice FROM notifications
+             WHERE id > (SELECT coalesce(max(notification_id), 0) FROM deliveries
+                         WHERE destination = ?1)
+             ORDER BY id LIMIT 200",
+        )?
+        .query_map([destination], |row| {
+            let text: String = row.get(2)?;
+            Ok((row.get(0)?, row.get(1)?, serde_json::from_str(&text).ok()))
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+/// Creates `destination`'s delivery rows: pending where accepted, skipped elsewhere.
+pub(super) fn route(
+    conn: &Connection,
+    destination: &str,
+    routes: &[(i64, String, bool)],
+) -> Result<(), StoreError> {
+    let (at, ms) = now();
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries
+             (notification_id, destination, incident_id, state, next_at_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (id, incident, accepted) in routes {
+        let state = if *accepted { "pending" } else { "skipped" };
+        insert.execute(params![id, destination, incident, state, ms, at])?;
+    }
+    Ok(())
+}
+
+/// A delivery ready to attempt.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// The delivery.
+    pub id: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// What to deliver.
+    pub notice: Notice,
+}
+
+/// The oldest due delivery whose incident has nothing earlier still pending at
+/// `destination` (nor, for up to `hold`, at `waits_for`).
+pub(super) fn next(
+    conn: &Connection,
+    destination: &str,
+    waits_for: Option<&str>,
+    hold: Duration,
+) -> Result<Option<Due>, StoreError> {
+    let (_, ms) = now();
+    let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
+    let row: Option<(i64, u32, String)> = conn
+        .prepare_cached(
+            "SELECT d.id, d.attempts, n.notice FROM deliveries d
+             JOIN notifications n ON n.id = d.notification_id
+             WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_at_ms <= ?2
+               AND NOT EXISTS (SELECT 1 FROM deliveries e
+                               WHERE e.destination = d.destination
+                                 AND e.incident_id = d.incident_id
+                                 AND e.state = 'pending' AND e.id < d.id)
+               AND (?3 = '' OR n.created_ms < ?2 - ?4 OR (
+                    EXISTS (SELECT 1 FROM deliveries r WHERE r.destination = ?3
+                              AND r.notification_id >= d.notification_id)
+                    AND NOT EXISTS (SELECT 1 FROM deliveries w
+                              WHERE w.destination = ?3
+                                AND w.incident_id = d.incident_id
+                                AND w.state = 'pending'
+                                AND w.notification_id < d.notification_id)))
+             ORDER BY d.id LIMIT 1",
+        )?
+        .query_row(
+            params![destination, ms, waits_for.unwrap_or(""), hold_ms],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((id, attempts, text)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Due {
+        id,
+        attempts,
+        notice: serde_json::from_str(&text)?,
+    }))
+}
+
+/// How a delivery attempt ended, to record.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    /// The delivery.
+    pub id: i64,
+    /// `sent`, `skipped`, `dead`, or `pending` (to retry).
+    pub state: &'static str,
+    /// Attempts including this one.
+    pub attempts: u32,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When to try again, from now.
+    pub retry_in: Duration,
+}
+
+/// Records an attempt.
+pub(super) fn settle(conn: &Connection, settlement: &Settlement) -> Result<(), StoreError> {
+    let (at, ms) = now();
+    let next = ms + i64::try_from(settlement.retry_in.as_millis()).unwrap_or(i64::MAX / 2);
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
+             next_at_ms = ?5, sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        settlement.id,
+        settlement.state,
+        settlement.attempts,
+        settlement.error,
+        next,
+        at
+    ])?;
+    Ok(())
+}
+
+/// A delivery that gave up.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadNotification {
+    /// The delivery.
+    pub id: i64,
+    /// Where it was going.
+    pub destination: String,
+    /// The incident.
+    pub incident: String,
+    /// The notice's kind.
+    pub kind: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// The last error.
+    pub error: Option<String>,
+    /// When the delivery was created.
+    pub created_at: String,
+}
+
+/// Deliveries that gave up, newest first.
+pub(super) fn dead(conn: &Connection, limit: u32) -> Result<Vec<DeadNotification>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT d.id, d.destination, d.incident_id, n.kind, d.attempts, d.last_error,
+                 d.created_at
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?1",
+        )?
+        .query_map([limit.clamp(1, 500)], |row| {
+            Ok(DeadNotification {
+                id: row.get(0)?,
+                destination: row.get(1)?,
+                incident: row.get(2)?,
+                kind: row.get(3)?,
+                attempts: row.get(4)?,
+                error: row.get(5)?,
+                created_at: row.get(6)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::Store;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_destination_added_later_starts_with_what_comes_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+        let cursor = |store: &Store, destination: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .db
+                    .read(move |conn| {
+                        Ok(conn.query_row(
+                            "SELECT coalesce(max(notification_id), 0) FROM deliveries
+                             WHERE destination = ?1",
+                            [destination],
+                            |r| r.get::<_, i64>(0),
+                        )?)
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        store
+            .db
+            .write(|conn| {
+                configure(conn, &["slack"])?;
+                conn.execute(
+                    "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
+                         labels, annotations, alert_json, created_at, created_ms, updated_at)
+                     VALUES ('INC-1', 's', 'f', 'open', 'high', 't', '{}', '{}', '{}', 'x', 0, 'x')",
+                    [],
+                )?;
+                record(conn, "INC-1", NoticeKind::Created, None, "m", &[], &[])?;
+                record(conn, "INC-1", NoticeKind::Escalated, None, "m", &[], &[])
+            })
+            .await
+            .unwrap();
+        // Slack has not routed anything yet: it starts from the beginning.
+        assert_eq!(cursor(&store, "slack").await, 0);
+        store
+            .configure_destinations(vec!["slack", "pagerduty"])
+            .await
+            .unwrap();
+        assert_eq!(
+            cursor(&store, "slack").await,
+            0,
+            "existing destinations keep their place"
+        );
+        assert_eq!(
+            cursor(&store, "pagerduty").await,
+            2,
+            "no page for last week's escalations"
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! The store's own tests: group commit, failures inside a batch, retention.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_share_commits_and_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    let writes = (0..200).map(|n| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .db
+                .write(move |conn| {
+                    conn.execute(
+                        "INSERT INTO settings (key, value) VALUES (?1, 'v')",
+                        [format!("k{n}")],
+                    )?;
+                    Ok(n)
+                })
+                .await
+        })
+    });
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let count: i64 = store
+        .db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(count, 200);
+    let (journal, synchronous): (String, i64) = store
+        .db
+        .read(|conn| {
+            Ok((
+                conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (journal.as_str(), synchronous),
+        ("wal", 2),
+        "WAL with synchronous=FULL"
+    );
+}
+
+/// Inserts the setting `key` (a write that fails on a duplicate).
+async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
+    store
+        .db
+        .write(move |conn| {
+            conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
+            Ok(())
+        })
+        .await
+}
+
+/// The settings' keys, sorted.
+async fn setting_keys(store: &Store) -> Vec<String> {
+    store
+        .db
+        .read(|conn| {
+            Ok(conn
+                .prepare("SELECT key FROM settings ORDER BY key")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_write_does_not_undo_its_batch_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    let insert = |key| insert_setting(store.clone(), key);
+    let (a, duplicate, b) = tokio::join!(insert("a"), insert("a"), insert("b"));
+    assert!(a.is_ok() && b.is_ok());
+    assert!(
+        matches!(duplicate, Err(StoreError::Failed { .. })),
+        "{duplicate:?}"
+    );
+    let keys = setting_keys(&store).await;
+    assert_eq!(keys, ["a", "b"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_rolled_back_by_sqlite_fails_exactly_the_writes_it_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    // Hold the writer so that the next three writes share one batch.
+    let (open_gate, gate) = std::sync::mpsc::channel::<()>();
+    let (holding, held_now) = std::sync::mpsc::channel::<()>();
+    let held = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .db
+                .write(move |_| {
+                    let _ = holding.send(());
+                    let _ = gate.recv();
+                    Ok(())
+                })
+                .await
+        }
+    });
+    while held_now.try_recv().is_err() {
+        tokio::task::yield_now().await;
+    }
+    let insert = |key| tokio::spawn(insert_setting(store.clone(), key));
+    let before = insert("before");
+    while store.queued_writes() < 1 {
+        tokio::task::yield_now().await;
+    }
+    // What SQLite does on SQLITE_FULL or SQLITE_IOERR in some cases: the statement fails
+    // and the whole transaction is rolled back.
+    let failing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .db
+                .write(|conn| -> Result<(), StoreError> {
+                    conn.execute_batch("ROLLBACK")?;
+                    Err(StoreError::unavailable("database or disk is full"))
+                })
+                .await
+        }
+    });
+    while store.queued_writes() < 2 {
+        tokio::task::yield_now().await;
+    }
+    let after = insert("after");
+    while store.queued_writes() < 3 {
+        tokio::task::yield_now().await;
+    }
+    open_gate.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    let (before, failing, after) = (
+        before.await.unwrap(),
+        failing.await.unwrap(),
+        after.await.unwrap(),
+    );
+    let keys = setting_keys(&store).await;
+    assert_eq!(
+        keys,
+        ["after"],
+        "only the write after the rollback is stored"
+    );
+    assert!(
+        matches!(before, Err(StoreError::Unavailable { .. })),
+        "the write the rollback undid is reported failed: {before:?}"
+    );
+    assert!(failing.is_err());
+    assert!(after.is_ok(), "the write after it committed: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    let panicked = store
+        .db
+        .write(|conn| -> Result<(), StoreError> {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('half', 'done')",
+                [],
+            )?;
+            panic!("a bug in a write")
+        })
+        .await;
+    assert!(
+        matches!(panicked, Err(StoreError::Unavailable { .. })),
+        "{panicked:?}"
+    );
+    store
+        .db
+        .write(|conn| {
+            conn.execute("INSERT INTO settings (key, value) VALUES ('next', 'v')", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let keys = setting_keys(&store).await;
+    assert_eq!(keys, ["next"], "the panicking write was rolled back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    store
+        .db
+        .write(|conn| {
+            for (id, status, resolved_ms) in [
+                ("INC-OLD", "resolved", 1_000),
+                ("INC-OPEN", "open", 0),
+                ("INC-NEW", "resolved", 9_000),
+            ] {
+                conn.execute(
+                    "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
+                         labels, annotations, alert_json, created_at, created_ms, updated_at,
+                         resolved_ms)
+                     VALUES (?1, 's', ?1, ?2, 'low', 't', '{}', '{}', '{}', 'x', 0, 'x', ?3)",
+                    rusqlite::params![id, status, resolved_ms],
+                )?;
+                apply::event(
+                    conn,
+                    id,
+                    "x",
+                    crate::lifecycle::EventKind::Created,
+                    None,
+                    "m",
+                    None,
+                )?;
+            }
+            conn.execute(
+                "INSERT INTO inbox (source, received_at, received_ms, body, status)
+                 VALUES ('s', 'x', 1000, x'00', 'accepted'), ('s', 'x', 9000, x'00', 'accepted')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let pruned = store.prune(5_000, 5_000).await.unwrap();
+    assert_eq!((pruned.deliveries, pruned.incidents), (1, 1));
+    let left: (Vec<String>, i64) = store
+        .db
+        .read(|conn| {
+            let ids = conn
+                .prepare("SELECT id FROM incidents ORDER BY id")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let events = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            Ok((ids, events))
+        })
+        .await
+        .unwrap();
+    assert_eq!(left, (vec!["INC-NEW".to_owned(), "INC-OPEN".to_owned()], 2));
+}
