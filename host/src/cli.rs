@@ -6,7 +6,6 @@ mod remote;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
@@ -150,7 +149,16 @@ impl Cli {
     }
 }
 
-/// Starts logging to stderr.
+/// The largest alert file `quell run` reads (the default webhook body limit).
+const MAX_ALERT_SIZE: u64 = 10 << 20;
+
+/// Whether log lines carry ANSI colour: only on a terminal, and never when `NO_COLOR` is set
+/// to anything but the empty string (<https://no-color.org>).
+fn log_colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|value| value.is_empty())
+}
+
+/// Starts logging to stderr, in colour only when stderr is a terminal.
 pub fn init_tracing(format: LogFormat, verbose: u8, serving: bool) {
     let default = match verbose {
         0 if serving => "info",
@@ -160,8 +168,13 @@ pub fn init_tracing(format: LogFormat, verbose: u8, serving: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("QUELL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let colour = log_colour(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -183,8 +196,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let config = load_config(config.as_deref())?;
             let runbooks = runbooks.unwrap_or_else(|| config.runbooks.dir.clone());
-            let text = std::fs::read_to_string(&alert)
-                .with_context(|| format!("cannot read alert {}", alert.display()))?;
+            let text = crate::files::read_to_string(&alert, MAX_ALERT_SIZE).map_err(|e| {
+                let why = e.to_string();
+                let why = why.strip_prefix("cannot read: ").unwrap_or(&why).to_owned();
+                anyhow::anyhow!("cannot read alert {}: {why}", alert.display())
+            })?;
             let incidents = crate::incident::from_alert_json(&text, "cli")
                 .map_err(|e| anyhow::anyhow!("{}: {e}", alert.display()))?;
             let runtime = Runtime::new(&config)?;
@@ -321,5 +337,49 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
             config.apply_env(|name| std::env::var(name).ok());
             Ok(config)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some(OsStr::new(""))));
+        assert!(!log_colour(true, Some(OsStr::new("1"))));
+        assert!(!log_colour(false, None));
+        assert!(!log_colour(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn a_fifo_alert_is_refused_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let alert = crate::files::tests::fifo(dir.path(), "alert.json");
+        let cli = Cli::try_parse_from([
+            "quell",
+            "run",
+            "--runbooks",
+            "/nonexistent",
+            "--alert",
+            alert.to_str().unwrap(),
+        ])
+        .unwrap();
+        let err = crate::files::tests::within_deadline(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(run(cli)).unwrap_err()
+        });
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "cannot read alert {}: it is a FIFO, not a regular file",
+                alert.display()
+            )
+        );
     }
 }

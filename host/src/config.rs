@@ -184,11 +184,11 @@ impl Default for HttpConfig {
 /// A configuration file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
+    /// The file could not be read (or is not a regular file of at most [`Config::MAX_SIZE`]).
     #[error("{path}: {source}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::files::ReadError,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("{path}: {message}")]
@@ -196,11 +196,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The largest configuration file Quell reads.
+    pub const MAX_SIZE: u64 = 1 << 20;
+
     /// Reads and validates a configuration file, then applies environment overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
+        let text = crate::files::read_to_string(path, Self::MAX_SIZE).map_err(|source| {
+            ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }
         })?;
         let mut config = Self::parse(&text).map_err(|message| ConfigError::Invalid {
             path: path.to_owned(),
@@ -302,6 +307,18 @@ mod tests {
     fn unknown_keys_are_refused_in_flattened_sections_too() {
         let err = Config::parse("[sources.generic]\ntokenz = []\n").unwrap_err();
         assert!(err.contains("unknown field `tokenz`"), "{err}");
+    }
+
+    #[test]
+    fn a_fifo_config_is_refused_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::files::tests::fifo(dir.path(), "quell.toml");
+        let shown = path.display().to_string();
+        let err = crate::files::tests::within_deadline(move || Config::load(&path)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{shown}: cannot read: it is a FIFO, not a regular file")
+        );
     }
 
     #[test]

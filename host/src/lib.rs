@@ -27,6 +27,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod files;
 pub mod incident;
 pub mod lifecycle;
 pub mod metrics;

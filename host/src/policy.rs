@@ -4,7 +4,8 @@
 //! every pattern is compiled here, once, and a bad file is rejected with its path, line and
 //! reason. The capability sections (`[kubectl]`, `[ssh]`, `[http]`) are defined in
 //! [`kubectl`], [`ssh`] and [`http`], and enforced by the capabilities. This module depends
-//! on [`crate::syntax`] only, never on the capabilities or the host configuration.
+//! on [`crate::syntax`] and [`crate::files`] only, never on the capabilities or the host
+//! configuration.
 
 mod capability;
 pub mod http;
@@ -198,11 +199,14 @@ pub struct PolicyError {
 }
 
 impl Policy {
-    /// Reads and validates a policy file.
+    /// The largest policy file Quell reads.
+    pub const MAX_SIZE: u64 = 1 << 20;
+
+    /// Reads and validates a policy file (a regular file of at most [`Self::MAX_SIZE`]).
     pub fn load(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        let text = crate::files::read_to_string(path, Self::MAX_SIZE).map_err(|e| PolicyError {
             path: path.to_owned(),
-            message: format!("cannot read: {e}"),
+            message: e.to_string(),
         })?;
         Self::parse(&text).map_err(|message| PolicyError {
             path: path.to_owned(),
@@ -256,6 +260,34 @@ mod tests {
         );
         let policy = Policy::parse(&text).unwrap();
         assert_eq!(policy.granted(), vec![Capability::Timeline]);
+    }
+
+    #[test]
+    fn a_fifo_policy_is_refused_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::files::tests::fifo(dir.path(), "policy.toml");
+        let shown = path.display().to_string();
+        let err = crate::files::tests::within_deadline(move || Policy::load(&path)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{shown}: cannot read: it is a FIFO, not a regular file")
+        );
+    }
+
+    #[test]
+    fn an_oversized_policy_is_refused_naming_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        let padding = "#".repeat(Policy::MAX_SIZE as usize);
+        std::fs::write(&path, format!("{MINIMAL}{padding}\n")).unwrap();
+        let err = Policy::load(&path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: cannot read: it is larger than the 1.0 MiB limit",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! kubeconfig and context from the host configuration. Identity and cluster flags cannot be
 //! expressed at all. The `[kubectl]` policy section itself is [`crate::policy::kubectl`].
 
+mod grammar;
+
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -49,56 +51,27 @@ pub struct Call {
     extra: Vec<String>,
 }
 
-fn dns_label(what: &str, value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    ok.then_some(())
-        .ok_or_else(|| format!("invalid {what} {value:?}: must be a DNS label (a-z, 0-9, '-')"))
-}
-
-fn dns_subdomain(what: &str, value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && value.ends_with(|c: char| c.is_ascii_alphanumeric());
-    ok.then_some(()).ok_or_else(|| {
-        format!("invalid {what} {value:?}: must be a DNS subdomain (a-z, 0-9, '-', '.')")
-    })
-}
-
-fn label_selector(value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
-        && value.len() <= 1024
-        && !value.starts_with('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-/=!,() ".contains(c));
-    ok.then_some(())
-        .ok_or_else(|| format!("invalid label selector {value:?}"))
-}
-
 impl Call {
     /// Validates a guest request. The error says what is wrong with it.
     pub fn parse(req: &Request) -> Result<Self, String> {
         let verb = Verb::from_wit(req.verb);
         let resource = Resource::parse(&req.resource)?;
         if let Some(ns) = &req.namespace {
-            dns_label("namespace", ns)?;
+            grammar::dns_label("namespace", ns)?;
         }
         if let Some(name) = &req.name {
-            dns_subdomain("name", name)?;
+            // A namespace's own name is a label; other objects' names are subdomains.
+            if resource.name() == "namespaces" {
+                grammar::dns_label("name", name)?;
+            } else {
+                grammar::dns_subdomain("name", name)?;
+            }
         }
-        if let Some(selector) = &req.selector {
-            label_selector(selector)?;
-        }
+        let selector = req
+            .selector
+            .as_deref()
+            .map(grammar::label_selector)
+            .transpose()?;
         let namespace =
             if resource.namespaced() {
                 Some(req.namespace.clone().ok_or_else(|| {
@@ -144,7 +117,7 @@ impl Call {
                     req.name.is_some() || req.selector.is_some(),
                 )?;
                 if let Some(container) = &opts.container {
-                    dns_label("container", container)?;
+                    grammar::dns_label("container", container)?;
                     extra.push(format!("--container={container}"));
                 }
                 if let Some(tail) = opts.tail_lines {
@@ -193,7 +166,7 @@ impl Call {
             resource,
             namespace,
             name: req.name.clone(),
-            selector: req.selector.clone(),
+            selector,
             extra,
         })
     }

@@ -35,6 +35,9 @@ const PROVIDED_WASI: &[&str] = &[
     "wasi:cli/terminal-stderr",
 ];
 
+/// The largest component file Quell reads (runbooks are a few hundred KiB).
+pub const MAX_COMPONENT_SIZE: u64 = 64 << 20;
+
 /// A runbook that could not be loaded, and why.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}: {message}", path.display())]
@@ -63,8 +66,13 @@ impl Runtime {
             .parent()
             .unwrap_or(Path::new("."))
             .join(&policy.runbook.component);
-        let wasm = std::fs::read(&component_path).map_err(|e| {
-            fail(format!("component {}: cannot read: {e} (build the runbooks first: scripts/build-runbooks.sh)", component_path.display()))
+        let wasm = crate::files::read(&component_path, MAX_COMPONENT_SIZE).map_err(|e| {
+            let hint = if e.is_not_found() {
+                " (build the runbooks first: scripts/build-runbooks.sh)"
+            } else {
+                ""
+            };
+            fail(format!("component {}: {e}{hint}", component_path.display()))
         })?;
         let digest = hex::encode(Sha256::digest(&wasm));
         if let Some(pin) = &policy.runbook.sha256
@@ -215,4 +223,42 @@ fn check_imports(
     imported.sort();
     imported.dedup();
     Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::files::tests::{fifo, within_deadline};
+
+    #[test]
+    fn a_fifo_component_fails_the_load_instead_of_blocking_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.sandbox.cache_dir = dir.path().join("cache");
+        config.sandbox.max_instances = 1;
+        let runbook = dir.path().join("runbooks").join("fifo");
+        std::fs::create_dir_all(&runbook).unwrap();
+        std::fs::write(
+            runbook.join("policy.toml"),
+            "[runbook]\nname = \"fifo\"\ncomponent = \"fifo.wasm\"\n",
+        )
+        .unwrap();
+        let component = fifo(&runbook, "fifo.wasm");
+        let runbooks = dir.path().join("runbooks");
+        let (loaded, errors) = within_deadline(move || {
+            let runtime = Runtime::new(&config).unwrap();
+            let (loaded, errors) = runtime.load_dir(&runbooks);
+            (loaded.len(), errors)
+        });
+        assert_eq!(loaded, 0);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].message,
+            format!(
+                "component {}: cannot read: it is a FIFO, not a regular file",
+                component.display()
+            )
+        );
+    }
 }
