@@ -58,8 +58,8 @@ fn start_daemon() -> Daemon {
         ),
     )
     .unwrap();
-    let binary = std::env::var_os("QUELL_BENCH_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_quell").into());
+    let binary =
+        std::env::var_os("QUELL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_quell").into());
     let child = Command::new(binary)
         .args(["serve", "--config"])
         .arg(&config)

@@ -12,6 +12,7 @@ mod audit;
 pub mod http;
 pub mod kubectl;
 mod process;
+pub mod redact;
 pub mod ssh;
 mod timeline;
 
@@ -24,9 +25,10 @@ use crate::config::Config;
 use crate::policy::Policy;
 
 pub use crate::policy::{Capability, Effect, HttpPolicy, KubectlPolicy, SshPolicy};
-pub use audit::{CallRecord, Decision};
+pub use audit::{CallRecord, Decision, JournalEntry};
 pub use http::HttpCap;
 pub use kubectl::KubectlCap;
+pub use redact::Redactor;
 pub use ssh::SshCap;
 
 /// Which export a call happens in.
@@ -60,6 +62,8 @@ pub struct Capabilities {
     pub ssh: SshCap,
     /// Sends HTTP requests behind the SSRF guard.
     pub http: HttpCap,
+    /// Keeps the `[secrets]` values out of everything a runbook is handed or that is recorded.
+    pub redact: Redactor,
 }
 
 impl Capabilities {
@@ -67,10 +71,12 @@ impl Capabilities {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let home = config.sandbox.cache_dir.join("home");
         std::fs::create_dir_all(&home)?;
+        let secrets = config.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str()));
         Ok(Self {
             kubectl: KubectlCap::new(&config.kubectl, &home)?,
             ssh: SshCap::new(&config.ssh, &home)?,
             http: HttpCap::new(&config.http, config.secrets.clone()),
+            redact: Redactor::new(secrets).map_err(anyhow::Error::msg)?,
         })
     }
 }
@@ -102,14 +108,19 @@ pub struct CallContext {
     /// Bytes of results recorded so far, against [`RECORD_BUDGET`].
     pub recorded_bytes: usize,
     /// Where each record also goes the moment it is made (the daemon journals remediation
-    /// calls to the database as they happen, so a crash cannot lose what was done).
-    pub journal: Option<tokio::sync::mpsc::UnboundedSender<CallRecord>>,
+    /// calls to the database as they happen, so a crash cannot lose what was done); a write
+    /// is journaled as started, and waits for that to be durable, before it runs.
+    pub journal: Option<tokio::sync::mpsc::UnboundedSender<JournalEntry>>,
 }
 
 /// At most this many capability calls per export call; later ones are refused unrecorded.
 pub const MAX_CALLS: usize = 256;
-/// Recorded results beyond this many bytes per export call are replaced by their size.
+/// Results handed to the runbook, as recorded, per export call. A result that would go past
+/// it is not handed over (`too-large`): whatever a runbook read is in its record.
 pub const RECORD_BUDGET: usize = 8 << 20;
+/// The largest request a command capability takes (kubectl, ssh: the request as JSON);
+/// beyond it the runbook gets `too-large`.
+pub const MAX_COMMAND_REQUEST: usize = 64 << 10;
 /// Requests and reasons longer than this are cut in the record.
 const MAX_RECORDED_TEXT: usize = 4096;
 
@@ -136,8 +147,10 @@ pub(crate) struct Measured {
 /// What the gate decided for one call.
 #[derive(Debug)]
 pub(crate) enum Verdict {
-    /// Run it; the string names the rule that allowed it.
+    /// Run it (a read); the string names the rule that allowed it.
     Execute(String),
+    /// Run it (a write): journaled as started before it runs.
+    Write(String),
     /// Record it as if it ran, but do not run it (dry-run write).
     Simulate(String),
     /// Refuse it with this reason.
@@ -170,11 +183,63 @@ impl CallContext {
                 "this call writes, and diagnose may only read; writes run in remediate".to_owned(),
             ),
             (Effect::Write, _, true) => Verdict::Simulate(rule),
-            _ => Verdict::Execute(rule),
+            (Effect::Write, _, false) => Verdict::Write(rule),
+            (Effect::Read, _, _) => Verdict::Execute(rule),
         }
     }
 
-    /// Records a finished call and hands its result back.
+    /// Journals a write as started, and waits until that is durable, before it runs: a
+    /// crash while it runs leaves "started, result unknown", never nothing. Without a
+    /// journal (`quell run`) there is nothing to wait for.
+    pub(crate) async fn journal_start(
+        &mut self,
+        capability: Capability,
+        request: &serde_json::Value,
+        verdict: &Verdict,
+        command: Option<&str>,
+    ) -> Result<(), HostError> {
+        let (Some(journal), Verdict::Write(rule)) = (&self.journal, verdict) else {
+            return Ok(());
+        };
+        let mut request = request.clone();
+        bound_json(&mut request);
+        let mut record = CallRecord::new(
+            self,
+            capability,
+            request,
+            Decision::Allowed,
+            cut(rule.clone()),
+            Instant::now(),
+            &Ok::<(), HostError>(()),
+            None,
+            0,
+        );
+        record.command = command.map(|c| cut(c.to_owned()));
+        record.result = serde_json::json!({ "pending": "started; the result is not known yet" });
+        let (committed, durable) = tokio::sync::oneshot::channel();
+        let entry = JournalEntry {
+            index: self.calls.len(),
+            record,
+            committed: Some(committed),
+        };
+        let journaled = journal.send(entry).is_ok()
+            && matches!(
+                tokio::time::timeout(self.time_left(), durable).await,
+                Ok(Ok(true))
+            );
+        if journaled {
+            Ok(())
+        } else {
+            Err(HostError::Failed(
+                "the call could not be journaled before it ran, so it was not run".to_owned(),
+            ))
+        }
+    }
+
+    /// Records a finished call and hands its result back. The result is what the runbook
+    /// gets, and exactly that is recorded: one that would take the export past
+    /// [`RECORD_BUDGET`] is withheld (`too-large`) rather than handed over unrecorded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn record<T: serde::Serialize>(
         &mut self,
         capability: Capability,
@@ -183,9 +248,10 @@ impl CallContext {
         started: Instant,
         result: Result<T, HostError>,
         measured: Measured,
+        command: Option<String>,
     ) -> Result<T, HostError> {
         let (decision, rule) = match verdict {
-            Verdict::Execute(rule) => (Decision::Allowed, rule.clone()),
+            Verdict::Execute(rule) | Verdict::Write(rule) => (Decision::Allowed, rule.clone()),
             Verdict::Simulate(rule) => (Decision::DryRun, rule.clone()),
             Verdict::Deny(reason) => (Decision::Denied, reason.clone()),
         };
@@ -196,7 +262,7 @@ impl CallContext {
         let rule = cut(rule);
         let mut request = request;
         bound_json(&mut request);
-        let record = CallRecord::new(
+        let mut record = CallRecord::new(
             self,
             capability,
             request,
@@ -207,6 +273,7 @@ impl CallContext {
             measured.exit_status,
             measured.output_bytes,
         );
+        record.command = command.map(cut);
         tracing::info!(
             runbook = %self.runbook,
             phase = %self.phase,
@@ -215,20 +282,31 @@ impl CallContext {
             duration_ms = record.duration_ms,
             "capability call"
         );
-        let mut record = record;
         // A refusal can quote the guest's input at length; outputs are capped by the host.
         if let Some(error) = record.result.get_mut("error") {
             bound_json(error);
         }
-        // The result is the call's output plus a little framing; its size is known already.
-        let size = usize::try_from(measured.output_bytes).unwrap_or(usize::MAX) + record.rule.len();
-        if self.recorded_bytes + size > RECORD_BUDGET {
-            record.result = serde_json::json!({ "not_recorded": format!("{size} bytes: over the per-call record budget") });
+        let size = record.result.to_string().len() + record.rule.len();
+        let result = if self.recorded_bytes + size > RECORD_BUDGET {
+            record.result = serde_json::json!({
+                "error": audit::host_error_json(&HostError::TooLarge),
+                "withheld": format!(
+                    "{size} bytes: the export's record budget of {} is spent, so the result \
+                     was not handed to the runbook",
+                    crate::config::ByteSize(RECORD_BUDGET as u64)
+                ),
+            });
+            Err(HostError::TooLarge)
         } else {
             self.recorded_bytes += size;
-        }
+            result
+        };
         if let Some(journal) = &self.journal {
-            let _ = journal.send(record.clone());
+            let _ = journal.send(JournalEntry {
+                index: self.calls.len(),
+                record: record.clone(),
+                committed: None,
+            });
         }
         self.calls.push(record);
         result
@@ -264,7 +342,8 @@ fn bound_json(value: &mut serde_json::Value) {
 }
 
 /// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or
-/// refuses according to the verdict, and records the call.
+/// refuses according to the verdict, and records the call. What the command printed is
+/// handed over with every secret redacted.
 pub(crate) async fn run_command(
     ctx: &mut CallContext,
     capability: Capability,
@@ -273,22 +352,40 @@ pub(crate) async fn run_command(
     spec: Option<(process::Spec, String)>,
 ) -> Result<CommandOutput, HostError> {
     let started = Instant::now();
+    let size = request.to_string().len();
+    let (verdict, spec) = if size > MAX_COMMAND_REQUEST {
+        let why = format!(
+            "too large: the request is {size} bytes, over the {MAX_COMMAND_REQUEST}-byte limit"
+        );
+        (Verdict::Deny(why), None)
+    } else {
+        (verdict, spec)
+    };
+    let shown = spec.as_ref().map(|(_, line)| line.clone());
+    let journaled = ctx
+        .journal_start(capability, &request, &verdict, shown.as_deref())
+        .await;
     // No call outlives the export's deadline, so it ends in time to be recorded.
     let time_left = ctx.time_left();
     let spec = spec.map(|(mut spec, shown)| {
         spec.timeout = spec.timeout.min(time_left);
         (spec, shown)
     });
-    let (result, exit, bytes) = match (&verdict, spec) {
-        (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
-        (_, None) => (
+    let redact = &ctx.caps.redact;
+    let (result, exit, bytes) = match (&verdict, spec, journaled) {
+        (Verdict::Deny(_), _, _) if size > MAX_COMMAND_REQUEST => {
+            (Err(HostError::TooLarge), None, 0)
+        }
+        (Verdict::Deny(reason), _, _) => (Err(HostError::Denied(reason.clone())), None, 0),
+        (_, _, Err(error)) => (Err(error), None, 0),
+        (_, None, _) => (
             Err(HostError::Failed(
                 "host bug: no command was rendered".to_owned(),
             )),
             None,
             0,
         ),
-        (Verdict::Simulate(_), Some((_, line))) => {
+        (Verdict::Simulate(_), Some((_, line)), _) => {
             let output = CommandOutput {
                 exit_code: 0,
                 stdout: format!("dry run: not executed: {line}\n"),
@@ -297,19 +394,21 @@ pub(crate) async fn run_command(
             };
             (Ok(output), None, 0)
         }
-        (Verdict::Execute(_), Some((spec, _))) => match process::run(spec).await {
-            Ok(out) => {
-                let output = CommandOutput {
-                    exit_code: out.exit_code,
-                    stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                    stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-                    truncated: out.truncated,
-                };
-                (Ok(output), Some(out.exit_code), out.total_bytes)
+        (Verdict::Execute(_) | Verdict::Write(_), Some((spec, _)), Ok(())) => {
+            match process::run(spec).await {
+                Ok(out) => {
+                    let output = CommandOutput {
+                        exit_code: out.exit_code,
+                        stdout: redact.text(String::from_utf8_lossy(&out.stdout).into_owned()),
+                        stderr: redact.text(String::from_utf8_lossy(&out.stderr).into_owned()),
+                        truncated: out.truncated,
+                    };
+                    (Ok(output), Some(out.exit_code), out.total_bytes)
+                }
+                Err(process::Error::Timeout(_)) => (Err(HostError::Timeout), None, 0),
+                Err(e) => (Err(HostError::Failed(redact.text(e.to_string()))), None, 0),
             }
-            Err(process::Error::Timeout(_)) => (Err(HostError::Timeout), None, 0),
-            Err(e) => (Err(HostError::Failed(e.to_string())), None, 0),
-        },
+        }
     };
     ctx.record(
         capability,
@@ -321,6 +420,7 @@ pub(crate) async fn run_command(
             exit_status: exit,
             output_bytes: bytes,
         },
+        shown,
     )
 }
 

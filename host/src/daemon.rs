@@ -126,6 +126,7 @@ impl Daemon {
         }
         let runtime = Arc::new(Runtime::new(&config)?);
         let metrics = Arc::new(Metrics::new());
+        metrics.escalations.inc_by(recovery.interrupted as u64);
         let pipeline = Pipeline::new(store.clone(), runtime, &config, metrics.clone()).await;
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -191,6 +192,10 @@ impl Daemon {
             self.workers.abort_all();
             while self.workers.join_next().await.is_some() {}
             let recovery = self.state.store.recover().await?;
+            self.state
+                .metrics
+                .escalations
+                .inc_by(recovery.interrupted as u64);
             warn!(
                 requeued = recovery.requeued,
                 interrupted = recovery.interrupted,

@@ -117,7 +117,7 @@ pub async fn start(
     .into_iter()
     .flatten()
     .collect();
-    let client = crate::capabilities::http::notification_client(notify.timeout.0)?;
+    let client = crate::capabilities::http::operator_client(notify.timeout.0)?;
     let public_url = config.server.public_url.clone();
     store.configure_destinations(destinations).await?;
     if let Some(slack) = &notify.slack {

@@ -4,10 +4,13 @@
 //! runbook is loaded once (`Runtime::load`): policy parsed, digest checked, component compiled
 //! (or taken from the on-disk cache), imports compared with the policy's grants. Every
 //! export call gets a fresh `Store` and instance with a memory cap, low host-side limits,
-//! an empty WASI context, an epoch deadline for guest CPU, and an outer deadline for time
-//! spent in host calls.
+//! an empty WASI context, an epoch deadline for guest CPU, and an outer deadline, per phase,
+//! for time spent in host calls. Values crossing the boundary are bounded: by the hostcall
+//! fuel (the instance's memory cap) on the way in, by [`MAX_RESULT`] for an export's value.
+//! Everything a run leaves (output, notes, values) has the host's secrets redacted.
 
 mod engine;
+mod limits;
 mod loader;
 mod output;
 
@@ -15,22 +18,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::quell::runbook::types::{self as wit, Diagnosis, Remediation};
 use crate::bindings::{Runbook, RunbookPre};
-use crate::capabilities::{CallContext, CallRecord, Capabilities, Capability, Phase};
+use crate::capabilities::{CallContext, CallRecord, Capabilities, Capability, JournalEntry, Phase};
 use crate::config::{ByteSize, Config, HumanDuration};
 use crate::incident::{Incident, Severity};
 use crate::policy::Policy;
 
+use limits::{Limits, bounded, past_deadline};
 pub use loader::LoadError;
 use output::CappedPipe;
 
 /// `matches` must be cheap; it never gets more than this, whatever the policy's timeout.
 const MATCHES_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The largest value an export may return (a diagnosis with its `data-json`, a
+/// remediation), as JSON: room for several capped command outputs.
+pub const MAX_RESULT: usize = 4 << 20;
 
 /// The engine, linker and capabilities shared by every runbook.
 pub struct Runtime {
@@ -83,14 +92,18 @@ pub struct RunState {
     limits: Limits,
     /// The deadline of the export running now, for the error message.
     deadline: Duration,
+    /// When the running phase's deadline passes; the outer deadline watches it.
+    clock: watch::Sender<Instant>,
     calls: CallContext,
 }
 
 impl RunState {
     /// Starts the clock for the export about to run.
     fn set_deadline(&mut self, deadline: Duration) {
+        let until = Instant::now() + deadline;
         self.deadline = deadline;
-        self.calls.deadline = Instant::now() + deadline;
+        self.calls.deadline = until;
+        self.clock.send_replace(until);
     }
 }
 
@@ -103,57 +116,8 @@ impl WasiView for RunState {
     }
 }
 
-/// The memory cap for the whole instance (all its linear memories together), remembering
-/// whether the guest ran into it.
-struct Limits {
-    memory: usize,
-    used: usize,
-    hit: bool,
-}
-
-impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let total = self.used.saturating_add(desired.saturating_sub(current));
-        if total > self.memory {
-            self.hit = true;
-            return Err(wasmtime::format_err!(
-                "memory limit of {} reached",
-                ByteSize(self.memory as u64)
-            ));
-        }
-        self.used = total;
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 10_000)
-    }
-
-    fn instances(&self) -> usize {
-        32
-    }
-
-    fn tables(&self) -> usize {
-        32
-    }
-
-    fn memories(&self) -> usize {
-        8
-    }
-}
-
-/// Receives capability call records as they are made.
-pub type Journal = tokio::sync::mpsc::UnboundedSender<CallRecord>;
+/// Receives capability call records as they are made (a write's twice: started, then done).
+pub type Journal = tokio::sync::mpsc::UnboundedSender<JournalEntry>;
 
 /// Why an export call did not produce a value.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -170,6 +134,16 @@ pub enum InvokeError {
     /// The export returned an error.
     #[error("returned an error: {0}")]
     Guest(String),
+    /// The export's value was larger than [`MAX_RESULT`].
+    #[error(
+        "returned a value of {size} bytes as JSON, over the {limit} limit for an export's value"
+    )]
+    TooLarge {
+        /// Its size in bytes.
+        size: usize,
+        /// The limit.
+        limit: ByteSize,
+    },
 }
 
 /// The outcome of one export call, with everything it did on the way.
@@ -223,7 +197,9 @@ impl Runtime {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .map(|entry| entry.path().join("policy.toml"))
-                .filter(|path| path.is_file())
+                // Anything there is loaded, or reported: a FIFO or a device in a policy's
+                // place is refused by the loader with a reason, not skipped in silence.
+                .filter(|path| path.symlink_metadata().is_ok())
                 .collect(),
             Err(e) => {
                 return (
@@ -262,7 +238,7 @@ impl Runtime {
             runbook,
             Phase::Matches,
             false,
-            matches_deadline + timeout,
+            matches_deadline,
             None,
             async |store, pre| {
                 store.data_mut().set_deadline(matches_deadline);
@@ -322,7 +298,7 @@ impl Runtime {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn invoke<T>(
+    async fn invoke<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         runbook: &LoadedRunbook,
         phase: Phase,
@@ -345,15 +321,20 @@ impl Runtime {
             (&stdout, &stderr),
             journal,
         );
-        // The epoch deadline stops guest code; this one also covers time inside host calls.
-        let outer = deadline + engine::EPOCH_TICK * 5;
-        let result = tokio::time::timeout(outer, call(&mut store, &runbook.pre)).await;
+        // The epoch deadline stops guest code; this one also covers time inside host calls,
+        // phase by phase.
+        let clock = store.data().clock.subscribe();
+        let result = tokio::select! {
+            result = call(&mut store, &runbook.pre) => Ok(result),
+            () = past_deadline(clock) => Err(()),
+        };
         let memory = ByteSize(store.data().limits.memory as u64);
         let current = HumanDuration(store.data().deadline);
+        let redact = &self.caps.redact;
         let outcome = match result {
-            Err(_) => Err(InvokeError::Deadline(current)),
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(message))) => Err(InvokeError::Guest(message)),
+            Err(()) => Err(InvokeError::Deadline(current)),
+            Ok(Ok(Ok(value))) => bounded(value).map(|v| redact.value(v)),
+            Ok(Ok(Err(message))) => Err(InvokeError::Guest(redact.text(message))),
             Ok(Err(error)) => Err(classify_trap(
                 &error,
                 store.data().limits.hit,
@@ -363,7 +344,10 @@ impl Runtime {
         };
         let state = store.into_data();
         let phase = state.calls.phase;
-        let (stdout, stderr) = (stdout.contents(), stderr.contents());
+        let (stdout, stderr) = (
+            redact.text(stdout.contents()),
+            redact.text(stderr.contents()),
+        );
         if !stdout.is_empty() || !stderr.is_empty() {
             tracing::debug!(runbook = %runbook.name, %phase, %stdout, %stderr, "guest output");
         }
@@ -373,7 +357,12 @@ impl Runtime {
         Invocation {
             outcome,
             calls: state.calls.calls,
-            notes: state.calls.notes,
+            notes: state
+                .calls
+                .notes
+                .into_iter()
+                .map(|note| redact.text(note))
+                .collect(),
             stdout,
             stderr,
             duration: started.elapsed(),
@@ -396,15 +385,18 @@ impl Runtime {
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(1_000);
+        let memory = runbook.policy.runbook.memory.0.min(self.max_memory) as usize;
+        let (clock, _) = watch::channel(Instant::now() + deadline);
         let state = RunState {
             wasi,
             table,
             limits: Limits {
-                memory: runbook.policy.runbook.memory.0.min(self.max_memory) as usize,
+                memory,
                 used: 0,
                 hit: false,
             },
             deadline,
+            clock,
             calls: CallContext {
                 runbook: runbook.name.clone(),
                 digest: runbook.digest.clone(),
@@ -423,7 +415,9 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_hostcall_fuel(1 << 20);
+        // What one transfer may copy into the host: no more than the guest's memory holds,
+        // so a value built from repeated references cannot make the host allocate more.
+        store.set_hostcall_fuel(memory);
         store.set_max_component_handles(1_000);
         // Every tick, a running guest yields to the executor (so a spinning runbook cannot hold
         // a worker thread) and is stopped once the export's deadline has passed.

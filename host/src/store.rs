@@ -251,15 +251,22 @@ impl Store {
         self.db.write(jobs::claim).await
     }
 
-    /// Adds one capability call to a started run, as it is made.
+    /// Adds one capability call to a started run, as it is made; returns the call's id.
     pub async fn journal_call(
         &self,
         run: i64,
         incident: String,
         call: CallRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         self.db
             .write(move |conn| jobs::journal_call(conn, run, &incident, &call))
+            .await
+    }
+
+    /// Replaces a journaled call (started) with the finished one.
+    pub async fn complete_call(&self, id: i64, call: CallRecord) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| jobs::complete_call(conn, id, &call))
             .await
     }
 

@@ -179,6 +179,9 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
         Ok(ingested) => ingested,
         Err(e) => return Err(("unavailable", ApiError::from(e).into_response())),
     };
+    app.metrics
+        .escalations
+        .inc_by(u64::from(ingested.escalations));
     for effect in &ingested.effects {
         let kind = match effect {
             Effect::Created(_) => "created",

@@ -44,6 +44,10 @@ pub struct CallRecord {
     pub capability: String,
     /// The request as the runbook made it (secrets never appear here).
     pub request: Value,
+    /// The command the host ran, or would have run: the kubectl argv without the pinned
+    /// kubeconfig and context, the ssh host and rendered template, the HTTP method and URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     /// Allowed, denied or dry-run.
     pub decision: Decision,
     /// The rule that allowed it, or the reason it was refused.
@@ -83,6 +87,7 @@ impl CallRecord {
             phase: ctx.phase,
             capability: capability.name().to_owned(),
             request,
+            command: None,
             decision,
             rule,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
@@ -95,6 +100,18 @@ impl CallRecord {
             },
         }
     }
+}
+
+/// A capability call on its way to the journal.
+#[derive(Debug)]
+pub struct JournalEntry {
+    /// The call's place among its export's calls; a later entry with the same index
+    /// completes the record an earlier one started.
+    pub index: usize,
+    /// The record: "started, result unknown" before a write runs, the whole call after.
+    pub record: CallRecord,
+    /// Told `true` once the entry is durable; a write waits for it before it runs.
+    pub committed: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// A host error as JSON: `{"denied": "reason"}`, `"timeout"`, …

@@ -60,11 +60,16 @@ pub struct HttpCap {
     secrets: BTreeMap<String, String>,
 }
 
-/// The HTTP client for notifications (Slack, PagerDuty, the outgoing webhook): destinations
-/// the operator configured, so no egress guard, but no proxies from the environment, no
-/// redirects (a 3xx is a failure, as Standard Webhooks says) and a total timeout.
-pub fn notification_client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
-    #[allow(clippy::disallowed_methods)] // the other place, for operator-configured endpoints
+/// The HTTP client for endpoints the operator chose — notifications (Slack, PagerDuty, the
+/// outgoing webhook) and the CLI talking to its daemon — so no egress guard, but no proxies
+/// from the environment, no redirects (a 3xx is a failure, as Standard Webhooks says) and a
+/// total timeout.
+pub fn operator_client(timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the second of the two places that build clients: operator-configured endpoints, \
+                  which the runbook egress guard does not apply to"
+    )]
     let builder = reqwest::Client::builder();
     Ok(builder
         .no_proxy()
@@ -87,7 +92,11 @@ impl HttpCap {
     /// The one place Quell builds an HTTP client for runbooks: no proxies, no redirects,
     /// timeouts, and a resolver that only yields addresses the policy's networks allow.
     pub fn client(&self, policy: &HttpPolicy) -> anyhow::Result<reqwest::Client> {
-        #[allow(clippy::disallowed_methods)] // this is the one place
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the one place that builds clients for runbooks: SSRF-guarded resolver, \
+                      no proxies, no redirects"
+        )]
         let builder = reqwest::Client::builder();
         Ok(builder
             .no_proxy()
@@ -234,10 +243,13 @@ impl CallContext {
                 .map_err(|_| Refusal::Failed(format!("invalid header name {name:?}")))?;
             headers.insert(name, value);
         }
+        // No request outlives the export's deadline, so it ends in time to be recorded.
+        let timeout = self.time_left().min(self.caps.http.config.timeout.0);
         let mut request = self
             .http_client
             .request(HttpMethod::from_wit(req.method).as_reqwest(), url)
-            .headers(headers);
+            .headers(headers)
+            .timeout(timeout);
         if let Some(body) = &req.body {
             request = request.body(body.clone());
         }
@@ -253,13 +265,15 @@ impl CallContext {
             }
             body.extend_from_slice(&chunk);
         }
+        // A server may echo the secret headers a policy attached: the runbook never gets them.
+        let redact = &self.caps.redact;
         let headers = response
             .headers()
             .iter()
             .map(|(k, v)| {
                 (
                     k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    redact.text(String::from_utf8_lossy(v.as_bytes()).into_owned()),
                 )
             })
             .collect();
@@ -268,7 +282,7 @@ impl CallContext {
             Response {
                 status: response.status().as_u16(),
                 headers,
-                body,
+                body: redact.bytes(body),
             },
             size,
         ))
@@ -296,6 +310,34 @@ fn describe_reqwest_error(error: reqwest::Error) -> Refusal {
     Refusal::Failed(text)
 }
 
+/// The largest request body a runbook may send.
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// The longest URL a runbook may ask for.
+pub const MAX_URL: usize = 8 << 10;
+/// The most header bytes (names and values) a runbook may send.
+pub const MAX_REQUEST_HEADERS: usize = 64 << 10;
+
+const TOO_LARGE: &str = "too large: ";
+
+/// Why a request is too large to send, before anything else is looked at.
+fn oversized(req: &Request) -> Option<Refusal> {
+    let headers: usize = req.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let body = req.body.as_ref().map_or(0, Vec::len);
+    let why = if req.url.len() > MAX_URL {
+        format!(
+            "the URL is {} bytes, over the {MAX_URL}-byte limit",
+            req.url.len()
+        )
+    } else if headers > MAX_REQUEST_HEADERS {
+        format!("the headers are {headers} bytes, over the {MAX_REQUEST_HEADERS}-byte limit")
+    } else if body > MAX_REQUEST_BODY {
+        format!("the body is {body} bytes, over the {MAX_REQUEST_BODY}-byte limit")
+    } else {
+        return None;
+    };
+    Some(Refusal::Denied(format!("{TOO_LARGE}{why}")))
+}
+
 impl Host for CallContext {
     async fn send(&mut self, req: Request) -> Result<Response, HostError> {
         let started = Instant::now();
@@ -308,16 +350,24 @@ impl Host for CallContext {
             "body_bytes": req.body.as_ref().map_or(0, Vec::len),
         });
         let method = HttpMethod::from_wit(req.method);
-        let (verdict, target) = match parse_url(self, &req) {
+        let command = format!("{method} {}", req.url);
+        let (verdict, target) = match oversized(&req).map_or_else(|| parse_url(self, &req), Err) {
             Err(Refusal::Denied(reason) | Refusal::Failed(reason)) => (Verdict::Deny(reason), None),
             Ok((url, rule)) => (
                 self.gate(method.effect(), Ok(format!("[[http.allow]] #{}", rule + 1))),
                 Some((url, rule)),
             ),
         };
-        let (result, status, bytes) = match (&verdict, target) {
-            (Verdict::Deny(reason), _) => (Err(HostError::Denied(reason.clone())), None, 0),
-            (Verdict::Simulate(_), _) => {
+        let journaled = self
+            .journal_start(Capability::Http, &request, &verdict, Some(&command))
+            .await;
+        let (result, status, bytes) = match (&verdict, target, journaled) {
+            (Verdict::Deny(reason), _, _) if reason.starts_with(TOO_LARGE) => {
+                (Err(HostError::TooLarge), None, 0)
+            }
+            (Verdict::Deny(reason), _, _) => (Err(HostError::Denied(reason.clone())), None, 0),
+            (_, _, Err(error)) => (Err(error), None, 0),
+            (Verdict::Simulate(_), _, _) => {
                 let body = b"dry run: request not sent".to_vec();
                 let headers = vec![("x-quell-dry-run".to_owned(), "true".to_owned())];
                 (
@@ -330,22 +380,27 @@ impl Host for CallContext {
                     0,
                 )
             }
-            (Verdict::Execute(_), Some((url, rule))) => match self.send_http(&req, url, rule).await
-            {
-                Ok((response, size)) => {
-                    let status = i32::from(response.status);
-                    (Ok(response), Some(status), size)
+            (Verdict::Execute(_) | Verdict::Write(_), Some((url, rule)), Ok(())) => {
+                match self.send_http(&req, url, rule).await {
+                    Ok((response, size)) => {
+                        let status = i32::from(response.status);
+                        (Ok(response), Some(status), size)
+                    }
+                    Err(Refusal::Denied(reason)) => (Err(HostError::Denied(reason)), None, 0),
+                    Err(Refusal::Failed(reason)) if reason == "timeout" => {
+                        (Err(HostError::Timeout), None, 0)
+                    }
+                    Err(Refusal::Failed(reason)) if reason.starts_with("too-large:") => {
+                        (Err(HostError::TooLarge), None, 0)
+                    }
+                    Err(Refusal::Failed(reason)) => (
+                        Err(HostError::Failed(self.caps.redact.text(reason))),
+                        None,
+                        0,
+                    ),
                 }
-                Err(Refusal::Denied(reason)) => (Err(HostError::Denied(reason)), None, 0),
-                Err(Refusal::Failed(reason)) if reason == "timeout" => {
-                    (Err(HostError::Timeout), None, 0)
-                }
-                Err(Refusal::Failed(reason)) if reason.starts_with("too-large:") => {
-                    (Err(HostError::TooLarge), None, 0)
-                }
-                Err(Refusal::Failed(reason)) => (Err(HostError::Failed(reason)), None, 0),
-            },
-            (Verdict::Execute(_), None) => (
+            }
+            (Verdict::Execute(_) | Verdict::Write(_), None, Ok(())) => (
                 Err(HostError::Failed("host bug: no target".to_owned())),
                 None,
                 0,
@@ -359,15 +414,20 @@ impl Host for CallContext {
             exit_status: status,
             output_bytes: bytes,
         };
-        let _ = self.record(
+        let recorded = self.record(
             Capability::Http,
             request,
             &verdict,
             started,
             recorded,
             measured,
+            Some(command),
         );
-        result
+        // What the record withheld (over the record budget) is withheld from the runbook too.
+        match recorded {
+            Err(HostError::TooLarge) if result.is_ok() => Err(HostError::TooLarge),
+            _ => result,
+        }
     }
 }
 

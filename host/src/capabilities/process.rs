@@ -90,7 +90,10 @@ impl Drop for GroupGuard {
 /// Runs `spec` to completion or to its deadline.
 pub async fn run(spec: Spec) -> Result<Output, Error> {
     let program = spec.program.display().to_string();
-    #[allow(clippy::disallowed_methods)] // this module is the one place that spawns
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the one place that spawns: cleared environment, own process group, deadline"
+    )]
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)

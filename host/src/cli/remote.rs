@@ -11,14 +11,10 @@ pub fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-// The CLI calls the operator's own daemon at the URL they typed: the SSRF guard of the
-// runbook HTTP capability (host/src/capabilities/http.rs) does not apply here.
-#[allow(clippy::disallowed_methods)]
+/// The CLI calls the operator's own daemon at the URL they typed: the SSRF guard of the
+/// runbook HTTP capability does not apply here.
 fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .no_proxy()
-        .build()?)
+    crate::capabilities::http::operator_client(Duration::from_secs(30))
 }
 
 async fn get(

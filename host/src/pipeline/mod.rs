@@ -85,14 +85,13 @@ impl Pipeline {
     /// Re-reads every runbook and policy. A file that fails keeps its last good version
     /// serving (matched by directory); the failure is reported and logged.
     pub async fn reload(&self) -> Reload {
-        let previous = self.runbooks();
-        let (next, report) =
-            registry::load(self.runtime.clone(), &self.runbooks_dir, &previous).await;
-        let next = Arc::new(next);
-        match self.runbooks.write() {
-            Ok(mut guard) => *guard = next,
-            Err(poisoned) => *poisoned.into_inner() = next,
-        }
+        let (fresh, errors) = registry::load(self.runtime.clone(), &self.runbooks_dir).await;
+        let mut serving = match self.runbooks.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let (next, report) = registry::merge(&serving, fresh, errors);
+        *serving = Arc::new(next);
         report
     }
 

@@ -43,18 +43,26 @@ pub struct Reload {
     pub errors: Vec<String>,
 }
 
-/// Loads every runbook under `dir`. A file that fails keeps its version in `previous`
-/// serving (matched by directory); the failure is reported and logged.
-pub async fn load(runtime: Arc<Runtime>, dir: &Path, previous: &Runbooks) -> (Runbooks, Reload) {
+/// Loads every runbook under `dir`.
+pub async fn load(runtime: Arc<Runtime>, dir: &Path) -> (Vec<LoadedRunbook>, Vec<LoadError>) {
     let owned = dir.to_owned();
-    let (fresh, errors) = tokio::task::spawn_blocking(move || runtime.load_dir(&owned))
+    tokio::task::spawn_blocking(move || runtime.load_dir(&owned))
         .await
         .unwrap_or_else(|e| {
             (
                 Vec::new(),
                 vec![LoadError::new(dir, format!("loading panicked: {e}"))],
             )
-        });
+        })
+}
+
+/// The runbooks to serve after a load: what loaded, and for each file that failed, its
+/// version in `previous` (matched by directory); the failures are reported and logged.
+pub fn merge(
+    previous: &Runbooks,
+    fresh: Vec<LoadedRunbook>,
+    errors: Vec<LoadError>,
+) -> (Runbooks, Reload) {
     let mut loaded: Vec<Arc<LoadedRunbook>> = fresh.into_iter().map(Arc::new).collect();
     for error in &errors {
         warn!(path = %error.path.display(), error = %error.message, "runbook not (re)loaded");

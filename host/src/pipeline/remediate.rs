@@ -1,15 +1,19 @@
 //! The remediate phase: the gate once more, the run recorded as started, every capability
 //! call journaled as it is made, then the outcome.
 
+use std::collections::HashMap;
+
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::warn;
 
 use super::{Pipeline, finished, millis, started};
 use crate::bindings::quell::runbook::types::Diagnosis;
+use crate::capabilities::JournalEntry;
 use crate::incident::Incident;
 use crate::lifecycle::{Phase, RemediationOutcome, RunOutcome, Transition};
 use crate::sandbox::LoadedRunbook;
-use crate::store::{Job, StoreError, now};
+use crate::store::{Job, Store, StoreError, now};
 
 impl Pipeline {
     pub(super) async fn remediate(
@@ -45,18 +49,13 @@ impl Pipeline {
         let Some(run_id) = begun.run else {
             return Ok(());
         };
-        let (journal, mut records) = tokio::sync::mpsc::unbounded_channel();
-        let (store, incident_id) = (self.store.clone(), job.incident.clone());
-        let journaler = tokio::spawn(async move {
-            while let Some(record) = records.recv().await {
-                if let Err(e) = store
-                    .journal_call(run_id, incident_id.clone(), record)
-                    .await
-                {
-                    warn!(error = %e, "cannot journal a capability call; it is in the run's log");
-                }
-            }
-        });
+        let (journal, entries) = tokio::sync::mpsc::unbounded_channel();
+        let journaler = tokio::spawn(journal_calls(
+            self.store.clone(),
+            run_id,
+            job.incident.clone(),
+            entries,
+        ));
         let invocation = self
             .runtime
             .remediate_journaled(runbook, incident, &diagnosis, false, Some(journal))
@@ -87,5 +86,36 @@ impl Pipeline {
             outcome,
         })
         .await
+    }
+}
+
+/// Writes each capability call of run `run` to the store as it is made: a write's "started"
+/// entry first (its sender waits for it to be durable before the write runs), then the
+/// finished call in the same row.
+async fn journal_calls(
+    store: Store,
+    run: i64,
+    incident: String,
+    mut entries: UnboundedReceiver<JournalEntry>,
+) {
+    let mut rows: HashMap<usize, i64> = HashMap::new();
+    while let Some(entry) = entries.recv().await {
+        let written = match rows.get(&entry.index) {
+            Some(&row) => store.complete_call(row, entry.record).await.map(|()| row),
+            None => {
+                store
+                    .journal_call(run, incident.clone(), entry.record)
+                    .await
+            }
+        };
+        match &written {
+            Ok(row) => {
+                rows.insert(entry.index, *row);
+            }
+            Err(e) => warn!(error = %e, "cannot journal a capability call; it is in the run's log"),
+        }
+        if let Some(committed) = entry.committed {
+            let _ = committed.send(written.is_ok());
+        }
     }
 }

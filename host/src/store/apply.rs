@@ -1,7 +1,7 @@
 //! Applying the lifecycle's transitions: the facts they ask for, and their steps, in the
 //! caller's transaction.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{StoreError, jobs, now, outbox};
@@ -20,10 +20,15 @@ impl Facts for Sql<'_> {
     type Error = StoreError;
 
     fn status(&mut self) -> Result<IncidentStatus, StoreError> {
-        let status: String = self
+        let status: Option<String> = self
             .conn
             .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
-            .query_row([self.incident], |row| row.get(0))?;
+            .query_row([self.incident], |row| row.get(0))
+            .optional()?;
+        // An incident deleted by retention meanwhile is over, as a resolved one is.
+        let Some(status) = status else {
+            return Ok(IncidentStatus::Resolved);
+        };
         IncidentStatus::parse(&status)
             .ok_or_else(|| StoreError::failed(format!("unknown incident status {status:?}")))
     }
@@ -61,20 +66,21 @@ pub(super) fn apply(
     let incident = transition.incident();
     let (steps, proceed) = transition.steps(&mut Sql { conn, incident })?;
     let job = transition.job().map(|j| (j.id, j.runbook.as_str()));
-    let (mut applied, queued) = run(conn, incident, job, &steps)?;
+    let (at, ms) = now();
+    let (mut applied, queued) = run(conn, (&at, ms), incident, job, &steps)?;
     applied.proceed = proceed;
     Ok((applied, queued))
 }
 
-/// Takes `steps` for `incident` (and `job`: its id and runbook). The second value says
-/// whether work was queued.
+/// Takes `steps` for `incident` (and `job`: its id and runbook) at time `(at, ms)`, the one
+/// time of the whole change. The second value says whether work was queued.
 pub(super) fn run(
     conn: &Connection,
+    (at, ms): (&str, i64),
     incident: &str,
     job: Option<(i64, &str)>,
     steps: &[Step],
 ) -> Result<(Applied, bool), StoreError> {
-    let (at, ms) = now();
     let mut applied = Applied {
         changed: !steps.is_empty(),
         ..Applied::default()
@@ -97,8 +103,8 @@ pub(super) fn run(
                 jobs::queue_remediation(conn, job_id()?, diagnosis)?;
                 queued = true;
             }
-            Step::Status(status) => set_status(conn, incident, *status, &at, ms)?,
-            Step::CancelPendingJobs => cancel_pending(conn, incident, &at)?,
+            Step::Status(status) => set_status(conn, incident, *status, at, ms)?,
+            Step::CancelPendingJobs => cancel_pending(conn, incident, (at, ms))?,
             Step::MarkRemediated => {
                 conn.prepare_cached("UPDATE incidents SET remediated = 1 WHERE id = ?1")?
                     .execute([incident])?;
@@ -110,15 +116,7 @@ pub(super) fn run(
                 detail,
             } => {
                 let runbook = runbook.filter(|_| *about_runbook);
-                event(
-                    conn,
-                    incident,
-                    &at,
-                    *kind,
-                    runbook,
-                    message,
-                    detail.as_ref(),
-                )?;
+                event(conn, incident, at, *kind, runbook, message, detail.as_ref())?;
             }
             Step::Notice {
                 kind,
@@ -131,7 +129,7 @@ pub(super) fn run(
                 outbox::record(conn, incident, *kind, runbook, message, findings, plan)?;
             }
             Step::Escalate(reason) => {
-                escalate(conn, incident, &at, reason)?;
+                escalate(conn, incident, at, reason)?;
                 applied.escalations += 1;
             }
             Step::RecordRun(run) => {
@@ -166,7 +164,11 @@ fn set_status(
 }
 
 /// Cancels the incident's queued and waiting jobs, each with its timeline entry.
-fn cancel_pending(conn: &Connection, incident: &str, at: &str) -> Result<(), StoreError> {
+fn cancel_pending(
+    conn: &Connection,
+    incident: &str,
+    (at, ms): (&str, i64),
+) -> Result<(), StoreError> {
     let cancelled: Vec<(i64, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'cancelled', updated_at = ?2
@@ -178,6 +180,7 @@ fn cancel_pending(conn: &Connection, incident: &str, at: &str) -> Result<(), Sto
     for (id, runbook) in cancelled {
         run(
             conn,
+            (at, ms),
             incident,
             Some((id, &runbook)),
             &cancelled_by_resolution(),

@@ -97,6 +97,9 @@ pub struct Ingested {
     pub delivery: i64,
     /// One effect per alert, in order.
     pub effects: Vec<Effect>,
+    /// Incidents handed to on-call at once (no runbook applies).
+    #[serde(skip)]
+    pub escalations: u32,
 }
 
 /// Stores a delivery as a dead letter: kept verbatim with the reason, nothing else done.
@@ -140,12 +143,17 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
     ])?;
     let delivery = conn.last_insert_rowid();
     let mut effects = Vec::with_capacity(arrivals.len());
+    let mut escalations = 0;
     for arrival in arrivals {
         let effect = if arrival.incident.status == "resolved" {
-            resolve_alert(conn, &arrival.incident, &at)?
+            resolve_alert(conn, &arrival.incident, (&at, ms))?
         } else {
             fire(conn, arrival, &at, ms, reopen_window_ms)?
         };
+        if matches!(effect, Effect::Created(_) | Effect::Reopened(_)) && arrival.runbooks.is_empty()
+        {
+            escalations += 1;
+        }
         effects.push(effect);
     }
     if truncated > 0
@@ -161,7 +169,11 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
             None,
         )?;
     }
-    Ok(Ingested { delivery, effects })
+    Ok(Ingested {
+        delivery,
+        effects,
+        escalations,
+    })
 }
 
 struct OpenIncident {
@@ -259,6 +271,7 @@ fn fire(
         );
         run(
             conn,
+            (at, ms),
             &id,
             None,
             &[
@@ -275,6 +288,7 @@ fn fire(
         let message = format!("Alert: {}", alert.title);
         run(
             conn,
+            (at, ms),
             &id,
             None,
             &[
@@ -348,7 +362,11 @@ fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<Str
     )))
 }
 
-fn resolve_alert(conn: &Connection, alert: &Incident, at: &str) -> Result<Effect, StoreError> {
+fn resolve_alert(
+    conn: &Connection,
+    alert: &Incident,
+    (at, ms): (&str, i64),
+) -> Result<Effect, StoreError> {
     let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? else {
         let known: Option<String> = conn
             .prepare_cached("SELECT id FROM incidents WHERE id = ?1")?
@@ -368,7 +386,13 @@ fn resolve_alert(conn: &Connection, alert: &Incident, at: &str) -> Result<Effect
         )?;
         return Ok(Effect::Stale(open.id));
     }
-    run(conn, &open.id, None, &resolution("the alert resolved"))?;
+    run(
+        conn,
+        (at, ms),
+        &open.id,
+        None,
+        &resolution("the alert resolved"),
+    )?;
     Ok(Effect::Resolved(open.id))
 }
 

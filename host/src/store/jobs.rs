@@ -179,10 +179,16 @@ pub(super) fn decide(
     };
     let live: Vec<(i64, String)> = runbooks;
     for (id, name) in &live {
-        run(conn, incident, Some((*id, name)), &decided(approve, who))?;
+        run(
+            conn,
+            (&at, ms),
+            incident,
+            Some((*id, name)),
+            &decided(approve, who),
+        )?;
     }
     if !approve && !live.is_empty() {
-        run(conn, incident, None, &rejected(who))?;
+        run(conn, (&at, ms), incident, None, &rejected(who))?;
     }
     let runbooks = live.into_iter().map(|(_, name)| name).collect();
     Ok(Decision { runbooks })
@@ -204,6 +210,7 @@ pub(super) fn expire_approvals(conn: &Connection) -> Result<usize, StoreError> {
     for (id, incident, runbook) in &expired {
         run(
             conn,
+            (&at, ms),
             incident,
             Some((*id, runbook)),
             &expired_steps(runbook),
@@ -236,7 +243,7 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     for (id, incident, runbook) in &requeued_jobs {
-        run(conn, incident, Some((*id, runbook)), &requeued())?;
+        run(conn, (&at, ms), incident, Some((*id, runbook)), &requeued())?;
     }
     let interrupted_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
@@ -249,7 +256,13 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     for (id, incident, runbook) in &interrupted_jobs {
-        run(conn, incident, Some((*id, runbook)), &interrupted(runbook))?;
+        run(
+            conn,
+            (&at, ms),
+            incident,
+            Some((*id, runbook)),
+            &interrupted(runbook),
+        )?;
     }
     conn.prepare_cached(
         "UPDATE runs SET outcome = 'interrupted',
@@ -300,13 +313,13 @@ pub(super) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, Store
     insert_run(conn, run, RunOutcome::Running)
 }
 
-/// Adds one capability call to a run.
+/// Adds one capability call to a run; returns its id.
 pub(super) fn journal_call(
     conn: &Connection,
     run: i64,
     incident: &str,
     call: &CallRecord,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
     conn.prepare_cached(
         "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -316,6 +329,21 @@ pub(super) fn journal_call(
         call.decision.to_string(),
         serde_json::to_string(call)?
     ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Replaces call `id`'s record (journaled as started) with the finished call.
+pub(super) fn complete_call(
+    conn: &Connection,
+    id: i64,
+    call: &CallRecord,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1")?
+        .execute(params![
+            id,
+            call.decision.to_string(),
+            serde_json::to_string(call)?
+        ])?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alertmanager;
+mod containment;
 mod daemon;
 mod harness;
 mod hostile;

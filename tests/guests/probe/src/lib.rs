@@ -4,12 +4,16 @@
 //!
 //! - `quell.test/behaviour`: `spin-matches` or `spin-diagnose` loop forever in that export;
 //!   `bomb` allocates and touches memory 1 MiB at a time until allocation fails; `print`
-//!   writes 10 MiB to stdout and to stderr, then carries on; `panic` panics in `diagnose`.
+//!   writes 10 MiB to stdout and to stderr, then carries on; `panic` panics in `diagnose`;
+//!   `sleep` sleeps an hour in `diagnose` (WASI clocks); `big-result:<bytes>` returns a
+//!   diagnosis whose `data-json` is that many bytes.
 //! - `quell.test/diagnose-calls` and `quell.test/remediate-calls`: a JSON array of capability
 //!   calls to make in that export, for example
 //!   `[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "ns"}}, {"note": "hi"}]`,
 //!   `{"ssh": {"host": "h", "command": "id", "params": {"k": "v"}}}`,
-//!   `{"http": {"method": "GET", "url": "…", "headers": [["k", "v"]], "body": null}}`.
+//!   `{"http": {"method": "GET", "url": "…", "headers": [["k", "v"]], "body": null}}`
+//!   (`"body_bytes": n` sends a body of n bytes; `"lengths_only": true` hands back only the
+//!   status and the body's length), `{"note_bytes": n}` adds a note of n bytes.
 //!
 //! Each call becomes a finding `call-<index>` whose summary is `ok`, `denied: <reason>`,
 //! `failed: <message>`, `timeout` or `too-large` and whose detail is the call's output as
@@ -49,11 +53,23 @@ impl Runbook for Probe {
             Some("bomb") => return Err(bomb()),
             Some("print") => print(),
             Some("panic") => panic!("probe panicked"),
+            Some("sleep") => std::thread::sleep(std::time::Duration::from_secs(3600)),
             _ => {}
         }
         let findings = execute(incident, DIAGNOSE_CALLS)?;
+        let data_json = match incident
+            .annotation(BEHAVIOUR)
+            .and_then(|b| b.strip_prefix("big-result:"))
+        {
+            Some(bytes) => {
+                let bytes: usize = bytes.parse().map_err(|e| format!("big-result: {e}"))?;
+                json!("x".repeat(bytes)).to_string()
+            }
+            None => "{}".to_owned(),
+        };
         Ok(Diagnosis {
             findings,
+            data_json,
             ..Diagnosis::new("probe")
         })
     }
@@ -108,6 +124,8 @@ enum Call {
     Ssh(SshCall),
     Http(HttpCall),
     Note(String),
+    #[serde(rename = "note_bytes")]
+    NoteBytes(usize),
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +171,11 @@ struct HttpCall {
     headers: Vec<(String, String)>,
     #[serde(default)]
     body: Option<String>,
+    #[serde(default)]
+    body_bytes: Option<usize>,
+    /// Hand back only the status and the body's length (for calls that read a lot).
+    #[serde(default)]
+    lengths_only: bool,
 }
 
 /// Parses the calls in `annotation` (none if it is absent) and makes them.
@@ -184,13 +207,24 @@ fn make(call: Call) -> Result<Result<Value, HostError>, String> {
         Call::Http(call) => {
             let mut request = http::Request::new(call.method.parse()?, call.url);
             request.headers = call.headers;
-            request.body = call.body.map(String::into_bytes);
+            request.body = call
+                .body
+                .map(String::into_bytes)
+                .or_else(|| call.body_bytes.map(|n| vec![b'b'; n]));
             http::send(&request).map(|response| {
-                json!({ "status": response.status, "headers": response.headers, "body": response.text() })
+                if call.lengths_only {
+                    json!({ "status": response.status, "body_len": response.body.len() })
+                } else {
+                    json!({ "status": response.status, "headers": response.headers, "body": response.text() })
+                }
             })
         }
         Call::Note(text) => {
             timeline::note(&text);
+            Ok(Value::Null)
+        }
+        Call::NoteBytes(bytes) => {
+            timeline::note(&"n".repeat(bytes));
             Ok(Value::Null)
         }
     })
