@@ -833,16 +833,10 @@ async fn a_client_trickling_its_headers_is_cut_off_and_others_are_served() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn requests_beyond_the_limit_are_shed_and_a_trickled_body_times_out() {
+/// Opens a webhook request whose body never finishes arriving; it holds a request slot
+/// until the daemon's request_timeout or until the connection closes.
+async fn trickle(app: &Running) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
-
-    let mut env = Env::new();
-    daemon_config(&mut env);
-    env.config.server.max_concurrent_requests = 1;
-    env.config.server.request_timeout = HumanDuration(Duration::from_secs(2));
-    let app = Running::start_configured(env).await;
-    // One delivery in flight: its body never finishes arriving.
     let mut slow = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
         .await
         .unwrap();
@@ -852,25 +846,39 @@ async fn requests_beyond_the_limit_are_shed_and_a_trickled_body_times_out() {
     )
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let shed = loop {
+    slow
+}
+
+/// Polls `/api/incidents` until it answers `status` (an event, not a timing: the loop ends
+/// when the daemon's state has changed, whatever the machine's speed).
+async fn poll_until(app: &Running, status: StatusCode, what: &str) -> reqwest::Response {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
         let response = app
             .client
             .get(format!("{}/api/incidents", app.base))
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
             .send()
             .await
             .unwrap();
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            break response;
+        if response.status() == status {
+            return response;
         }
-        assert!(
-            Instant::now() < deadline,
-            "never shed: {}",
-            response.status()
-        );
+        assert!(Instant::now() < deadline, "{what}: {}", response.status());
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_the_limit_are_shed_until_a_slot_comes_back() {
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.server.max_concurrent_requests = 1;
+    // The slot is held until the test lets go of it, never by a timer racing the test.
+    env.config.server.request_timeout = HumanDuration(Duration::from_secs(3600));
+    let app = Running::start_configured(env).await;
+    let slow = trickle(&app).await;
+    let shed = poll_until(&app, StatusCode::SERVICE_UNAVAILABLE, "never shed").await;
     assert_eq!(shed.headers()["retry-after"], "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(
@@ -882,29 +890,9 @@ async fn requests_beyond_the_limit_are_shed_and_a_trickled_body_times_out() {
     let (status, _) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::OK);
 
-    // The trickled delivery is cut off at request_timeout and its slot comes back.
-    let mut answer = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::io::AsyncReadExt::read_to_string(&mut slow, &mut answer),
-    )
-    .await
-    .expect("the slow request is answered within its timeout")
-    .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(
-        answer.contains("the request took longer than 2s ([server] request_timeout)"),
-        "{answer}"
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = app.get("/api/incidents").await;
-        if status == StatusCode::OK {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the slot never came back");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The client gives up: its slot comes back.
+    drop(slow);
+    poll_until(&app, StatusCode::OK, "the slot never came back").await;
     let (_, metrics) = app.get("/metrics").await;
     let shed_total: f64 = metrics
         .as_str()
@@ -915,6 +903,31 @@ async fn requests_beyond_the_limit_are_shed_and_a_trickled_body_times_out() {
         .parse()
         .unwrap();
     assert!(shed_total >= 1.0, "{shed_total}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_body_is_cut_off_at_the_request_timeout() {
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.server.request_timeout = HumanDuration(Duration::from_secs(2));
+    let app = Running::start_configured(env).await;
+    let mut slow = trickle(&app).await;
+    let mut answer = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::io::AsyncReadExt::read_to_string(&mut slow, &mut answer),
+    )
+    .await
+    .expect("the slow request is answered")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the request took longer than 2s ([server] request_timeout)"),
+        "{answer}"
+    );
+    let (status, _) = app.get("/api/incidents").await;
+    assert_eq!(status, StatusCode::OK, "the daemon keeps serving");
     app.stop().await;
 }
 
