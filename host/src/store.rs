@@ -17,6 +17,7 @@
 mod apply;
 mod incidents;
 mod jobs;
+mod migrate;
 mod outbox;
 mod queries;
 mod slack;
@@ -30,6 +31,7 @@ use tokio::sync::Notify;
 
 pub use incidents::{Arrival, Delivery, Effect, Ingested};
 pub use jobs::{Decision, Job, Pruned, Recovery};
+pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, Due, Settlement};
 pub use queries::{
     DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage, IncidentSummary,

@@ -75,9 +75,7 @@ impl Sqlite {
         }
         let writer = open(path, busy_timeout)
             .map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", path.display()))?;
-        writer
-            .execute_batch(include_str!("schema.sql"))
-            .map_err(|e| anyhow::anyhow!("{}: cannot create the schema: {e}", path.display()))?;
+        super::migrate::migrate(&writer, path, super::migrate::MIGRATIONS)?;
         let (writes, queue) = mpsc::channel(QUEUE_DEPTH);
         std::thread::Builder::new()
             .name("quell-store-writer".to_owned())

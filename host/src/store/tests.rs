@@ -241,3 +241,77 @@ async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
         .unwrap();
     assert_eq!(left, (vec!["INC-NEW".to_owned(), "INC-OPEN".to_owned()], 2));
 }
+
+fn user_version(path: &std::path::Path) -> u32 {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_from_before_schema_versions_is_adopted_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    // What every quell before schema versions wrote: the schema, no version.
+    let old = rusqlite::Connection::open(&path).unwrap();
+    old.execute_batch(include_str!("schema.sql")).unwrap();
+    old.execute(
+        "INSERT INTO settings (key, value) VALUES ('remediation_paused', 'true')",
+        [],
+    )
+    .unwrap();
+    drop(old);
+    assert_eq!(user_version(&path), 0);
+    let store = Store::open(&path, Duration::from_secs(5)).unwrap();
+    assert!(store.paused().await.unwrap(), "the data is still there");
+    assert_eq!(user_version(&path), schema_version());
+}
+
+#[test]
+fn a_database_from_a_newer_quell_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let error = Store::open(&path, Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("schema is version 99, newer than this quell's (1)"),
+        "{error}"
+    );
+    assert_eq!(user_version(&path), 99, "nothing was changed");
+}
+
+#[test]
+fn a_failed_migration_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let steps: &[(u32, &str)] = &[
+        (1, "CREATE TABLE a (x INTEGER);"),
+        (
+            2,
+            "CREATE TABLE b (x INTEGER); INSERT INTO nowhere VALUES (1);",
+        ),
+    ];
+    let error = migrate::migrate(&conn, &path, steps)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot upgrade the schema to version 2 (it stays at 0"),
+        "{error}"
+    );
+    assert_eq!(user_version(&path), 1, "version 1 was applied and kept");
+    let b: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'b'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(b, 0, "version 2's table was rolled back with it");
+}
