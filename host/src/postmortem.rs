@@ -164,7 +164,7 @@ pub fn render(detail: &IncidentDetail, public_url: Option<&str>) -> String {
     } else {
         let _ = writeln!(
             out,
-            "| Time (UTC) | Runbook | Phase | Capability | Request | Decision | Rule or reason |"
+            "| Time (UTC) | Runbook | Phase | Capability | Command (or request) | Decision | Rule or reason |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for (runbook, call) in calls {
@@ -176,8 +176,8 @@ pub fn render(detail: &IncidentDetail, public_url: Option<&str>) -> String {
                 runbook,
                 call["phase"].as_str().unwrap_or(""),
                 text("capability"),
-                cell(&call["request"].to_string(), 100).replace('`', "'"),
-                text("decision"),
+                shown_call(call).replace('`', "'"),
+                decision(call),
                 cell(&text("rule"), 100)
             );
         }
@@ -259,4 +259,56 @@ pub fn save(
     std::fs::write(&tmp, render(detail, public_url))?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+/// What a recorded call did, as an engineer reads it: the rendered command the host ran (or
+/// would have run), else the request as the runbook made it.
+pub fn shown_call(call: &Value) -> String {
+    match call["command"].as_str() {
+        Some(command) => cell(command, 300),
+        None => cell(&call["request"].to_string(), 100),
+    }
+}
+
+/// The call's decision; a write journaled as started whose result never came (the daemon
+/// stopped while it ran) says so.
+pub fn decision(call: &Value) -> String {
+    let decision = call["decision"].as_str().unwrap_or("");
+    if call["result"].get("pending").is_some() {
+        format!("{decision} (started; result unknown)")
+    } else {
+        decision.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn calls_read_as_their_command_and_an_interrupted_write_says_so() {
+        let command = "kubectl rollout undo deployment/api --namespace=production";
+        let done = json!({
+            "command": command, "request": {"verb": "RolloutUndo"},
+            "decision": "allowed", "result": {"ok": {"exit_code": 0}},
+        });
+        assert_eq!(shown_call(&done), command);
+        assert_eq!(decision(&done), "allowed");
+        let started = json!({
+            "command": command, "request": {"verb": "RolloutUndo"},
+            "decision": "allowed", "result": {"pending": "started; the result is not known yet"},
+        });
+        assert_eq!(decision(&started), "allowed (started; result unknown)");
+        let refused = json!({
+            "request": {"verb": "Delete", "name": "api"},
+            "decision": "denied", "result": {"error": {"denied": "no rule"}},
+        });
+        assert!(
+            shown_call(&refused).contains("\"Delete\""),
+            "{}",
+            shown_call(&refused)
+        );
+    }
 }

@@ -132,8 +132,8 @@ pub fn render_detail(detail: &Value) -> String {
                 out,
                 "  {} {} {}: {}",
                 field(call, "capability"),
-                field(call, "decision"),
-                clean(&call["request"].to_string()),
+                crate::postmortem::decision(call),
+                clean(&crate::postmortem::shown_call(call)),
                 clean(field(call, "rule"))
             );
         }
