@@ -4,7 +4,7 @@
 //! | situation | answer |
 //! |---|---|
 //! | stored (alerts applied to incidents) | 200 with what each alert did |
-//! | JSON but unusable | 202, kept as a dead letter with the reason |
+//! | JSON but unusable, or meant for another route | kept as a dead letter with the reason; 202 to Alertmanager and Grafana (they re-send on any failure), 422 on the generic route |
 //! | not JSON | 400 with the parser's position and reason |
 //! | bad or missing credentials | 401 |
 //! | body over the route's limit | 413 |
@@ -116,11 +116,22 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
     if declared.is_some_and(|n| n > limit.0) {
         return Err(too_large());
     }
+    let request_content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match axum::body::to_bytes(Body::new(request.into_body()), limit.as_usize()).await {
         Ok(body) => body,
         Err(_) => return Err(too_large()),
     };
-    let delivery = match sources::parse(source, &body, &app.config.sources.generic.fields) {
+    let content_type = request_content_type.as_deref();
+    let delivery = match sources::parse(
+        source,
+        &body,
+        content_type,
+        &app.config.sources.generic.fields,
+    ) {
         Ok(delivery) => delivery,
         Err(Rejection::Malformed(message)) => {
             return Err((
@@ -140,7 +151,7 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
                     Ok((
                         "dead_letter",
                         (
-                            StatusCode::ACCEPTED,
+                            source.dead_letter_status(),
                             axum::Json(json!({
                                 "status": "dead-letter",
                                 "delivery": id,

@@ -146,7 +146,7 @@ impl Default for GenericSourceConfig {
 }
 
 /// Where a generic payload keeps each field, as JSON pointers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenericFields {
     /// The stable identity of the alert (required in the payload).
@@ -163,6 +163,13 @@ pub struct GenericFields {
     pub annotations: String,
     /// RFC 3339 start of this episode.
     pub starts_at: String,
+}
+
+impl GenericFields {
+    /// Whether these are the defaults (the documented shape, no mapping of the sender's).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl Default for GenericFields {

@@ -388,7 +388,10 @@ async fn every_webhook_status_code_says_what_is_wrong() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let message = body["error"].as_str().unwrap();
     assert!(
-        message.starts_with("the body is not valid JSON: EOF while parsing"),
+        message.starts_with(
+            "expected a JSON body (content-type: application/json): the body is not valid \
+             JSON: EOF while parsing"
+        ),
         "{message}"
     );
     assert!(message.contains("line 1 column 12"), "{message}");
@@ -1035,8 +1038,8 @@ async fn grafana_and_generic_senders_open_and_resolve_incidents() {
         .await;
     assert_eq!(
         status,
-        StatusCode::ACCEPTED,
-        "kept as a dead letter: {answer}"
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "kept as a dead letter, and a failure the sender shows: {answer}"
     );
     assert!(
         answer["error"]
