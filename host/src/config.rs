@@ -18,6 +18,7 @@ pub use crate::syntax::{ByteSize, HumanDuration};
 pub use daemon::{
     AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
     PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SourceConfig, SourcesConfig,
+    StatusField, StatusMap, UtcOffset,
 };
 pub use notify::{NotifyConfig, PagerDutyConfig, Route, SlackConfig, WebhookConfig};
 

@@ -145,14 +145,81 @@ impl Default for GenericSourceConfig {
     }
 }
 
+/// Where a generic payload keeps its status, and, for senders that do not say
+/// `firing`/`resolved`, which of their values mean which.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a JSON pointer such as \"/status\", or a table such as \
+                 { pointer = \"/heartbeat/status\", firing = [\"0\"], resolved = [\"1\"] }"
+)]
+pub enum StatusField {
+    /// A JSON pointer to `firing` or `resolved`.
+    Pointer(String),
+    /// A JSON pointer and the sender's values (compared without case).
+    Mapped(StatusMap),
+}
+
+/// `status = { pointer = "…", firing = [...], resolved = [...] }`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusMap {
+    /// Where the value is.
+    pub pointer: String,
+    /// The values that mean the alert fires.
+    pub firing: Vec<String>,
+    /// The values that mean it resolved.
+    pub resolved: Vec<String>,
+}
+
+impl StatusField {
+    /// Where the value is.
+    pub fn pointer(&self) -> &str {
+        match self {
+            Self::Pointer(pointer) | Self::Mapped(StatusMap { pointer, .. }) => pointer,
+        }
+    }
+}
+
+/// A fixed UTC offset for timestamps written without a zone: `UTC`, or `+02:00`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UtcOffset(pub chrono::FixedOffset);
+
+impl Default for UtcOffset {
+    fn default() -> Self {
+        Self(chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!("0 is in range")))
+    }
+}
+
+impl std::str::FromStr for UtcOffset {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("utc") || text == "Z" {
+            return Ok(Self::default());
+        }
+        text.parse::<chrono::FixedOffset>()
+            .map(Self)
+            .map_err(|_| format!("{text:?} is not a UTC offset: write UTC, or +HH:MM / -HH:MM"))
+    }
+}
+
+impl<'de> Deserialize<'de> for UtcOffset {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// Where a generic payload keeps each field, as JSON pointers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GenericFields {
     /// The stable identity of the alert (required in the payload).
     pub dedup_key: String,
-    /// `firing` or `resolved` (default firing).
-    pub status: String,
+    /// `firing` or `resolved` (default firing), or a map of the sender's values.
+    pub status: StatusField,
     /// The incident's title.
     pub title: String,
     /// The severity (mapped like a `severity` label).
@@ -161,8 +228,11 @@ pub struct GenericFields {
     pub labels: String,
     /// An object of string annotations.
     pub annotations: String,
-    /// RFC 3339 start of this episode.
+    /// The start of this episode: RFC 3339, `YYYY-MM-DD HH:MM:SS[.fff]` with or without a
+    /// zone, or Unix seconds or milliseconds.
     pub starts_at: String,
+    /// The zone of timestamps written without one.
+    pub timezone: UtcOffset,
 }
 
 impl GenericFields {
@@ -176,12 +246,13 @@ impl Default for GenericFields {
     fn default() -> Self {
         Self {
             dedup_key: "/dedup_key".to_owned(),
-            status: "/status".to_owned(),
+            status: StatusField::Pointer("/status".to_owned()),
             title: "/title".to_owned(),
             severity: "/severity".to_owned(),
             labels: "/labels".to_owned(),
             annotations: "/annotations".to_owned(),
             starts_at: "/starts_at".to_owned(),
+            timezone: UtcOffset::default(),
         }
     }
 }
