@@ -17,8 +17,8 @@ use serde::Deserialize;
 pub use crate::syntax::{ByteSize, HumanDuration};
 pub use daemon::{
     AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
-    PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SourceConfig, SourcesConfig,
-    StatusField, StatusMap, UtcOffset,
+    PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SeverityConfig, SourceConfig,
+    SourcesConfig, StatusField, StatusMap, UtcOffset,
 };
 pub use notify::{NotifyConfig, PagerDutyConfig, Route, SlackConfig, WebhookConfig};
 

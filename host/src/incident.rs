@@ -49,13 +49,24 @@ pub struct Incident {
 /// Maps a `severity` label to a severity. Unknown or missing values are `medium`, never an
 /// error: a typo in an alert rule must not drop the alert (the seed crashed on them).
 pub fn severity(label: Option<&str>) -> Severity {
-    match label.map(str::to_ascii_lowercase).as_deref() {
-        Some("critical" | "crit" | "page" | "p1" | "fatal" | "emergency") => Severity::Critical,
-        Some("high" | "error" | "major" | "p2") => Severity::High,
-        Some("low" | "minor" | "p4") => Severity::Low,
-        Some("info" | "informational" | "none" | "p5") => Severity::Info,
-        _ => Severity::Medium,
-    }
+    known_severity(label).unwrap_or(Severity::Medium)
+}
+
+/// The severity a value names in the common schemes (Prometheus rules, Opsgenie-style
+/// P1–P5, Zabbix's names, syslog-like words), if it names one.
+pub fn known_severity(label: Option<&str>) -> Option<Severity> {
+    Some(match label?.trim().to_ascii_lowercase().as_str() {
+        "critical" | "crit" | "page" | "p1" | "fatal" | "emergency" | "disaster" => {
+            Severity::Critical
+        }
+        "high" | "error" | "major" | "p2" => Severity::High,
+        "medium" | "warning" | "warn" | "average" | "moderate" | "p3" => Severity::Medium,
+        "low" | "minor" | "p4" => Severity::Low,
+        "info" | "informational" | "information" | "none" | "not classified" | "p5" => {
+            Severity::Info
+        }
+        _ => return None,
+    })
 }
 
 /// The severity's name.
@@ -163,10 +174,7 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         Some("resolved") => "resolved",
         _ => "firing",
     };
-    let title = lookup(&annotations, "summary")
-        .or_else(|| lookup(&labels, "alertname"))
-        .unwrap_or("Unknown Alert")
-        .to_owned();
+    let title = title(&labels, &annotations);
     let episode = Sha256::digest(format!(
         "{source}\0{fingerprint}\0{}",
         starts_at.as_deref().unwrap_or("")
@@ -183,6 +191,85 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         starts_at,
         alert_json: alert.to_string(),
     })
+}
+
+/// The longest title kept; the full text stays in the incident's annotations.
+pub const MAX_TITLE_CHARS: usize = 200;
+
+/// Keys read for a title, in order: annotations first, then labels.
+const TITLE_KEYS: [&str; 4] = ["summary", "title", "message", "description"];
+
+/// Labels that tell two alerts of one rule apart, in the order they are tried.
+const DISTINGUISHING: [&str; 10] = [
+    "instance",
+    "host",
+    "hostname",
+    "node",
+    "pod",
+    "service",
+    "deployment",
+    "job",
+    "container",
+    "namespace",
+];
+
+/// A title that tells incidents apart: the first of `summary`, `title`, `message`,
+/// `description` (annotations, then labels), else `alertname` with the label that tells
+/// its alerts apart ("InstanceDown on host1:9100"). One line, Markdown emphasis removed, at
+/// most [`MAX_TITLE_CHARS`] characters.
+pub fn title(labels: &[(String, String)], annotations: &[(String, String)]) -> String {
+    let written = [annotations, labels].into_iter().find_map(|pairs| {
+        TITLE_KEYS
+            .iter()
+            .filter_map(|key| lookup(pairs, key))
+            .map(one_line)
+            .find(|text| !text.is_empty())
+    });
+    let text = written.unwrap_or_else(|| {
+        let name = lookup(labels, "alertname").unwrap_or("Unknown Alert");
+        match DISTINGUISHING.iter().find_map(|key| lookup(labels, key)) {
+            Some(which) => format!("{name} on {which}"),
+            None => name.to_owned(),
+        }
+    });
+    let mut chars = text.chars();
+    let mut title: String = chars.by_ref().take(MAX_TITLE_CHARS).collect();
+    if chars.next().is_some() {
+        title.pop();
+        title.push('…');
+    }
+    title
+}
+
+/// The first non-blank line of `text`, without Markdown emphasis, heading or quote marks.
+fn one_line(text: &str) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line = line.trim_start_matches(['#', '>']).trim_start();
+    let mut plain = line
+        .replace("**", "")
+        .replace("__", "")
+        .replace("~~", "")
+        .replace('`', "");
+    // Single emphasis marks around a word: *word* and _word_.
+    for mark in ['*', '_'] {
+        let wrapped = |s: &str| s.len() > 2 && s.starts_with(mark) && s.ends_with(mark);
+        plain = plain
+            .split(' ')
+            .map(|word| {
+                if wrapped(word) {
+                    &word[1..word.len() - 1]
+                } else {
+                    word
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    plain.trim().to_owned()
 }
 
 /// A label's value.
@@ -237,5 +324,64 @@ mod tests {
                 .unwrap_err()
                 .contains("expected an Alertmanager")
         );
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn titles_tell_incidents_apart() {
+        let down = |host: &str| pairs(&[("alertname", "InstanceDown"), ("instance", host)]);
+        assert_eq!(
+            title(&down("host1:9100"), &[]),
+            "InstanceDown on host1:9100"
+        );
+        assert_ne!(
+            title(&down("host1:9100"), &[]),
+            title(&down("host2:9100"), &[])
+        );
+        for key in ["summary", "title", "message", "description"] {
+            assert_eq!(
+                title(&down("h"), &pairs(&[(key, "Disk full on db1")])),
+                "Disk full on db1",
+                "{key}"
+            );
+        }
+        assert_eq!(
+            title(
+                &down("h"),
+                &pairs(&[("description", "d"), ("summary", "s")])
+            ),
+            "s",
+            "summary comes first"
+        );
+        assert_eq!(
+            title(
+                &pairs(&[("alertname", "A"), ("title", "from a label")]),
+                &[]
+            ),
+            "from a label"
+        );
+        assert_eq!(title(&pairs(&[("severity", "high")]), &[]), "Unknown Alert");
+    }
+
+    #[test]
+    fn a_markdown_message_makes_a_one_line_plain_title() {
+        let message = "\n**Firing**\n\nValue: B=42\nLabels:\n - alertname = HighCPU\n";
+        assert_eq!(title(&[], &pairs(&[("summary", message)])), "Firing");
+        assert_eq!(
+            title(
+                &[],
+                &pairs(&[("summary", "## *Disk* is __almost__ `full`")])
+            ),
+            "Disk is almost full"
+        );
+        let long = "x".repeat(500);
+        let cut = title(&[], &pairs(&[("summary", &long)]));
+        assert_eq!(cut.chars().count(), MAX_TITLE_CHARS);
+        assert!(cut.ends_with('…'));
     }
 }

@@ -16,8 +16,8 @@ mod grafana;
 use axum::http::StatusCode;
 use serde_json::Value;
 
-use crate::config::GenericFields;
-use crate::incident::Incident;
+use crate::config::{GenericFields, SeverityConfig};
+use crate::incident::{Incident, Severity};
 
 /// The alert sources Quell accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +92,26 @@ pub fn parse(
         Source::Alertmanager => alertmanager::parse(&value),
         Source::Grafana => grafana::parse(&value),
         Source::Generic => generic::parse(&value, fields),
+    }
+}
+
+/// Sets each alert's severity from its `severity` label as the route's
+/// `[sources.<name>.severity]` says: the map first, then the built-in names, then the
+/// default. The label keeps the sender's own value.
+pub fn map_severities(delivery: &mut Delivery, config: &SeverityConfig) {
+    for alert in &mut delivery.alerts {
+        let raw = crate::incident::label(alert, "severity");
+        let mapped = raw.and_then(|raw| {
+            config
+                .map
+                .iter()
+                .find(|(value, _)| value.eq_ignore_ascii_case(raw.trim()))
+                .map(|(_, severity)| *severity)
+        });
+        alert.severity = mapped
+            .or_else(|| crate::incident::known_severity(raw))
+            .or(config.default)
+            .unwrap_or(Severity::Medium);
     }
 }
 
@@ -401,6 +421,38 @@ mod tests {
                     "{name}: {why}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn severities_follow_the_routes_map_then_the_built_in_names_then_the_default() {
+        let config = SeverityConfig {
+            map: [
+                ("1".to_owned(), Severity::Critical),
+                ("Sev-3".to_owned(), Severity::Low),
+            ]
+            .into(),
+            default: Some(Severity::High),
+        };
+        let body = |severity: &str| {
+            format!(r#"{{"dedup_key": "k", "severity": "{severity}", "labels": {{"a": "b"}}}}"#)
+        };
+        for (raw, expected) in [
+            ("1", Severity::Critical),
+            ("sev-3", Severity::Low),
+            ("Disaster", Severity::Critical),
+            ("Information", Severity::Info),
+            ("nonsense", Severity::High),
+        ] {
+            let mut delivery = on(Source::Generic, &body(raw)).unwrap();
+            map_severities(&mut delivery, &config);
+            let alert = &delivery.alerts[0];
+            assert_eq!(alert.severity, expected, "{raw}");
+            assert_eq!(
+                crate::incident::label(alert, "severity"),
+                Some(raw),
+                "the raw value is kept"
+            );
         }
     }
 }

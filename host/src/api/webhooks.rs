@@ -126,7 +126,7 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
         Err(_) => return Err(too_large()),
     };
     let content_type = request_content_type.as_deref();
-    let delivery = match sources::parse(
+    let mut delivery = match sources::parse(
         source,
         &body,
         content_type,
@@ -165,6 +165,7 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
             };
         }
     };
+    sources::map_severities(&mut delivery, &settings.severity);
     let runbooks = app.pipeline.runbooks();
     let arrivals: Vec<Arrival> = delivery
         .alerts

@@ -100,6 +100,8 @@ pub struct SourceConfig {
     pub basic: Vec<BasicCredential>,
     /// Largest body accepted; larger requests get 413.
     pub body_limit: ByteSize,
+    /// What the sender's severity values mean.
+    pub severity: SeverityConfig,
 }
 
 impl Default for SourceConfig {
@@ -108,8 +110,20 @@ impl Default for SourceConfig {
             tokens: Vec::new(),
             basic: Vec::new(),
             body_limit: ByteSize(10 << 20),
+            severity: SeverityConfig::default(),
         }
     }
+}
+
+/// `[sources.<name>.severity]`: the sender's own severity values, for schemes the built-in
+/// names do not cover (numeric levels, a team's words).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeverityConfig {
+    /// Value (compared without case) → `critical`, `high`, `medium`, `low` or `info`.
+    pub map: std::collections::BTreeMap<String, crate::incident::Severity>,
+    /// For a value neither the map nor the built-in names know, or none at all (`medium`).
+    pub default: Option<crate::incident::Severity>,
 }
 
 /// A basic-auth user and password.
