@@ -42,6 +42,8 @@ pub struct Incident {
     pub fingerprint: String,
     /// RFC 3339, when the alert says when it started.
     pub starts_at: Option<String>,
+    /// RFC 3339, when the sender says a resolved alert ended (`endsAt`).
+    pub ends_at: Option<String>,
     /// The alert exactly as received, as JSON.
     pub alert_json: String,
 }
@@ -174,6 +176,14 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         Some("resolved") => "resolved",
         _ => "firing",
     };
+    // A firing alert's endsAt is only when the sender would stop waiting for a re-send.
+    let ends_at = text("endsAt")
+        .filter(|t| status == "resolved" && !t.starts_with("0001-01-01"))
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        });
     let title = title(&labels, &annotations);
     let episode = Sha256::digest(format!(
         "{source}\0{fingerprint}\0{}",
@@ -189,6 +199,7 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         annotations,
         fingerprint,
         starts_at,
+        ends_at,
         alert_json: alert.to_string(),
     })
 }

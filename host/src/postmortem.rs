@@ -23,10 +23,20 @@ fn cell(text: &str, max: usize) -> String {
     out.replace('|', "\\|")
 }
 
+/// From when the alert says it started (else the first timeline entry) to when the sender
+/// says it ended (else when Quell learned it resolved, else the last timeline entry).
 fn duration(detail: &IncidentDetail) -> String {
     let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
-    let first = detail.timeline.first().and_then(|e| parse(&e.at));
-    let last = detail.timeline.last().and_then(|e| parse(&e.at));
+    let incident = &detail.incident;
+    let first = incident
+        .starts_at
+        .as_deref()
+        .and_then(parse)
+        .or_else(|| detail.timeline.first().and_then(|e| parse(&e.at)));
+    let last = [&incident.ended_at, &incident.resolved_at]
+        .into_iter()
+        .find_map(|t| t.as_deref().and_then(parse))
+        .or_else(|| detail.timeline.last().and_then(|e| parse(&e.at)));
     match (first, last) {
         (Some(first), Some(last)) => {
             let minutes = (last - first).num_seconds() as f64 / 60.0;
@@ -59,8 +69,11 @@ pub fn render(detail: &IncidentDetail, public_url: Option<&str>) -> String {
         "- **Source:** {} (fingerprint `{}`)",
         incident.source, incident.fingerprint
     );
+    if let Some(ended) = &incident.ended_at {
+        let _ = writeln!(out, "- **Ended (as the sender says):** {ended}");
+    }
     if let Some(resolved) = &incident.resolved_at {
-        let _ = writeln!(out, "- **Resolved:** {resolved}");
+        let _ = writeln!(out, "- **Resolved (received):** {resolved}");
     }
     let _ = writeln!(
         out,

@@ -261,6 +261,7 @@ fn fire(
     let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
         conn.prepare_cached(
             "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
+                 ended_at = NULL,
                  fired = fired + 1, starts_at = ?2, alert_json = ?3, updated_at = ?4
              WHERE id = ?1",
         )?
@@ -393,6 +394,8 @@ fn resolve_alert(
         None,
         &resolution("the alert resolved"),
     )?;
+    conn.prepare_cached("UPDATE incidents SET ended_at = ?2 WHERE id = ?1")?
+        .execute(params![open.id, alert.ends_at])?;
     Ok(Effect::Resolved(open.id))
 }
 

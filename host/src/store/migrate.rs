@@ -11,7 +11,12 @@ use rusqlite::Connection;
 /// Every schema version and the SQL that takes the previous one to it. Version 1 is the
 /// schema as of the first versioned release; it is written with `IF NOT EXISTS`, so a
 /// database from before versions (`user_version` 0) is adopted as it is.
-pub(super) const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("schema.sql"))];
+pub(super) const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("schema.sql")),
+    // When the sender says a resolved alert ended (Alertmanager's `endsAt`), beside
+    // `resolved_at`, when Quell learned it.
+    (2, "ALTER TABLE incidents ADD COLUMN ended_at TEXT;"),
+];
 
 /// The schema version this build writes.
 pub fn latest() -> u32 {

@@ -29,8 +29,11 @@ pub struct IncidentSummary {
     pub created_at: String,
     /// Last change.
     pub updated_at: String,
-    /// When it resolved.
+    /// When Quell learned it resolved.
     pub resolved_at: Option<String>,
+    /// When the sender says it ended (`endsAt` of the resolving alert), where it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
     /// How many firing deliveries it has seen.
     pub fired: i64,
     /// Whether a human was called in.
@@ -40,7 +43,7 @@ pub struct IncidentSummary {
 }
 
 const SUMMARY_COLUMNS: &str = "id, title, severity, status, source, fingerprint, starts_at,
-    created_at, updated_at, resolved_at, fired, escalated, remediated";
+    created_at, updated_at, resolved_at, fired, escalated, remediated, ended_at";
 
 fn summary(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
     Ok(IncidentSummary {
@@ -57,6 +60,7 @@ fn summary(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
         fired: row.get(10)?,
         escalated: row.get(11)?,
         remediated: row.get(12)?,
+        ended_at: row.get(13)?,
     })
 }
 
@@ -233,9 +237,9 @@ pub(super) fn incident_detail(
         .query_row([id], |row| {
             Ok((
                 summary(row)?,
-                row.get::<_, String>(13)?,
                 row.get::<_, String>(14)?,
                 row.get::<_, String>(15)?,
+                row.get::<_, String>(16)?,
             ))
         })
         .optional()?;
@@ -322,7 +326,7 @@ pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Inci
     let row = conn
         .prepare_cached(
             "SELECT id, title, severity, source, status, labels, annotations, fingerprint,
-                 starts_at, alert_json
+                 starts_at, alert_json, ended_at
              FROM incidents WHERE id = ?1",
         )?
         .query_row([id], |row| {
@@ -337,11 +341,23 @@ pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Inci
                 row.get::<_, String>(7)?,
                 row.get::<_, Option<String>>(8)?,
                 row.get::<_, String>(9)?,
+                row.get::<_, Option<String>>(10)?,
             ))
         })
         .optional()?;
-    let Some((id, title, sev, source, status, labels, annotations, fingerprint, starts_at, json)) =
-        row
+    let Some((
+        id,
+        title,
+        sev,
+        source,
+        status,
+        labels,
+        annotations,
+        fingerprint,
+        starts_at,
+        json,
+        ends_at,
+    )) = row
     else {
         return Ok(None);
     };
@@ -363,6 +379,7 @@ pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Inci
         annotations: pairs(&annotations)?,
         fingerprint,
         starts_at,
+        ends_at,
         alert_json: json,
     }))
 }

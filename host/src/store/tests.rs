@@ -280,7 +280,7 @@ fn a_database_from_a_newer_quell_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("schema is version 99, newer than this quell's (1)"),
+        error.contains("schema is version 99, newer than this quell's (2)"),
         "{error}"
     );
     assert_eq!(user_version(&path), 99, "nothing was changed");

@@ -318,6 +318,32 @@ async fn firing_firing_resolved_firing_makes_two_episodes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_resolution_keeps_when_the_sender_says_it_ended_beside_when_it_arrived() {
+    let app = Running::start(Env::new()).await;
+    let id = created(&app, firing("ended")).await;
+    let resolved = payload("resolved", "ended", "2026-11-24T03:00:00.51Z", json!({}));
+    let (status, _) = app.post("/webhooks/alertmanager", resolved).await;
+    assert_eq!(status, StatusCode::OK);
+    let detail = app.incident(&id).await;
+    assert_eq!(detail["ended_at"], "2026-11-24T04:00:00.000Z", "{detail}");
+    assert_ne!(
+        detail["resolved_at"], detail["ended_at"],
+        "the arrival is kept beside it"
+    );
+    let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
+    let markdown = markdown.as_str().unwrap();
+    assert!(
+        markdown.contains("- **Duration:** 60 minutes"),
+        "{markdown}"
+    );
+    assert!(
+        markdown.contains("- **Ended (as the sender says):** 2026-11-24T04:00:00.000Z"),
+        "{markdown}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_flapping_alert_reopens_its_incident_within_the_window() {
     let env = Env::new();
     let app = Running::start(env).await;
