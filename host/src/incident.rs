@@ -46,6 +46,18 @@ pub struct Incident {
     pub ends_at: Option<String>,
     /// The alert exactly as received, as JSON.
     pub alert_json: String,
+    /// The identity an earlier Quell gave this alert, when it has changed since: an
+    /// incident still open under it is carried over rather than left open forever.
+    pub previous_fingerprint: Option<String>,
+}
+
+/// The id of an alert's episode: derived from its source, fingerprint and start.
+pub fn episode_id(source: &str, fingerprint: &str, starts_at: Option<&str>) -> String {
+    let episode = Sha256::digest(format!(
+        "{source}\0{fingerprint}\0{}",
+        starts_at.unwrap_or("")
+    ));
+    format!("INC-{}", hex::encode_upper(&episode[..4]))
 }
 
 /// Maps a `severity` label to a severity. Unknown or missing values are `medium`, never an
@@ -185,12 +197,8 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
         });
     let title = title(&labels, &annotations);
-    let episode = Sha256::digest(format!(
-        "{source}\0{fingerprint}\0{}",
-        starts_at.as_deref().unwrap_or("")
-    ));
     Ok(Incident {
-        id: format!("INC-{}", hex::encode_upper(&episode[..4])),
+        id: episode_id(source, &fingerprint, starts_at.as_deref()),
         title,
         severity: severity(lookup(&labels, "severity")),
         source: source.to_owned(),
@@ -201,6 +209,7 @@ fn incident(alert: &Value, source: &str, index: usize) -> Result<Incident, Strin
         starts_at,
         ends_at,
         alert_json: alert.to_string(),
+        previous_fingerprint: None,
     })
 }
 

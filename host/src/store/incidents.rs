@@ -200,6 +200,26 @@ fn open_incident(
         .optional()?)
 }
 
+/// The open incident of `alert`'s identity; one still open under the identity an earlier
+/// Quell gave it is moved to the current one.
+fn open_incident_of(
+    conn: &Connection,
+    alert: &Incident,
+) -> Result<Option<OpenIncident>, StoreError> {
+    if let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? {
+        return Ok(Some(open));
+    }
+    let Some(previous) = &alert.previous_fingerprint else {
+        return Ok(None);
+    };
+    let open = open_incident(conn, &alert.source, previous)?;
+    if let Some(open) = &open {
+        conn.prepare_cached("UPDATE incidents SET fingerprint = ?2 WHERE id = ?1")?
+            .execute(params![open.id, alert.fingerprint])?;
+    }
+    Ok(open)
+}
+
 fn fire(
     conn: &Connection,
     arrival: &Arrival,
@@ -208,7 +228,7 @@ fn fire(
     reopen_window_ms: i64,
 ) -> Result<Effect, StoreError> {
     let alert = &arrival.incident;
-    if let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? {
+    if let Some(open) = open_incident_of(conn, alert)? {
         conn.prepare_cached(
             "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
         )?
@@ -368,7 +388,7 @@ fn resolve_alert(
     alert: &Incident,
     (at, ms): (&str, i64),
 ) -> Result<Effect, StoreError> {
-    let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? else {
+    let Some(open) = open_incident_of(conn, alert)? else {
         let known: Option<String> = conn
             .prepare_cached("SELECT id FROM incidents WHERE id = ?1")?
             .query_row([&alert.id], |row| row.get(0))

@@ -381,6 +381,7 @@ pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Inci
         starts_at,
         ends_at,
         alert_json: json,
+        previous_fingerprint: None,
     }))
 }
 

@@ -315,3 +315,84 @@ fn a_failed_migration_changes_nothing() {
         .unwrap();
     assert_eq!(b, 0, "version 2's table was rolled back with it");
 }
+
+fn grafana(status: &str, org: u32) -> crate::sources::Delivery {
+    let body = serde_json::json!({
+        "receiver": "quell", "status": status, "orgId": org, "state": "alerting",
+        "version": "1", "groupKey": "{}:{}", "externalURL": "http://grafana:3000/",
+        "alerts": [{
+            "status": status, "labels": {"alertname": "HighCPU", "instance": "web-1"},
+            "annotations": {}, "startsAt": "2026-11-24T03:00:00Z",
+            "endsAt": "2026-11-24T04:00:00Z", "fingerprint": "57c6d9296de2ad39",
+        }],
+    });
+    crate::sources::parse(
+        crate::sources::Source::Grafana,
+        body.to_string().as_bytes(),
+        None,
+        &crate::config::GenericFields::default(),
+    )
+    .unwrap()
+}
+
+async fn ingest(store: &Store, delivery: crate::sources::Delivery) -> Effect {
+    let arrivals = delivery
+        .alerts
+        .into_iter()
+        .map(|alert| Arrival::new(alert, Vec::new()))
+        .collect();
+    store
+        .ingest(Delivery {
+            source: "grafana",
+            body: b"{}".to_vec(),
+            truncated: 0,
+            arrivals,
+            reopen_window_ms: 0,
+        })
+        .await
+        .unwrap()
+        .effects
+        .remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grafana_orgs_keep_their_incidents_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    let one = ingest(&store, grafana("firing", 1)).await;
+    let two = ingest(&store, grafana("firing", 2)).await;
+    assert!(
+        matches!((&one, &two), (Effect::Created(a), Effect::Created(b)) if a != b),
+        "{one:?} {two:?}"
+    );
+    assert!(matches!(
+        ingest(&store, grafana("firing", 1)).await,
+        Effect::Refired(_)
+    ));
+    let resolved = ingest(&store, grafana("resolved", 2)).await;
+    assert_eq!(Some(resolved.incident().unwrap()), two.incident());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incident_opened_under_the_bare_grafana_fingerprint_is_carried_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    // What an earlier Quell stored: the fingerprint as Grafana sent it.
+    let mut before = grafana("firing", 1);
+    for alert in &mut before.alerts {
+        alert.fingerprint = alert.previous_fingerprint.take().unwrap();
+        alert.id = crate::incident::episode_id("grafana", &alert.fingerprint, None);
+    }
+    let Effect::Created(old) = ingest(&store, before).await else {
+        panic!("expected a new incident");
+    };
+    assert_eq!(
+        ingest(&store, grafana("firing", 1)).await,
+        Effect::Refired(old.clone()),
+        "the open incident is found under its old identity"
+    );
+    assert_eq!(
+        ingest(&store, grafana("resolved", 1)).await,
+        Effect::Resolved(old)
+    );
+}
