@@ -17,3 +17,4 @@ mod notify;
 mod policy_fixtures;
 mod policy_gate;
 mod runbooks;
+mod sources;
