@@ -273,7 +273,11 @@ impl CallContext {
             measured.exit_status,
             measured.output_bytes,
         );
-        record.command = command.map(cut);
+        // A backstop: nothing recorded may hold a secret, even one a runbook got hold of.
+        let redact = &self.caps.redact;
+        record.command = command.map(|c| cut(redact.text(c)));
+        record.rule = redact.text(std::mem::take(&mut record.rule));
+        redact.json(&mut record.request);
         tracing::info!(
             runbook = %self.runbook,
             phase = %self.phase,
@@ -286,7 +290,8 @@ impl CallContext {
         if let Some(error) = record.result.get_mut("error") {
             bound_json(error);
         }
-        let size = record.result.to_string().len() + record.rule.len();
+        let size =
+            record.result.to_string().len() + record.request.to_string().len() + record.rule.len();
         let result = if self.recorded_bytes + size > RECORD_BUDGET {
             record.result = serde_json::json!({
                 "error": audit::host_error_json(&HostError::TooLarge),

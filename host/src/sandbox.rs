@@ -333,7 +333,14 @@ impl Runtime {
         let redact = &self.caps.redact;
         let outcome = match result {
             Err(()) => Err(InvokeError::Deadline(current)),
-            Ok(Ok(Ok(value))) => bounded(value).map(|v| redact.value(v)),
+            Ok(Ok(Ok(value))) => bounded(value).and_then(|v| {
+                redact.value(v).ok_or_else(|| {
+                    InvokeError::Trap(
+                        "the export's value holds a host secret that could not be redacted"
+                            .to_owned(),
+                    )
+                })
+            }),
             Ok(Ok(Err(message))) => Err(InvokeError::Guest(redact.text(message))),
             Ok(Err(error)) => Err(classify_trap(
                 &error,

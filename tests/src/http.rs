@@ -126,6 +126,7 @@ impl TestRoutes {
             .route("/stall", any(stall))
             .route("/stall-body", get(stall_body))
             .route("/echo", any(echo))
+            .route("/encoded", get(encoded))
             .with_state(self.clone());
         logged(routes, self.log.clone())
     }
@@ -196,6 +197,16 @@ async fn stall_body() -> Response {
         futures_util::stream::once(async { Ok::<_, Infallible>(Bytes::from(vec![b'x'; 1024])) });
     let never = futures_util::stream::pending::<Result<Bytes, Infallible>>();
     (StatusCode::OK, Body::from_stream(first.chain(never))).into_response()
+}
+
+/// A body the server says is gzip-encoded, whatever the client asked for.
+async fn encoded() -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"))],
+        vec![0x1f_u8, 0x8b, 0x08, 0x00],
+    )
+        .into_response()
 }
 
 async fn echo(request: Request) -> Response {

@@ -22,7 +22,7 @@ use crate::bindings::quell::runbook::types::HostError;
 use crate::config::HttpConfig;
 use crate::policy::http::{HttpMethod, HttpPolicy};
 
-pub use egress::{EgressDenied, check_address, non_public_kind};
+pub use egress::{EgressDenied, canonical, check_address, non_public_kind};
 
 impl HttpMethod {
     fn from_wit(method: Method) -> Self {
@@ -129,6 +129,11 @@ impl HttpCap {
 
 /// Headers a runbook may not set: they would change where or how the request goes.
 const RESERVED_HEADERS: &[&str] = &[
+    // The host reads every response whole and unencoded, to keep secrets out of it: a
+    // compressed or partial body could carry one past the redactor.
+    "accept-encoding",
+    "range",
+    "if-range",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
@@ -253,7 +258,22 @@ impl CallContext {
         if let Some(body) = &req.body {
             request = request.body(body.clone());
         }
-        let mut response = request.send().await.map_err(describe_reqwest_error)?;
+        let mut response = request
+            .header(reqwest::header::ACCEPT_ENCODING, "identity")
+            .send()
+            .await
+            .map_err(describe_reqwest_error)?;
+        if let Some(encoding) = response
+            .headers()
+            .get(reqwest::header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .filter(|e| !e.eq_ignore_ascii_case("identity"))
+        {
+            return Err(Refusal::Failed(format!(
+                "the server sent a {encoding}-encoded body although the host asked for none; \
+                 Quell hands over only bodies it can check for secrets"
+            )));
+        }
         let cap = self.caps.http.config.max_response.0;
         if response.content_length().is_some_and(|len| len > cap) {
             return Err(Refusal::Failed(format!("too-large:{cap}")));

@@ -139,9 +139,14 @@ pub(crate) fn timestamp(raw: &Value, zone: UtcOffset) -> Option<String> {
             let s = s.trim();
             if let Ok(t) = DateTime::parse_from_rfc3339(s) {
                 t.with_timezone(&Utc)
-            } else if let Some(t) = ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z"]
-                .iter()
-                .find_map(|f| DateTime::parse_from_str(s, f).ok())
+            } else if let Some(t) = [
+                "%Y-%m-%d %H:%M:%S%.f%:z",
+                "%Y-%m-%d %H:%M:%S%.f%z",
+                "%Y-%m-%d %H:%M:%S%.f %z",
+                "%Y-%m-%dT%H:%M:%S%.f%z",
+            ]
+            .iter()
+            .find_map(|f| DateTime::parse_from_str(s, f).ok())
             {
                 t.with_timezone(&Utc)
             } else if let Some(naive) = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
@@ -163,9 +168,10 @@ pub(crate) fn timestamp(raw: &Value, zone: UtcOffset) -> Option<String> {
     Some(utc.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
-/// Unix seconds, or milliseconds when the number is too large to be seconds (past 5138).
+/// Unix seconds, or milliseconds when the number is too large to be seconds (past 5138);
+/// anything larger (microseconds, nanoseconds) is not guessed at.
 fn epoch(number: f64) -> Option<DateTime<Utc>> {
-    if !number.is_finite() || number < 0.0 {
+    if !number.is_finite() || !(0.0..1e14).contains(&number) {
         return None;
     }
     let ms = if number >= 1e11 {
@@ -173,7 +179,7 @@ fn epoch(number: f64) -> Option<DateTime<Utc>> {
     } else {
         number * 1000.0
     };
-    DateTime::from_timestamp_millis(ms as i64)
+    DateTime::from_timestamp_millis(ms.round() as i64)
 }
 
 #[cfg(test)]
@@ -215,7 +221,17 @@ mod tests {
             Some("2023-07-31T18:56:15.000Z"),
             "a zoneless time is in the configured zone"
         );
-        for bad in [json!("yesterday"), json!(-5), json!({"t": 1}), json!("")] {
+        assert_eq!(
+            timestamp(&json!("2023-07-31T20:56:15+0200"), utc).as_deref(),
+            Some("2023-07-31T18:56:15.000Z")
+        );
+        for bad in [
+            json!("yesterday"),
+            json!(-5),
+            json!({"t": 1}),
+            json!(""),
+            json!(1_690_829_775_374_000_u64),
+        ] {
             assert_eq!(timestamp(&bad, utc), None, "{bad}");
         }
     }

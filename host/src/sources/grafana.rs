@@ -27,10 +27,11 @@ pub(super) fn parse(value: &Value) -> Result<Delivery, Rejection> {
 /// within `orgId` and `externalURL`; incidents opened under the bare fingerprint (before
 /// this) are carried over.
 fn scope(delivery: &mut Delivery, value: &Value) {
+    // Grafana 8 sends no orgId: its alerts are the main org's, as later versions say.
     let org = match value.get("orgId") {
         Some(Value::Number(n)) => n.to_string(),
         Some(Value::String(s)) => s.clone(),
-        _ => String::new(),
+        _ => "1".to_owned(),
     };
     let url = value
         .get("externalURL")

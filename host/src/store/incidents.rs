@@ -244,15 +244,19 @@ fn fire(
         event(conn, &open.id, at, EventKind::Refired, None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
-    // The identity's recently resolved incidents, newest first: one lookup serves both the
-    // staleness check and reopening.
+    // The identity's recently resolved incidents (under the identity an earlier Quell gave
+    // it too), newest first: one lookup serves both the staleness check and reopening.
+    let previous = alert
+        .previous_fingerprint
+        .as_ref()
+        .unwrap_or(&alert.fingerprint);
     let resolved: Vec<(String, Option<String>, i64)> = conn
         .prepare_cached(
             "SELECT id, starts_at, resolved_ms FROM incidents
-             WHERE source = ?1 AND fingerprint = ?2 AND status = 'resolved'
+             WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status = 'resolved'
              ORDER BY resolved_ms DESC LIMIT 20",
         )?
-        .query_map(params![alert.source, alert.fingerprint], |row| {
+        .query_map(params![alert.source, alert.fingerprint, previous], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -281,11 +285,17 @@ fn fire(
     let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
         conn.prepare_cached(
             "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
-                 ended_at = NULL,
+                 ended_at = NULL, fingerprint = ?5,
                  fired = fired + 1, starts_at = ?2, alert_json = ?3, updated_at = ?4
              WHERE id = ?1",
         )?
-        .execute(params![id, alert.starts_at, alert.alert_json, at])?;
+        .execute(params![
+            id,
+            alert.starts_at,
+            alert.alert_json,
+            at,
+            alert.fingerprint
+        ])?;
         let message = format!(
             "the alert fired again (startsAt {}) within the reopen window",
             alert.starts_at.as_deref().unwrap_or("unknown")
@@ -389,9 +399,15 @@ fn resolve_alert(
     (at, ms): (&str, i64),
 ) -> Result<Effect, StoreError> {
     let Some(open) = open_incident_of(conn, alert)? else {
+        let earlier_id = alert.previous_fingerprint.as_deref().map(|previous| {
+            crate::incident::episode_id(&alert.source, previous, alert.starts_at.as_deref())
+        });
         let known: Option<String> = conn
-            .prepare_cached("SELECT id FROM incidents WHERE id = ?1")?
-            .query_row([&alert.id], |row| row.get(0))
+            .prepare_cached("SELECT id FROM incidents WHERE id IN (?1, ?2)")?
+            .query_row(
+                params![alert.id, earlier_id.as_deref().unwrap_or(&alert.id)],
+                |row| row.get(0),
+            )
             .optional()?;
         return Ok(known.map_or(Effect::Unknown, Effect::Stale));
     };

@@ -42,6 +42,12 @@ pub(super) fn migrate(
     }
     for (version, sql) in migrations.iter().filter(|(version, _)| *version > found) {
         conn.execute_batch("BEGIN IMMEDIATE")?;
+        // Another process may have upgraded it meanwhile: read again under the lock.
+        let now: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        if now >= *version {
+            conn.execute_batch("COMMIT")?;
+            continue;
+        }
         let applied = conn
             .execute_batch(sql)
             .and_then(|()| conn.pragma_update(None, "user_version", version));
@@ -54,7 +60,7 @@ pub(super) fn migrate(
                 let _ = conn.execute_batch("ROLLBACK");
                 bail!(
                     "{path}: cannot upgrade the schema to version {version} (it stays at \
-                     {found}; nothing was changed): {e}"
+                     {now}; this step changed nothing): {e}"
                 );
             }
         }

@@ -302,7 +302,7 @@ fn a_failed_migration_changes_nothing() {
         .unwrap_err()
         .to_string();
     assert!(
-        error.contains("cannot upgrade the schema to version 2 (it stays at 0"),
+        error.contains("cannot upgrade the schema to version 2 (it stays at 1"),
         "{error}"
     );
     assert_eq!(user_version(&path), 1, "version 1 was applied and kept");
@@ -394,5 +394,38 @@ async fn an_incident_opened_under_the_bare_grafana_fingerprint_is_carried_over()
     assert_eq!(
         ingest(&store, grafana("resolved", 1)).await,
         Effect::Resolved(old)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_grafana_resend_of_an_episode_resolved_before_the_upgrade_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    let bare = |mut delivery: crate::sources::Delivery| {
+        for alert in &mut delivery.alerts {
+            alert.fingerprint = alert.previous_fingerprint.take().unwrap();
+            alert.id = crate::incident::episode_id(
+                "grafana",
+                &alert.fingerprint,
+                alert.starts_at.as_deref(),
+            );
+        }
+        delivery
+    };
+    let Effect::Created(old) = ingest(&store, bare(grafana("firing", 1))).await else {
+        panic!("expected a new incident");
+    };
+    assert_eq!(
+        ingest(&store, bare(grafana("resolved", 1))).await,
+        Effect::Resolved(old.clone())
+    );
+    // After the upgrade: the same episode, late, is recognised as over.
+    assert_eq!(
+        ingest(&store, grafana("firing", 1)).await,
+        Effect::Stale(old.clone())
+    );
+    assert_eq!(
+        ingest(&store, grafana("resolved", 1)).await,
+        Effect::Stale(old)
     );
 }

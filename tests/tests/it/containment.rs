@@ -154,6 +154,31 @@ async fn a_secret_a_server_echoes_never_reaches_the_runbook_or_the_record() {
 }
 
 #[tokio::test]
+async fn a_body_the_host_cannot_read_plainly_is_never_handed_over() {
+    let (server, _env, runtime, probe) = setup("20s");
+    let calls = json!([
+        { "http": { "method": "GET", "url": server.url("/encoded") } },
+        { "http": { "method": "GET", "url": server.url("/echo"), "headers": [["Accept-Encoding", "gzip"]] } },
+        { "http": { "method": "GET", "url": server.url("/echo"), "headers": [["Range", "bytes=0-9"]] } },
+    ]);
+    let run = runtime
+        .match_and_diagnose(&probe, &probe_incident("none", calls))
+        .await;
+    let diagnosis = run.outcome.unwrap().unwrap();
+    let got = summaries(&diagnosis.findings);
+    assert!(
+        got[0].starts_with("failed: the server sent a gzip-encoded body"),
+        "{got:?}"
+    );
+    for refused in &got[1..] {
+        assert!(
+            refused.contains("is set by the host, not the runbook"),
+            "{refused}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn whatever_a_runbook_read_is_in_its_record() {
     let (server, _env, runtime, probe) = setup("60s");
     let big = json!({ "http": { "method": "GET", "url": server.url("/big?mib=1"), "lengths_only": true } });
