@@ -346,6 +346,31 @@ fn bound_json(value: &mut serde_json::Value) {
     }
 }
 
+/// Refuses a command request whose strings add up to more than [`MAX_COMMAND_REQUEST`]
+/// before anything is built from them (no JSON, no message quoting them): the call is
+/// recorded with its size only, and the runbook gets `too-large`.
+pub(crate) fn refuse_oversized(
+    ctx: &mut CallContext,
+    capability: Capability,
+    bytes: usize,
+) -> Option<Result<CommandOutput, HostError>> {
+    if bytes <= MAX_COMMAND_REQUEST {
+        return None;
+    }
+    let why = format!(
+        "too large: the request is at least {bytes} bytes, over the {MAX_COMMAND_REQUEST}-byte limit"
+    );
+    Some(ctx.record(
+        capability,
+        serde_json::json!({ "bytes": bytes }),
+        &Verdict::Deny(why),
+        Instant::now(),
+        Err::<CommandOutput, _>(HostError::TooLarge),
+        Measured::default(),
+        None,
+    ))
+}
+
 /// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or
 /// refuses according to the verdict, and records the call. What the command printed is
 /// handed over with every secret redacted.

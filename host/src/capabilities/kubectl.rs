@@ -6,7 +6,7 @@
 //! kubeconfig and context from the host configuration. Identity and cluster flags cannot be
 //! expressed at all. The `[kubectl]` policy section itself is [`crate::policy::kubectl`].
 
-mod grammar;
+pub mod grammar;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{CallContext, Capability, Verdict, process, run_command};
+use super::{CallContext, Capability, Verdict, process, refuse_oversized, run_command};
 use crate::bindings::quell::runbook::kubectl::{Host, OutputFormat, Request, Verb as WitVerb};
 use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
 use crate::config::KubectlConfig;
@@ -177,7 +177,7 @@ impl Call {
     }
 
     /// The argv after the binary and the pinned flags.
-    fn args(&self) -> Vec<String> {
+    pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = self.verb.words().iter().map(|w| (*w).to_owned()).collect();
         let rollout_style = matches!(
             self.verb,
@@ -328,6 +328,21 @@ impl KubectlCap {
 
 impl Host for CallContext {
     async fn run(&mut self, req: Request) -> Result<CommandOutput, HostError> {
+        let texts = [
+            &req.namespace,
+            &req.name,
+            &req.selector,
+            &req.options.container,
+        ];
+        let bytes = req.resource.len()
+            + texts
+                .iter()
+                .filter_map(|t| t.as_ref())
+                .map(String::len)
+                .sum::<usize>();
+        if let Some(refused) = refuse_oversized(self, Capability::Kubectl, bytes) {
+            return refused;
+        }
         let request = serde_json::to_value(&req)
             .unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
         let (verdict, spec) = match Call::parse(&req) {

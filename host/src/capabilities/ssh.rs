@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{CallContext, Capability, Verdict, process, run_command};
+use super::{CallContext, Capability, Verdict, process, refuse_oversized, run_command};
 use crate::bindings::quell::runbook::ssh::Host;
 use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
 use crate::config::SshConfig;
@@ -124,6 +124,12 @@ impl Host for CallContext {
         command: String,
         params: Vec<(String, String)>,
     ) -> Result<CommandOutput, HostError> {
+        let bytes = host.len()
+            + command.len()
+            + params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if let Some(refused) = refuse_oversized(self, Capability::Ssh, bytes) {
+            return refused;
+        }
         let request = json!({ "host": host, "command": command, "params": params });
         let checked = match &self.policy.ssh {
             None => Err("the policy has no [ssh] section".to_owned()),
