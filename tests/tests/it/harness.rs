@@ -46,9 +46,10 @@ impl Env {
         // Compiled components are keyed by digest, so tests can share one cache.
         config.sandbox.cache_dir = workspace().join("target/quell-test-cache");
         config.kubectl.timeout = HumanDuration(Duration::from_secs(20));
-        config
-            .secrets
-            .insert("health-token".to_owned(), "Bearer test".to_owned());
+        config.secrets.insert(
+            "health-token".to_owned(),
+            "Bearer test-token-value".to_owned(),
+        );
         Env { dir, config }
     }
 

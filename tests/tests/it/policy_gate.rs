@@ -186,7 +186,7 @@ async fn http_allowed_with_secret_header_and_guarded_against_ssrf() {
     let mut env = Env::new();
     env.config
         .secrets
-        .insert("health-token".to_owned(), "Bearer s3cret".to_owned());
+        .insert("health-token".to_owned(), "Bearer s3cret-token".to_owned());
     env.config.http.max_response = quell::config::ByteSize(1 << 20);
     let port = loopback.addr().port();
     let get = |url: String| json!({ "http": { "method": "GET", "url": url } });
@@ -261,7 +261,7 @@ async fn http_allowed_with_secret_header_and_guarded_against_ssrf() {
         .into_iter()
         .find(|r| r.path == "/health")
         .unwrap();
-    assert_eq!(health.header("authorization"), Some("Bearer s3cret"));
+    assert_eq!(health.header("authorization"), Some("Bearer s3cret-token"));
     assert!(
         !serde_json::to_string(&report.calls)
             .unwrap()
