@@ -9,7 +9,7 @@ use tracing::warn;
 
 use super::{Pipeline, finished, millis, started};
 use crate::bindings::quell::runbook::types::Diagnosis;
-use crate::capabilities::JournalEntry;
+use crate::capabilities::{CallRecord, JournalEntry};
 use crate::incident::Incident;
 use crate::lifecycle::{Phase, RemediationOutcome, RunOutcome, Transition};
 use crate::sandbox::LoadedRunbook;
@@ -61,7 +61,11 @@ impl Pipeline {
             .remediate_journaled(runbook, incident, &diagnosis, false, Some(journal))
             .await;
         // The journal's sender went with the invocation's store: this ends once it is drained.
-        let _ = journaler.await;
+        // Calls whose journaling failed are written again from the invocation's own record.
+        if let Ok(journal) = journaler.await {
+            self.rejournal(run_id, &job.incident, journal, &invocation.calls)
+                .await;
+        }
         let (run_outcome, outcome) = match &invocation.outcome {
             Ok(r) => (
                 if r.success {
@@ -97,8 +101,9 @@ async fn journal_calls(
     run: i64,
     incident: String,
     mut entries: UnboundedReceiver<JournalEntry>,
-) {
-    let mut rows: HashMap<usize, i64> = HashMap::new();
+) -> Journal {
+    let mut journal = Journal::default();
+    let rows = &mut journal.rows;
     while let Some(entry) = entries.recv().await {
         let written = match rows.get(&entry.index) {
             Some(&row) => store.complete_call(row, entry.record).await.map(|()| row),
@@ -111,11 +116,47 @@ async fn journal_calls(
         match &written {
             Ok(row) => {
                 rows.insert(entry.index, *row);
+                journal.behind.remove(&entry.index);
             }
-            Err(e) => warn!(error = %e, "cannot journal a capability call; it is in the run's log"),
+            Err(e) => {
+                warn!(error = %e, "cannot journal a capability call; it is written again when the run ends");
+                journal.behind.insert(entry.index);
+            }
         }
         if let Some(committed) = entry.committed {
             let _ = committed.send(written.is_ok());
+        }
+    }
+    journal
+}
+
+/// What the journal holds of a run's calls.
+#[derive(Debug, Default)]
+struct Journal {
+    /// Each call's row, by its place among the run's calls.
+    rows: HashMap<usize, i64>,
+    /// Calls whose last journal write failed: missing, or still "started".
+    behind: std::collections::BTreeSet<usize>,
+}
+
+impl Pipeline {
+    /// Writes the calls the journal fell behind on from the run's own record of them.
+    async fn rejournal(&self, run: i64, incident: &str, journal: Journal, calls: &[CallRecord]) {
+        for index in journal.behind {
+            let Some(call) = calls.get(index).cloned() else {
+                continue;
+            };
+            let written = match journal.rows.get(&index) {
+                Some(&row) => self.store.complete_call(row, call).await,
+                None => self
+                    .store
+                    .journal_call(run, incident.to_owned(), call)
+                    .await
+                    .map(|_| ()),
+            };
+            if let Err(e) = written {
+                warn!(error = %e, "a capability call is missing from the journal: it is in the run's log only");
+            }
         }
     }
 }
