@@ -5,7 +5,7 @@
 mod auth;
 mod incidents;
 mod openapi;
-mod slack;
+pub mod slack;
 mod webhooks;
 
 use std::sync::Arc;

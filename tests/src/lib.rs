@@ -29,6 +29,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod alertmanager;
+pub mod fuzz;
 pub mod http;
 pub mod kube_sim;
 pub mod receivers;

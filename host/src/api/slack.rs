@@ -66,6 +66,61 @@ fn answer(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
+/// What an interaction's form body asks for, read before any state is looked at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interaction {
+    /// Not a form with a JSON `payload` field (answered 400).
+    Malformed,
+    /// Not a click on an Approve or Reject button (answered 200, nothing done).
+    Ignored,
+    /// A button whose value is not `incident|runbook` (answered 400).
+    BadValue,
+    /// A click on Approve or Reject.
+    Decision {
+        /// The clicking Slack user's id (empty when the payload has none).
+        user: String,
+        /// Approve (`true`) or Reject (`false`).
+        approve: bool,
+        /// The incident, before the first `|` of the button's value.
+        incident: String,
+        /// The runbook, after it.
+        runbook: String,
+    },
+}
+
+/// Reads the `payload` field of an interaction's form body: who clicked which button.
+pub fn interaction(body: &[u8]) -> Interaction {
+    let payload: Option<Value> = url::form_urlencoded::parse(body)
+        .find(|(key, _)| key == "payload")
+        .and_then(|(_, value)| serde_json::from_str(&value).ok());
+    let Some(payload) = payload else {
+        return Interaction::Malformed;
+    };
+    let user = payload["user"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let action = &payload["actions"][0];
+    let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
+    else {
+        return Interaction::Ignored;
+    };
+    let approve = match action_id {
+        "approve" => true,
+        "reject" => false,
+        _ => return Interaction::Ignored,
+    };
+    let Some((incident, runbook)) = value.split_once('|') else {
+        return Interaction::BadValue;
+    };
+    Interaction::Decision {
+        user,
+        approve,
+        incident: incident.to_owned(),
+        runbook: runbook.to_owned(),
+    }
+}
+
 /// The handler.
 pub async fn interactions(
     State(app): State<Arc<AppState>>,
@@ -86,34 +141,26 @@ pub async fn interactions(
         tracing::warn!(%why, "Slack interaction refused");
         return super::auth::unauthorized();
     }
-    let payload: Option<Value> = url::form_urlencoded::parse(&body)
-        .find(|(key, _)| key == "payload")
-        .and_then(|(_, value)| serde_json::from_str(&value).ok());
-    let Some(payload) = payload else {
-        return ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "expected a form with a JSON payload field",
-        )
-        .into_response();
+    let (user, approve, incident, runbook) = match interaction(&body) {
+        Interaction::Malformed => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "expected a form with a JSON payload field",
+            )
+            .into_response();
+        }
+        Interaction::Ignored => return answer(StatusCode::OK, "Nothing to do."),
+        Interaction::BadValue => {
+            return ApiError::new(StatusCode::BAD_REQUEST, "unrecognised button value")
+                .into_response();
+        }
+        Interaction::Decision {
+            user,
+            approve,
+            incident,
+            runbook,
+        } => (user, approve, incident, runbook),
     };
-    let user = payload["user"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let action = &payload["actions"][0];
-    let (Some(action_id), Some(value)) = (action["action_id"].as_str(), action["value"].as_str())
-    else {
-        return answer(StatusCode::OK, "Nothing to do.");
-    };
-    let approve = match action_id {
-        "approve" => true,
-        "reject" => false,
-        _ => return answer(StatusCode::OK, "Nothing to do."),
-    };
-    let Some((incident, runbook)) = value.split_once('|') else {
-        return ApiError::new(StatusCode::BAD_REQUEST, "unrecognised button value").into_response();
-    };
-    let (incident, runbook) = (incident.to_owned(), runbook.to_owned());
     if !slack.approvers.contains(&user) {
         let refused = app
             .store

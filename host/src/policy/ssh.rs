@@ -152,7 +152,7 @@ impl QuoteState {
 
 impl CommandTemplate {
     /// Renders the remote command line, each parameter validated and shell-quoted.
-    pub(crate) fn render(&self, id: &str, params: &[(String, String)]) -> Result<String, String> {
+    pub fn render(&self, id: &str, params: &[(String, String)]) -> Result<String, String> {
         let mut given = BTreeMap::new();
         for (name, value) in params {
             let pattern = self
