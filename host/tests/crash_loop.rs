@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,24 +27,7 @@ const CYCLES: usize = 20;
 /// Every third alert matches no runbook; the rest are remediated by the probe.
 const UNMATCHED_EVERY: u64 = 3;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn probe_component() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    let path = target.join("wasm32-wasip2/wasm/probe.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-runbooks.sh",
-        path.display()
-    );
-    path
-}
+use quell_tests::{probe_component, workspace};
 
 /// The daemon's process; killed and reaped whatever happens.
 struct Daemon(Child);

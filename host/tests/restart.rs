@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests run the binary
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,24 +14,7 @@ use nix::unistd::Pid;
 use quell_tests::http::{HttpServer, TestRoutes};
 use serde_json::{Value, json};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn probe_component() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from);
-    let path = target.join("wasm32-wasip2/wasm/probe.wasm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run scripts/build-runbooks.sh",
-        path.display()
-    );
-    path
-}
+use quell_tests::{probe_component, workspace};
 
 /// The daemon's process, killed if a test fails before it does.
 struct Daemon(Child);

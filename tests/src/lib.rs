@@ -38,3 +38,25 @@ mod serve;
 pub mod sshd;
 
 pub use record::{RecordedRequest, RequestLog};
+
+/// The workspace's root directory.
+pub fn workspace() -> std::path::PathBuf {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests.parent().unwrap_or(tests).to_owned()
+}
+
+/// The `probe` test guest, built by `scripts/build-runbooks.sh`.
+///
+/// # Panics
+/// When it has not been built, saying how to build it.
+pub fn probe_component() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), std::path::PathBuf::from);
+    let path = target.join("wasm32-wasip2/wasm/probe.wasm");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-runbooks.sh",
+        path.display()
+    );
+    path
+}
