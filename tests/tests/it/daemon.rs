@@ -898,6 +898,39 @@ async fn poll_until(app: &Running, status: StatusCode, what: &str) -> reqwest::R
     }
 }
 
+/// Trickles a request until it holds the daemon's only slot, and returns it with the answer
+/// that proved it: a request shed while it held the slot. The trickled request and the
+/// first polls race for the slot; when a poll wins, the trickle is the one shed (answered
+/// at once), and a new one is opened. Ends on events, never on a timer.
+async fn hold_the_only_slot(app: &Running) -> (tokio::net::TcpStream, reqwest::Response) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut slow = trickle(app).await;
+    loop {
+        let response = app
+            .client
+            .get(format!("{}/api/incidents", app.base))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            return (slow, response);
+        }
+        // Any answer (or a close) on the trickled connection means it lost the race.
+        let mut peek = [0u8; 64];
+        match slow.try_read(&mut peek) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => slow = trickle(app).await,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never shed: {}",
+            response.status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_beyond_the_limit_are_shed_until_a_slot_comes_back() {
     let mut env = Env::new();
@@ -906,8 +939,7 @@ async fn requests_beyond_the_limit_are_shed_until_a_slot_comes_back() {
     // The slot is held until the test lets go of it, never by a timer racing the test.
     env.config.server.request_timeout = HumanDuration(Duration::from_secs(3600));
     let app = Running::start_configured(env).await;
-    let slow = trickle(&app).await;
-    let shed = poll_until(&app, StatusCode::SERVICE_UNAVAILABLE, "never shed").await;
+    let (slow, shed) = hold_the_only_slot(&app).await;
     assert_eq!(shed.headers()["retry-after"], "1");
     let body: Value = shed.json().await.unwrap();
     assert_eq!(
