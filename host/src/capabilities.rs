@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::policy::Policy;
 
 pub use crate::policy::{Capability, Effect, HttpPolicy, KubectlPolicy, SshPolicy};
-pub use audit::{CallRecord, Decision, JournalEntry};
+pub use audit::{CallRecord, Decision, JournalEntry, Journaled, Target};
 pub use http::HttpCap;
 pub use kubectl::KubectlCap;
 pub use redact::Redactor;
@@ -189,17 +189,20 @@ impl CallContext {
     }
 
     /// Journals a write as started, and waits until that is durable, before it runs: a
-    /// crash while it runs leaves "started, result unknown", never nothing. Without a
-    /// journal (`quell run`) there is nothing to wait for.
+    /// crash while it runs leaves "started, result unknown", never nothing. The journal
+    /// takes the write's `target` for this run at the same time; a target another run holds,
+    /// or a spent global write budget, turns the verdict into a refusal. Without a journal
+    /// (`quell run`) there is nothing to wait for.
     pub(crate) async fn journal_start(
         &mut self,
         capability: Capability,
         request: &serde_json::Value,
-        verdict: &Verdict,
+        verdict: Verdict,
         command: Option<&str>,
-    ) -> Result<(), HostError> {
-        let (Some(journal), Verdict::Write(rule)) = (&self.journal, verdict) else {
-            return Ok(());
+        target: Option<Target>,
+    ) -> (Verdict, Result<(), HostError>) {
+        let (Some(journal), Verdict::Write(rule)) = (&self.journal, &verdict) else {
+            return (verdict, Ok(()));
         };
         let mut request = request.clone();
         bound_json(&mut request);
@@ -220,19 +223,23 @@ impl CallContext {
         let entry = JournalEntry {
             index: self.calls.len(),
             record,
+            target,
             committed: Some(committed),
         };
-        let journaled = journal.send(entry).is_ok()
-            && matches!(
-                tokio::time::timeout(self.time_left(), durable).await,
-                Ok(Ok(true))
-            );
-        if journaled {
-            Ok(())
+        let journaled = if journal.send(entry).is_ok() {
+            tokio::time::timeout(self.time_left(), durable).await
         } else {
-            Err(HostError::Failed(
-                "the call could not be journaled before it ran, so it was not run".to_owned(),
-            ))
+            Ok(Ok(Journaled::Failed))
+        };
+        match journaled {
+            Ok(Ok(Journaled::Durable)) => (verdict, Ok(())),
+            Ok(Ok(Journaled::Refused(reason))) => (Verdict::Deny(reason), Ok(())),
+            _ => (
+                verdict,
+                Err(HostError::Failed(
+                    "the call could not be journaled before it ran, so it was not run".to_owned(),
+                )),
+            ),
         }
     }
 
@@ -310,6 +317,7 @@ impl CallContext {
             let _ = journal.send(JournalEntry {
                 index: self.calls.len(),
                 record: record.clone(),
+                target: None,
                 committed: None,
             });
         }
@@ -371,6 +379,17 @@ pub(crate) fn refuse_oversized(
     ))
 }
 
+/// A command ready to run: the process, how it reads in records, and what it changes.
+#[derive(Debug)]
+pub(crate) struct Rendered {
+    /// The process to start.
+    pub spec: process::Spec,
+    /// The command line as records show it.
+    pub shown: String,
+    /// The object it acts on (its lock, when it writes).
+    pub target: Target,
+}
+
 /// Shared by the capabilities that run a command (kubectl, ssh): executes, simulates or
 /// refuses according to the verdict, and records the call. What the command printed is
 /// handed over with every secret redacted.
@@ -379,21 +398,23 @@ pub(crate) async fn run_command(
     capability: Capability,
     request: serde_json::Value,
     verdict: Verdict,
-    spec: Option<(process::Spec, String)>,
+    rendered: Option<Rendered>,
 ) -> Result<CommandOutput, HostError> {
     let started = Instant::now();
     let size = request.to_string().len();
-    let (verdict, spec) = if size > MAX_COMMAND_REQUEST {
+    let (verdict, rendered) = if size > MAX_COMMAND_REQUEST {
         let why = format!(
             "too large: the request is {size} bytes, over the {MAX_COMMAND_REQUEST}-byte limit"
         );
         (Verdict::Deny(why), None)
     } else {
-        (verdict, spec)
+        (verdict, rendered)
     };
-    let shown = spec.as_ref().map(|(_, line)| line.clone());
-    let journaled = ctx
-        .journal_start(capability, &request, &verdict, shown.as_deref())
+    let shown = rendered.as_ref().map(|r| r.shown.clone());
+    let target = rendered.as_ref().map(|r| r.target.clone());
+    let spec = rendered.map(|r| (r.spec, r.shown));
+    let (verdict, journaled) = ctx
+        .journal_start(capability, &request, verdict, shown.as_deref(), target)
         .await;
     // No call outlives the export's deadline, so it ends in time to be recorded.
     let time_left = ctx.time_left();

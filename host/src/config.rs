@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::syntax::{ByteSize, HumanDuration};
+pub use crate::syntax::{Budget, ByteSize, HumanDuration};
 pub use daemon::{
     AuthConfig, BasicCredential, DatabaseConfig, GenericFields, GenericSourceConfig,
     PipelineConfig, PostmortemConfig, RetentionConfig, ServerConfig, SeverityConfig, SourceConfig,

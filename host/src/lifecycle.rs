@@ -21,7 +21,7 @@ pub use notice::{FindingView, IncidentView, Notice};
 pub use run::{DiagnosisOutcome, RemediationOutcome, RunRecord};
 pub use step::{
     Applied, Facts, Step, cancelled_by_resolution, decided, expired, interrupted, rejected,
-    requeued, resolution,
+    rediagnosed, requeued, resolution,
 };
 pub use transitions::{JobRef, Transition};
 
@@ -213,6 +213,8 @@ names! {
         ApprovalExpired = "approval-expired",
         /// A diagnosis in flight at a stop runs again.
         Requeued = "requeued",
+        /// A waiting plan is diagnosed again: an earlier remediation of the incident ran.
+        Rediagnosing = "re-diagnosing",
         /// A remediation in flight at a stop.
         Interrupted = "interrupted",
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::syntax::Budget as RunBudget;
 pub use crate::syntax::{
     AnchoredRegex, Glob, HostPattern, Identifier, Network, describe_toml_error,
 };
@@ -74,9 +75,20 @@ pub struct RunbookSection {
     /// Run budget: at most `count` runs per `per`.
     #[serde(default)]
     pub max_runs: Option<RunBudget>,
+    /// Order among the runbooks of one incident: remediations run one at a time, lowest
+    /// priority first, then by name.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
     /// Free text shown in listings.
     #[serde(default)]
     pub description: Option<String>,
+}
+
+/// The priority of a policy that names none.
+pub const DEFAULT_PRIORITY: i32 = 100;
+
+fn default_priority() -> i32 {
+    DEFAULT_PRIORITY
 }
 
 fn default_timeout() -> HumanDuration {
@@ -108,16 +120,6 @@ impl fmt::Display for Mode {
             Self::Auto => "auto",
         })
     }
-}
-
-/// `max_runs = { count = 3, per = "1h" }`
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunBudget {
-    /// Runs allowed in one window.
-    pub count: u32,
-    /// The window.
-    pub per: HumanDuration,
 }
 
 /// A lowercase hex SHA-256 digest.

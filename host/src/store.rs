@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-pub use incidents::{Arrival, Delivery, Effect, Ingested};
-pub use jobs::{Decision, Job, Pruned, Recovery};
+pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
+pub use jobs::{Decision, Job, Pruned, Recovery, WriteClaim};
 pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, Due, Settlement};
 pub use queries::{
@@ -213,7 +213,8 @@ impl Store {
             .db
             .write(move |conn| jobs::decide(conn, &incident, runbook.as_deref(), approve, &who))
             .await?;
-        self.hub.ring(approve && !decision.runbooks.is_empty());
+        // Approved plans are queued; rejected ones may be what the next plan waited for.
+        self.hub.ring(!decision.runbooks.is_empty());
         Ok(decision)
     }
 
@@ -221,7 +222,8 @@ impl Store {
     pub async fn expire_approvals(&self) -> Result<usize, StoreError> {
         let expired = self.db.write(jobs::expire_approvals).await?;
         if expired > 0 {
-            self.hub.ring(false);
+            // A plan that expired may be what the incident's next plan waited for.
+            self.hub.ring(true);
         }
         Ok(expired)
     }
@@ -262,6 +264,15 @@ impl Store {
     ) -> Result<i64, StoreError> {
         self.db
             .write(move |conn| jobs::journal_call(conn, run, &incident, &call))
+            .await
+    }
+
+    /// Journals a write as started, in one transaction with taking its target for the run
+    /// and a place in the global write budget. The inner error says why the write may not
+    /// run: another run holds the target, or the budget is spent.
+    pub async fn journal_write(&self, write: WriteClaim) -> Result<Result<i64, String>, StoreError> {
+        self.db
+            .write(move |conn| jobs::journal_write(conn, &write))
             .await
     }
 

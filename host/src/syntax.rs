@@ -9,7 +9,7 @@ mod patterns;
 mod units;
 
 pub use patterns::{AnchoredRegex, Glob, HostPattern, Identifier, Network};
-pub use units::{ByteSize, HumanDuration};
+pub use units::{Budget, ByteSize, HumanDuration};
 
 /// Renders a TOML error as `line L, column C: reason`, the form every Quell file error uses.
 pub fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {

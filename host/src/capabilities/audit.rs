@@ -110,8 +110,33 @@ pub struct JournalEntry {
     pub index: usize,
     /// The record: "started, result unknown" before a write runs, the whole call after.
     pub record: CallRecord,
-    /// Told `true` once the entry is durable; a write waits for it before it runs.
-    pub committed: Option<tokio::sync::oneshot::Sender<bool>>,
+    /// What a write changes; the journal takes its lease (or refuses the write) in the same
+    /// transaction that makes the entry durable.
+    pub target: Option<Target>,
+    /// Told once the entry is durable (or refused); a write waits for it before it runs.
+    pub committed: Option<tokio::sync::oneshot::Sender<Journaled>>,
+}
+
+/// What a write changes, for the target locks: a running remediation's write holds its
+/// target until its run ends, and another run's write to it is refused meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The lock's key, one per object: `kubectl deployments/production/api`.
+    pub key: String,
+    /// How it reads in a refusal: `deployment/api in production`.
+    pub shown: String,
+}
+
+/// What became of a write's journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Journaled {
+    /// Durable, with the target's lease held: the write may run.
+    Durable,
+    /// Not run, and why: the target is held by another run, or the global write budget is
+    /// spent.
+    Refused(String),
+    /// The journal could not be written.
+    Failed,
 }
 
 /// A host error as JSON: `{"denied": "reason"}`, `"timeout"`, …

@@ -16,7 +16,7 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
 
-use super::{CallContext, Capability, Measured, Verdict};
+use super::{CallContext, Capability, Measured, Target, Verdict};
 use crate::bindings::quell::runbook::http::{Host, Method, Request, Response};
 use crate::bindings::quell::runbook::types::HostError;
 use crate::config::HttpConfig;
@@ -378,8 +378,16 @@ impl Host for CallContext {
                 Some((url, rule)),
             ),
         };
-        let journaled = self
-            .journal_start(Capability::Http, &request, &verdict, Some(&command))
+        // A write holds its resource: the URL without its query.
+        let lock = target.as_ref().map(|(url, _): &(Url, usize)| {
+            let resource = format!("{}{}", url.origin().ascii_serialization(), url.path());
+            Target {
+                key: format!("http {resource}"),
+                shown: resource,
+            }
+        });
+        let (verdict, journaled) = self
+            .journal_start(Capability::Http, &request, verdict, Some(&command), lock)
             .await;
         let (result, status, bytes) = match (&verdict, target, journaled) {
             (Verdict::Deny(reason), _, _) if reason.starts_with(TOO_LARGE) => {

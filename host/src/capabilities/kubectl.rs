@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{CallContext, Capability, Verdict, process, refuse_oversized, run_command};
+use super::{
+    CallContext, Capability, Rendered, Target, Verdict, process, refuse_oversized, run_command,
+};
 use crate::bindings::quell::runbook::kubectl::{Host, OutputFormat, Request, Verb as WitVerb};
 use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
 use crate::config::KubectlConfig;
@@ -174,6 +176,23 @@ impl Call {
     /// The verb.
     pub fn verb(&self) -> Verb {
         self.verb
+    }
+
+    /// The object the call acts on: `deployment/api in production`. Every write names one.
+    pub fn target(&self) -> Target {
+        let name = self.name.as_deref().unwrap_or("*");
+        let mut shown = format!("{}/{name}", self.resource.singular());
+        if let Some(ns) = &self.namespace {
+            shown.push_str(&format!(" in {ns}"));
+        }
+        Target {
+            key: format!(
+                "kubectl {}/{}/{name}",
+                self.resource.name(),
+                self.namespace.as_deref().unwrap_or("")
+            ),
+            shown,
+        }
     }
 
     /// The argv after the binary and the pinned flags.
@@ -352,10 +371,11 @@ impl Host for CallContext {
             ),
             Ok(call) => {
                 let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
-                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| {
+                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| Rendered {
+                    spec: self.caps.kubectl.spec(&call),
                     // A dry run shows the request, not the host's kubeconfig or context.
-                    let shown = format!("kubectl {}", call.args().join(" "));
-                    (self.caps.kubectl.spec(&call), shown)
+                    shown: format!("kubectl {}", call.args().join(" ")),
+                    target: call.target(),
                 });
                 (verdict, spec)
             }

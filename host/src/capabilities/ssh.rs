@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{CallContext, Capability, Verdict, process, refuse_oversized, run_command};
+use super::{
+    CallContext, Capability, Rendered, Target, Verdict, process, refuse_oversized, run_command,
+};
 use crate::bindings::quell::runbook::ssh::Host;
 use crate::bindings::quell::runbook::types::{CommandOutput, HostError};
 use crate::config::SshConfig;
@@ -142,9 +144,14 @@ impl Host for CallContext {
             Ok((user, (rule, effect, line))) => {
                 let verdict = self.gate(effect, Ok(rule));
                 // Like kubectl: no command is rendered for a refused call.
-                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| {
-                    let shown = format!("ssh {user}@{host} {line}");
-                    (self.caps.ssh.spec(&user, &host, &line), shown)
+                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| Rendered {
+                    spec: self.caps.ssh.spec(&user, &host, &line),
+                    shown: format!("ssh {user}@{host} {line}"),
+                    // One lock per host and command template, whatever its parameters.
+                    target: Target {
+                        key: format!("ssh {host} {command}"),
+                        shown: format!("{command} on {host}"),
+                    },
                 });
                 (verdict, spec)
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ByteSize, HumanDuration};
+use super::{Budget, ByteSize, HumanDuration};
 
 /// `[server]`
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +282,9 @@ pub struct PipelineConfig {
     /// A firing alert whose incident resolved less than this long ago reopens it instead of
     /// opening a new incident (stops flapping storms); `0s` always opens a new episode.
     pub reopen_window: HumanDuration,
+    /// A backstop across every runbook: at most this many writes (kubectl, ssh, HTTP calls
+    /// that change something) per window; beyond it a write is refused and recorded.
+    pub max_writes: Option<Budget>,
 }
 
 impl Default for PipelineConfig {
@@ -290,6 +293,7 @@ impl Default for PipelineConfig {
             workers: 4,
             approval_timeout: HumanDuration(Duration::from_secs(30 * 60)),
             reopen_window: HumanDuration(Duration::from_secs(5 * 60)),
+            max_writes: None,
         }
     }
 }

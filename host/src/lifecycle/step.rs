@@ -33,6 +33,10 @@ pub enum Step {
     CancelPendingJobs,
     /// The incident was remediated (not in dry run).
     MarkRemediated,
+    /// An earlier remediation of the incident ran (the named runbook's): every other plan
+    /// of the incident that is still waiting (queued, or awaiting approval) was made for a
+    /// world that may be gone, so it goes back to diagnosis, and an approval it had lapses.
+    Rediagnose(String),
     /// A timeline entry.
     Event {
         /// Kind.
@@ -189,6 +193,17 @@ pub fn requeued() -> Vec<Step> {
     )]
 }
 
+/// A waiting plan sent back to diagnosis because `by`'s remediation ran first.
+pub fn rediagnosed(by: &str) -> Vec<Step> {
+    vec![event(
+        EventKind::Rediagnosing,
+        format!(
+            "{by}'s remediation of this incident ran first; this plan was made before it, so \
+             it is diagnosed again (and approved again, where the mode asks for approval)"
+        ),
+    )]
+}
+
 /// A remediation that was running when the daemon stopped: never re-run.
 pub fn interrupted(runbook: &str) -> Vec<Step> {
     vec![
@@ -196,6 +211,7 @@ pub fn interrupted(runbook: &str) -> Vec<Step> {
             EventKind::Interrupted,
             "the daemon stopped during remediation; it is not re-run automatically",
         ),
+        Step::Rediagnose(runbook.to_owned()),
         Step::Escalate(format!(
             "remediation by {runbook} was interrupted; check what it did"
         )),

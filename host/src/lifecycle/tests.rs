@@ -120,6 +120,7 @@ fn shape(steps: &[Step]) -> Vec<String> {
             Step::Status(status) => format!("status {status}"),
             Step::CancelPendingJobs => "cancel pending".to_owned(),
             Step::MarkRemediated => "remediated".to_owned(),
+            Step::Rediagnose(_) => "rediagnose the others".to_owned(),
             Step::Event { kind, .. } => format!("event {kind}"),
             Step::Notice { kind, .. } => format!("notice {kind}"),
             Step::Escalate(_) => "escalate".to_owned(),

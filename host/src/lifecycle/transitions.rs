@@ -400,6 +400,10 @@ fn remediated(
         ""
     };
     let mut steps = vec![Step::FinishRun(run_id, Box::new(run.clone()))];
+    // Whatever the outcome, a run that was not dry may have changed the world.
+    if !run.dry_run {
+        steps.push(Step::Rediagnose(name.clone()));
+    }
     match outcome {
         RemediationOutcome::Done {
             success: true,

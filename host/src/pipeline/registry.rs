@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use crate::incident::Incident;
 use crate::incident::label;
 use crate::sandbox::{LoadError, LoadedRunbook, Runtime};
+use crate::store::Selected;
 
 /// The loaded runbooks, replaced as a whole on reload.
 #[derive(Debug, Default)]
@@ -24,12 +25,15 @@ impl Runbooks {
         self.loaded.iter().find(|r| r.name == name)
     }
 
-    /// Names of runbooks whose `[match]` selector accepts the alert.
-    pub fn selected(&self, incident: &Incident) -> Vec<String> {
+    /// The runbooks whose `[match]` selector accepts the alert, with their priorities.
+    pub fn selected(&self, incident: &Incident) -> Vec<Selected> {
         self.loaded
             .iter()
             .filter(|r| r.policy.selector.matches(|key| label(incident, key)))
-            .map(|r| r.name.clone())
+            .map(|r| Selected {
+                name: r.name.clone(),
+                priority: r.policy.runbook.priority,
+            })
             .collect()
     }
 }

@@ -9,11 +9,11 @@ use tracing::warn;
 
 use super::{Pipeline, finished, millis, started};
 use crate::bindings::quell::runbook::types::Diagnosis;
-use crate::capabilities::{CallRecord, JournalEntry};
+use crate::capabilities::{CallRecord, JournalEntry, Journaled};
 use crate::incident::Incident;
 use crate::lifecycle::{Phase, RemediationOutcome, RunOutcome, Transition};
 use crate::sandbox::LoadedRunbook;
-use crate::store::{Job, Store, StoreError, now};
+use crate::store::{Job, Store, StoreError, WriteClaim, now};
 
 impl Pipeline {
     pub(super) async fn remediate(
@@ -52,8 +52,15 @@ impl Pipeline {
         let (journal, entries) = tokio::sync::mpsc::unbounded_channel();
         let journaler = tokio::spawn(journal_calls(
             self.store.clone(),
-            run_id,
-            job.incident.clone(),
+            Claims {
+                run: run_id,
+                incident: job.incident.clone(),
+                runbook: job.runbook.clone(),
+                budget: self
+                    .config
+                    .max_writes
+                    .map(|b| (b.count, millis(b.per.0), b.per.to_string())),
+            },
             entries,
         ));
         let invocation = self
@@ -93,38 +100,60 @@ impl Pipeline {
     }
 }
 
-/// Writes each capability call of run `run` to the store as it is made: a write's "started"
-/// entry first (its sender waits for it to be durable before the write runs), then the
-/// finished call in the same row.
-async fn journal_calls(
-    store: Store,
+/// Whose calls a journal writes, and the write budget they draw on.
+struct Claims {
     run: i64,
     incident: String,
+    runbook: String,
+    budget: Option<(u32, i64, String)>,
+}
+
+/// Writes each capability call of a run to the store as it is made: a write's "started"
+/// entry first, with its target's lease (its sender waits for that to be durable, or
+/// refused, before the write runs), then the finished call in the same row.
+async fn journal_calls(
+    store: Store,
+    claims: Claims,
     mut entries: UnboundedReceiver<JournalEntry>,
 ) -> Journal {
     let mut journal = Journal::default();
     let rows = &mut journal.rows;
     while let Some(entry) = entries.recv().await {
-        let written = match rows.get(&entry.index) {
-            Some(&row) => store.complete_call(row, entry.record).await.map(|()| row),
-            None => {
+        let written = match (rows.get(&entry.index), entry.target) {
+            (Some(&row), _) => store.complete_call(row, entry.record).await.map(|()| Ok(row)),
+            (None, Some(target)) => {
                 store
-                    .journal_call(run, incident.clone(), entry.record)
+                    .journal_write(WriteClaim {
+                        run: claims.run,
+                        incident: claims.incident.clone(),
+                        runbook: claims.runbook.clone(),
+                        call: entry.record,
+                        target,
+                        budget: claims.budget.clone(),
+                    })
                     .await
             }
+            (None, None) => store
+                .journal_call(claims.run, claims.incident.clone(), entry.record)
+                .await
+                .map(Ok),
         };
-        match &written {
-            Ok(row) => {
-                rows.insert(entry.index, *row);
+        let answer = match written {
+            Ok(Ok(row)) => {
+                rows.insert(entry.index, row);
                 journal.behind.remove(&entry.index);
+                Journaled::Durable
             }
+            // Refused: nothing was written; the refusal is recorded as the call's outcome.
+            Ok(Err(why)) => Journaled::Refused(why),
             Err(e) => {
                 warn!(error = %e, "cannot journal a capability call; it is written again when the run ends");
                 journal.behind.insert(entry.index);
+                Journaled::Failed
             }
-        }
+        };
         if let Some(committed) = entry.committed {
-            let _ = committed.send(written.is_ok());
+            let _ = committed.send(answer);
         }
     }
     journal

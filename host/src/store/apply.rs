@@ -93,7 +93,11 @@ pub(super) fn run(
     };
     for step in steps {
         match step {
-            Step::Job(state) => jobs::set_state(conn, job_id()?, *state)?,
+            Step::Job(state) => {
+                jobs::set_state(conn, job_id()?, *state)?;
+                // A job that ends may be what another of its incident's jobs waits for.
+                queued = true;
+            }
             Step::AwaitApproval {
                 diagnosis,
                 expires_ms,
@@ -105,6 +109,10 @@ pub(super) fn run(
             }
             Step::Status(status) => set_status(conn, incident, *status, at, ms)?,
             Step::CancelPendingJobs => cancel_pending(conn, incident, (at, ms))?,
+            Step::Rediagnose(by) => {
+                jobs::rediagnose(conn, incident, job_id()?, by, (at, ms))?;
+                queued = true;
+            }
             Step::MarkRemediated => {
                 conn.prepare_cached("UPDATE incidents SET remediated = 1 WHERE id = ?1")?
                     .execute([incident])?;
@@ -136,7 +144,10 @@ pub(super) fn run(
                 jobs::record_run(conn, run)?;
             }
             Step::StartRun(run) => applied.run = Some(jobs::start_run(conn, run)?),
-            Step::FinishRun(id, run) => jobs::finish_run(conn, *id, run)?,
+            Step::FinishRun(id, run) => {
+                jobs::finish_run(conn, *id, run)?;
+                jobs::release_targets(conn, *id)?;
+            }
         }
     }
     Ok((applied, queued))

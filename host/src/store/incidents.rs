@@ -21,7 +21,7 @@ pub struct Arrival {
     /// The alert as an incident (id derived from source, fingerprint and startsAt).
     pub incident: Incident,
     /// Runbooks whose policy `[match]` selector accepts the alert's labels.
-    pub runbooks: Vec<String>,
+    pub runbooks: Vec<Selected>,
     /// The labels and annotations as stored (JSON objects), serialised before the write so
     /// the single writer thread does not have to.
     pub labels_json: String,
@@ -31,7 +31,7 @@ pub struct Arrival {
 
 impl Arrival {
     /// An alert and the runbooks selected for it.
-    pub fn new(incident: Incident, runbooks: Vec<String>) -> Self {
+    pub fn new(incident: Incident, runbooks: Vec<Selected>) -> Self {
         let json = |list: &[(String, String)]| serde_json::Value::Object(pairs(list)).to_string();
         Self {
             labels_json: json(&incident.labels),
@@ -40,6 +40,15 @@ impl Arrival {
             runbooks,
         }
     }
+}
+
+/// A runbook selected for an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selected {
+    /// Its name.
+    pub name: String,
+    /// Its policy's `priority`: within an incident, remediations run lowest first.
+    pub priority: i32,
 }
 
 /// A delivery to store: the raw body and the alerts parsed from it.

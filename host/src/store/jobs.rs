@@ -4,12 +4,13 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::Selected;
 use super::apply::run;
 use super::{StoreError, now};
-use crate::capabilities::CallRecord;
+use crate::capabilities::{CallRecord, Target};
 use crate::lifecycle::{
     JobRef, JobState, Phase, RunOutcome, RunRecord, decided, expired as expired_steps, interrupted,
-    rejected, requeued,
+    rediagnosed, rejected, requeued,
 };
 
 /// A claimed job.
@@ -46,28 +47,41 @@ impl Job {
 pub(super) fn enqueue(
     conn: &Connection,
     incident: &str,
-    runbook: &str,
+    runbook: &Selected,
     at: &str,
     ms: i64,
 ) -> Result<bool, StoreError> {
     let added = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (incident_id, runbook, phase, state, run_at_ms,
+            "INSERT OR IGNORE INTO jobs (incident_id, runbook, priority, phase, state, run_at_ms,
                  created_at, updated_at)
-             VALUES (?1, ?2, 'diagnose', 'queued', ?3, ?4, ?4)",
+             VALUES (?1, ?2, ?3, 'diagnose', 'queued', ?4, ?5, ?5)",
         )?
-        .execute(params![incident, runbook, ms, at])?;
+        .execute(params![incident, runbook.name, runbook.priority, ms, at])?;
     Ok(added == 1)
 }
 
-/// Claims the oldest ready job.
+/// Claims the oldest ready job that may run now. Within an incident, evidence comes before
+/// action and one hand is on the wheel: a remediation waits while any diagnosis of its
+/// incident is queued or running, while another remediation of it runs, and while a plan
+/// ahead of it (lower priority, then name) is queued or waiting for approval.
 pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
     Ok(conn
         .prepare_cached(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
-             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at_ms <= ?1
-                         ORDER BY run_at_ms, id LIMIT 1)
+             WHERE id = (
+                 SELECT j.id FROM jobs j
+                 WHERE j.state = 'queued' AND j.run_at_ms <= ?1
+                   AND (j.phase = 'diagnose' OR NOT EXISTS (
+                       SELECT 1 FROM jobs o
+                       WHERE o.incident_id = j.incident_id AND o.id != j.id AND (
+                           (o.phase = 'diagnose' AND o.state IN ('queued', 'running'))
+                           OR (o.phase = 'remediate' AND o.state = 'running')
+                           OR (o.phase = 'remediate'
+                               AND o.state IN ('queued', 'awaiting_approval')
+                               AND (o.priority, o.runbook) < (j.priority, j.runbook)))))
+                 ORDER BY j.run_at_ms, j.id LIMIT 1)
              RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by",
         )?
         .query_row(params![ms, at], |row| {
@@ -134,6 +148,46 @@ pub(super) fn queue_remediation(
          WHERE id = ?1",
     )?
     .execute(params![job, diagnosis, ms, at])?;
+    Ok(())
+}
+
+/// Sends the incident's waiting plans (all but `job`'s) back to diagnosis, because `by`'s
+/// remediation ran first; each gets a timeline entry, and an approval it had lapses.
+pub(super) fn rediagnose(
+    conn: &Connection,
+    incident: &str,
+    job: i64,
+    by: &str,
+    (at, ms): (&str, i64),
+) -> Result<(), StoreError> {
+    let waiting: Vec<(i64, String)> = conn
+        .prepare_cached(
+            "UPDATE jobs SET phase = 'diagnose', state = 'queued', diagnosis = NULL,
+                 decided_by = NULL, expires_ms = NULL, run_at_ms = ?3, updated_at = ?4
+             WHERE incident_id = ?1 AND id != ?2 AND phase = 'remediate'
+               AND state IN ('queued', 'awaiting_approval')
+             RETURNING id, runbook",
+        )?
+        .query_map(params![incident, job, ms, at], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, runbook) in waiting {
+        run(
+            conn,
+            (at, ms),
+            incident,
+            Some((id, &runbook)),
+            &rediagnosed(by),
+        )?;
+    }
+    Ok(())
+}
+
+/// Lets go of every target run `run` held.
+pub(super) fn release_targets(conn: &Connection, run: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM target_leases WHERE run_id = ?1")?
+        .execute([run])?;
     Ok(())
 }
 
@@ -270,6 +324,12 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
          WHERE outcome = 'running'",
     )?
     .execute([])?;
+    // Targets held by runs that are over (a crash ends every run of this process).
+    conn.prepare_cached(
+        "DELETE FROM target_leases
+         WHERE run_id NOT IN (SELECT id FROM runs WHERE outcome = 'running')",
+    )?
+    .execute([])?;
     Ok(Recovery {
         requeued: requeued_jobs.len(),
         interrupted: interrupted_jobs.len(),
@@ -330,6 +390,77 @@ pub(super) fn journal_call(
         serde_json::to_string(call)?
     ])?;
     Ok(conn.last_insert_rowid())
+}
+
+/// A write about to run, as the journal records it before it runs.
+#[derive(Debug, Clone)]
+pub struct WriteClaim {
+    /// The run making it.
+    pub run: i64,
+    /// Its incident.
+    pub incident: String,
+    /// Its runbook.
+    pub runbook: String,
+    /// The call, as started.
+    pub call: CallRecord,
+    /// What it changes.
+    pub target: Target,
+    /// The daemon's `[pipeline] max_writes`: count per window (ms), and the window as
+    /// written.
+    pub budget: Option<(u32, i64, String)>,
+}
+
+/// Takes the write's target for its run and a place in the global budget, and journals it;
+/// the inner error says why it may not run.
+pub(super) fn journal_write(
+    conn: &Connection,
+    write: &WriteClaim,
+) -> Result<Result<i64, String>, StoreError> {
+    let held: Option<(i64, String, String)> = conn
+        .prepare_cached(
+            "SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1",
+        )?
+        .query_row([&write.target.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((run, incident, runbook)) = &held
+        && *run != write.run
+    {
+        return Ok(Err(format!(
+            "{} is being changed by {incident} ({runbook})",
+            write.target.shown
+        )));
+    }
+    let (at, ms) = now();
+    if let Some((count, per_ms, per)) = &write.budget {
+        let used: i64 = conn
+            .prepare_cached("SELECT count(*) FROM writes WHERE at_ms > ?1")?
+            .query_row([ms - per_ms], |row| row.get(0))?;
+        if used >= i64::from(*count) {
+            return Ok(Err(format!(
+                "the global write budget is spent: at most {count} writes per {per} \
+                 ([pipeline] max_writes)"
+            )));
+        }
+        conn.prepare_cached("INSERT INTO writes (at_ms) VALUES (?1)")?
+            .execute([ms])?;
+    }
+    if held.is_none() {
+        conn.prepare_cached(
+            "INSERT INTO target_leases (target, shown, run_id, incident_id, runbook, taken_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            write.target.key,
+            write.target.shown,
+            write.run,
+            write.incident,
+            write.runbook,
+            at
+        ])?;
+    }
+    journal_call(conn, write.run, &write.incident, &write.call).map(Ok)
 }
 
 /// Replaces call `id`'s record (journaled as started) with the finished call.
@@ -459,6 +590,8 @@ pub(super) fn prune(
     }
     let (_, ms) = now();
     conn.prepare_cached("DELETE FROM budget WHERE at_ms < ?1")?
+        .execute([ms - 400 * 86_400_000])?;
+    conn.prepare_cached("DELETE FROM writes WHERE at_ms < ?1")?
         .execute([ms - 400 * 86_400_000])?;
     Ok(Pruned {
         deliveries,

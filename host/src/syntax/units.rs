@@ -6,6 +6,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// So many per window: `{ count = 3, per = "1h" }` (a runbook's `max_runs`, the
+/// daemon's `max_writes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// How many in one window.
+    pub count: u32,
+    /// The window.
+    pub per: HumanDuration,
+}
+
 /// A duration written the human way (`"250ms"`, `"30s"`, `"1h"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

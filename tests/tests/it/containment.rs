@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
-use quell::capabilities::{JournalEntry, redact::REDACTED};
+use quell::capabilities::{JournalEntry, Journaled, redact::REDACTED};
 use quell::config::{ByteSize, HumanDuration};
 use quell::sandbox::{InvokeError, LoadedRunbook, MAX_RESULT, Runtime};
 use quell_tests::http::{HttpServer, TestRoutes};
@@ -250,7 +250,12 @@ async fn a_write_is_journaled_before_it_runs() {
                     let started = entry.record.result.get("pending").is_some();
                     seen.push((entry.index, started, ran));
                     if let Some(committed) = entry.committed {
-                        committed.send(durable).unwrap();
+                        let answer = if durable {
+                            Journaled::Durable
+                        } else {
+                            Journaled::Failed
+                        };
+                        committed.send(answer).unwrap();
                     }
                 }
                 seen

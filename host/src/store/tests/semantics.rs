@@ -1,0 +1,295 @@
+//! Incident semantics at the store: evidence before action, one remediation at a time in
+//! priority order, waiting plans diagnosed again, target locks and the global write budget.
+
+use super::super::*;
+use crate::capabilities::{CallRecord, Decision, Target};
+use crate::lifecycle::{DiagnosisOutcome, Phase, RemediationOutcome, RunOutcome, RunRecord};
+use crate::policy::Mode;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    (dir, store)
+}
+
+/// Opens an incident (Grafana org `org`) with runbooks `a` (priority 100) and `b` (priority
+/// 50); returns its id.
+async fn incident_with_two_runbooks(store: &Store, org: u32) -> String {
+    let delivery = super::grafana("firing", org);
+    let arrivals = delivery
+        .alerts
+        .into_iter()
+        .map(|alert| {
+            let selected = [("a", 100), ("b", 50)]
+                .map(|(name, priority)| Selected {
+                    name: name.to_owned(),
+                    priority,
+                })
+                .to_vec();
+            Arrival::new(alert, selected)
+        })
+        .collect();
+    let mut ingested = store
+        .ingest(Delivery {
+            source: "grafana",
+            body: b"{}".to_vec(),
+            truncated: 0,
+            arrivals,
+            reopen_window_ms: 0,
+        })
+        .await
+        .unwrap();
+    match ingested.effects.remove(0) {
+        Effect::Created(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn record(job: &Job, phase: Phase, outcome: RunOutcome) -> RunRecord {
+    RunRecord {
+        job: job.id,
+        incident: job.incident.clone(),
+        runbook: job.runbook.clone(),
+        digest: "0".repeat(64),
+        phase,
+        mode: Mode::Auto,
+        dry_run: false,
+        started_at: "2026-11-30T00:00:00Z".to_owned(),
+        duration_ms: 1,
+        outcome,
+        result: None,
+        error: None,
+        output: String::new(),
+        calls: Vec::new(),
+    }
+}
+
+/// Finishes `job`'s diagnosis with a plan, in mode auto.
+async fn diagnose(store: &Store, job: &Job) {
+    assert_eq!(job.phase, Phase::Diagnose, "{job:?}");
+    store
+        .apply(Transition::Diagnosed {
+            job: job.to_ref(),
+            run: Box::new(record(job, Phase::Diagnose, RunOutcome::Diagnosed)),
+            outcome: DiagnosisOutcome::Diagnosed {
+                summary: "api is failing".to_owned(),
+                findings: Vec::new(),
+                plan: vec!["roll back".to_owned()],
+                detail: serde_json::json!({}),
+                stored: r#"{"summary":"api is failing","findings":[],"plan":["roll back"]}"#
+                    .to_owned(),
+            },
+            mode: Mode::Auto,
+            expires_ms: i64::MAX,
+        })
+        .await
+        .unwrap();
+}
+
+/// Starts `job`'s remediation; returns its run id.
+async fn begin(store: &Store, job: &Job) -> i64 {
+    assert_eq!(job.phase, Phase::Remediate, "{job:?}");
+    store
+        .apply(Transition::BeginRemediation {
+            job: job.to_ref(),
+            run: Box::new(record(job, Phase::Remediate, RunOutcome::Running)),
+            mode: Mode::Auto,
+            approved: false,
+            plan: vec!["roll back".to_owned()],
+            expires_ms: i64::MAX,
+        })
+        .await
+        .unwrap()
+        .run
+        .expect("the remediation passed the gate")
+}
+
+async fn finish(store: &Store, job: &Job, run_id: i64) {
+    store
+        .apply(Transition::Remediated {
+            job: job.to_ref(),
+            run_id,
+            run: Box::new(record(job, Phase::Remediate, RunOutcome::Remediated)),
+            outcome: RemediationOutcome::Done {
+                success: true,
+                action: "rolled back".to_owned(),
+                details: String::new(),
+            },
+        })
+        .await
+        .unwrap();
+}
+
+async fn claim(store: &Store) -> Option<Job> {
+    store.claim_job().await.unwrap()
+}
+
+fn names(job: &Option<Job>) -> Option<(String, Phase)> {
+    job.as_ref().map(|j| (j.runbook.clone(), j.phase))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remediation_waits_for_every_diagnosis_then_runs_one_at_a_time_by_priority() {
+    let (_dir, store) = store().await;
+    let incident = incident_with_two_runbooks(&store, 1).await;
+
+    let a = claim(&store).await.unwrap();
+    assert_eq!(a.runbook, "a");
+    diagnose(&store, &a).await;
+    // a's plan is queued, but b has not diagnosed yet: b's diagnosis comes first.
+    let b = claim(&store).await;
+    assert_eq!(names(&b), Some(("b".to_owned(), Phase::Diagnose)));
+    assert!(
+        names(&claim(&store).await).is_none(),
+        "no remediation while a diagnosis of the incident runs"
+    );
+    let b = b.unwrap();
+    diagnose(&store, &b).await;
+
+    // Both plans wait; b's priority (50) is ahead of a's (100).
+    let b_fix = claim(&store).await;
+    assert_eq!(names(&b_fix), Some(("b".to_owned(), Phase::Remediate)));
+    assert!(
+        claim(&store).await.is_none(),
+        "one remediation at a time per incident"
+    );
+    let b_fix = b_fix.unwrap();
+    let run = begin(&store, &b_fix).await;
+    finish(&store, &b_fix, run).await;
+
+    // a's plan was made before b changed things: it is diagnosed again, not run.
+    let again = claim(&store).await;
+    assert_eq!(names(&again), Some(("a".to_owned(), Phase::Diagnose)));
+    let detail = store.incident_detail(incident).await.unwrap().unwrap();
+    let timeline = serde_json::to_string(&detail).unwrap();
+    assert!(
+        timeline.contains("b's remediation of this incident ran first"),
+        "{timeline}"
+    );
+}
+
+fn write(run: i64, incident: &str, runbook: &str, target: &str) -> WriteClaim {
+    WriteClaim {
+        run,
+        incident: incident.to_owned(),
+        runbook: runbook.to_owned(),
+        call: CallRecord {
+            runbook: runbook.to_owned(),
+            digest: "0".repeat(64),
+            phase: crate::capabilities::Phase::Remediate,
+            capability: "kubectl".to_owned(),
+            request: serde_json::json!({}),
+            command: Some("kubectl rollout undo deployment/api".to_owned()),
+            decision: Decision::Allowed,
+            rule: "[[kubectl.allow]] #1".to_owned(),
+            started_at: "2026-11-30T00:00:00Z".to_owned(),
+            duration_ms: 0.0,
+            exit_status: None,
+            output_bytes: 0,
+            result: serde_json::json!({"pending": "started"}),
+        },
+        target: Target {
+            key: format!("kubectl deployments/production/{target}"),
+            shown: format!("deployment/{target} in production"),
+        },
+        budget: None,
+    }
+}
+
+/// An incident of Grafana org `org` whose first remediation (b's) is running: its id, the
+/// job and the run.
+async fn remediating(store: &Store, org: u32) -> (String, Job, i64) {
+    let incident = incident_with_two_runbooks(store, org).await;
+    let a = claim(store).await.unwrap();
+    diagnose(store, &a).await;
+    let b = claim(store).await.unwrap();
+    diagnose(store, &b).await;
+    let fix = claim(store).await.unwrap();
+    let run = begin(store, &fix).await;
+    (incident, fix, run)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_is_held_by_one_run_until_it_ends() {
+    let (_dir, store) = store().await;
+    let (incident, fix, run) = remediating(&store, 1).await;
+    let (other_incident, _, other) = remediating(&store, 2).await;
+
+    let held = store
+        .journal_write(write(run, &incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(held.is_ok(), "{held:?}");
+    let again = store
+        .journal_write(write(run, &incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(again.is_ok(), "the holder writes again: {again:?}");
+    let refused = store
+        .journal_write(write(other, &other_incident, "b", "api"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(format!(
+            "deployment/api in production is being changed by {incident} (b)"
+        ))
+    );
+    let elsewhere = store
+        .journal_write(write(other, &other_incident, "b", "web"))
+        .await
+        .unwrap();
+    assert!(elsewhere.is_ok(), "another target is free: {elsewhere:?}");
+
+    finish(&store, &fix, run).await;
+    let after = store
+        .journal_write(write(other, &other_incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(after.is_ok(), "the lease ended with its run: {after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_global_write_budget_refuses_writes_past_it() {
+    let (_dir, store) = store().await;
+    let (incident, _, run) = remediating(&store, 1).await;
+    let budget = Some((2, 3_600_000, "1h".to_owned()));
+    for (n, target) in ["a", "b", "c"].into_iter().enumerate() {
+        let mut claim = write(run, &incident, "b", target);
+        claim.budget = budget.clone();
+        let answer = store.journal_write(claim).await.unwrap();
+        if n < 2 {
+            assert!(answer.is_ok(), "{answer:?}");
+        } else {
+            assert_eq!(
+                answer,
+                Err("the global write budget is spent: at most 2 writes per 1h \
+                     ([pipeline] max_writes)"
+                    .to_owned())
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
+    let (_dir, store) = store().await;
+    let (incident, _, run) = remediating(&store, 1).await;
+    let held = store
+        .journal_write(write(run, &incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(held.is_ok(), "{held:?}");
+    let (other_incident, _, other) = remediating(&store, 2).await;
+    let recovery = store.recover().await.unwrap();
+    assert_eq!(recovery.interrupted, 2);
+    let after = store
+        .journal_write(write(other, &other_incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(after.is_ok(), "{after:?}");
+    // What the interrupted remediation did is unknown: the plans behind it are diagnosed
+    // again rather than run.
+    let next = claim(&store).await;
+    assert_eq!(names(&next), Some(("a".to_owned(), Phase::Diagnose)));
+}
