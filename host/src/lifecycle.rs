@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 pub use notice::{FindingView, IncidentView, Notice};
 pub use run::{DiagnosisOutcome, RemediationOutcome, RunRecord};
 pub use step::{
-    Applied, Facts, Step, cancelled_by_resolution, decided, expired, interrupted, rejected,
-    rediagnosed, requeued, resolution,
+    Applied, Facts, Step, cancelled_by_resolution, decided, expired, interrupted, rediagnosed,
+    rejected, requeued, resolution,
 };
 pub use transitions::{JobRef, Transition};
 

@@ -270,7 +270,10 @@ impl Store {
     /// Journals a write as started, in one transaction with taking its target for the run
     /// and a place in the global write budget. The inner error says why the write may not
     /// run: another run holds the target, or the budget is spent.
-    pub async fn journal_write(&self, write: WriteClaim) -> Result<Result<i64, String>, StoreError> {
+    pub async fn journal_write(
+        &self,
+        write: WriteClaim,
+    ) -> Result<Result<i64, String>, StoreError> {
         self.db
             .write(move |conn| jobs::journal_write(conn, &write))
             .await

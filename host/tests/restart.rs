@@ -230,9 +230,21 @@ fn remediation_in_flight(world: &World) -> (String, Vec<String>, String) {
     let quick: Vec<String> = (0..3)
         .map(|n| world.alert(&format!("quick-{n}"), json!([])))
         .collect();
+    // Stalled, and the read before the stall is journaled (reads are journaled without the
+    // call waiting for it, so the test waits for it instead).
     world.wait("the remediation to stall", || {
         world.stalls_seen() == 1
             && world.jobs(&stuck) == [("remediate".to_owned(), "running".to_owned())]
+            && world
+                .get(&format!("/api/incidents/{stuck}"))
+                .is_some_and(|detail| {
+                    detail["runs"].as_array().is_some_and(|runs| {
+                        runs.iter().any(|r| {
+                            r["phase"] == "remediate"
+                                && r["calls"].as_array().is_some_and(|c| !c.is_empty())
+                        })
+                    })
+                })
     });
     // The only worker is busy: this one stays queued.
     let queued = world.alert("queued", json!([]));

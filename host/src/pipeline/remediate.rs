@@ -120,7 +120,10 @@ async fn journal_calls(
     let rows = &mut journal.rows;
     while let Some(entry) = entries.recv().await {
         let written = match (rows.get(&entry.index), entry.target) {
-            (Some(&row), _) => store.complete_call(row, entry.record).await.map(|()| Ok(row)),
+            (Some(&row), _) => store
+                .complete_call(row, entry.record)
+                .await
+                .map(|()| Ok(row)),
             (None, Some(target)) => {
                 store
                     .journal_write(WriteClaim {

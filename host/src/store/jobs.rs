@@ -417,9 +417,7 @@ pub(super) fn journal_write(
     write: &WriteClaim,
 ) -> Result<Result<i64, String>, StoreError> {
     let held: Option<(i64, String, String)> = conn
-        .prepare_cached(
-            "SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1",
-        )?
+        .prepare_cached("SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1")?
         .query_row([&write.target.key], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })

@@ -15,6 +15,12 @@ const POLICY: &str = "timeout = \"1s\"\nmemory = \"16MiB\"\n\
     [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n[ssh.commands]\nid = { run = \"id\", effect = \"read\" }\n\
     [http]\nnetworks = [\"127.0.0.0/8\"]\n[[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n";
 
+/// [`POLICY`] with a deadline no busy machine gets near, for the cases that are not about
+/// the deadline.
+fn patient() -> String {
+    POLICY.replace("timeout = \"1s\"", "timeout = \"30s\"")
+}
+
 fn behaving(behaviour: &str) -> quell::incident::Incident {
     incident(
         &[("alertname", "Hostile")],
@@ -38,6 +44,7 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     let runtime = env.runtime();
     let probe = load(&runtime, &env.policy("probe", "probe", POLICY));
     let deadline = HumanDuration(Duration::from_secs(1));
+    let patient = load(&runtime, &env.policy("patient", "probe", &patient()));
 
     let spin = runtime
         .match_and_diagnose(&probe, &behaving("spin-diagnose"))
@@ -57,14 +64,18 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
         spin_matches.outcome
     );
 
-    let bomb = runtime.match_and_diagnose(&probe, &behaving("bomb")).await;
+    let bomb = runtime
+        .match_and_diagnose(&patient, &behaving("bomb"))
+        .await;
     assert!(
         matches!(bomb.outcome, Err(InvokeError::Memory(ByteSize(m))) if m == 16 << 20),
         "{:?}",
         bomb.outcome
     );
 
-    let panic = runtime.match_and_diagnose(&probe, &behaving("panic")).await;
+    let panic = runtime
+        .match_and_diagnose(&patient, &behaving("panic"))
+        .await;
     assert!(
         matches!(&panic.outcome, Err(InvokeError::Trap(_))),
         "{:?}",
@@ -76,7 +87,9 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
         panic.stderr
     );
 
-    let chatty = runtime.match_and_diagnose(&probe, &behaving("print")).await;
+    let chatty = runtime
+        .match_and_diagnose(&patient, &behaving("print"))
+        .await;
     assert!(chatty.outcome.is_ok(), "{:?}", chatty.outcome);
     assert!(
         chatty.stdout.len() < 128 << 10,
@@ -90,7 +103,7 @@ async fn runaway_guests_are_stopped_and_the_host_keeps_serving() {
     );
 
     // After all of that, the same runtime runs a well-behaved call.
-    let fine = runtime.match_and_diagnose(&probe, &normal()).await;
+    let fine = runtime.match_and_diagnose(&patient, &normal()).await;
     assert!(matches!(&fine.outcome, Ok(Some(_))), "{:?}", fine.outcome);
     assert_eq!(fine.notes, ["still serving"]);
 }
@@ -103,6 +116,23 @@ fn kubeconfig_of(env: &Env) -> String {
         .unwrap()
         .display()
         .to_string()
+}
+
+/// Waits until no process names `kubeconfig` (a killed process group takes a moment to be
+/// reaped); fails after a minute with what is left.
+async fn assert_all_gone(kubeconfig: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = kubectl_processes(kubeconfig);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Processes whose command line names this kubeconfig: kubectl and anything it started.
@@ -158,11 +188,7 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
     let findings = report.diagnosis.clone().unwrap().unwrap().findings;
     assert_eq!(findings[0].summary, "timeout");
     assert_eq!(report.calls[0].result["error"], "timeout");
-    assert!(
-        kubectl_processes(&kubeconfig).is_empty(),
-        "left behind: {:?}",
-        kubectl_processes(&kubeconfig)
-    );
+    assert_all_gone(&kubeconfig).await;
 
     // The export's outer deadline also covers host calls: a 1 s policy timeout stops a call
     // that kubectl's own (longer) deadline would not.
@@ -177,13 +203,10 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
         "{:?}",
         cut.outcome
     );
-    assert!(
-        kubectl_processes(&kubeconfig).is_empty(),
-        "left behind: {:?}",
-        kubectl_processes(&kubeconfig)
-    );
+    assert_all_gone(&kubeconfig).await;
 
     sim.set_stall(false);
+    let probe = load(&runtime, &slow.policy("patient", "probe", &patient()));
     let after = runtime.match_and_diagnose(&probe, &incident).await;
     assert!(
         matches!(&after.outcome, Ok(Some(d)) if d.findings[0].summary == "ok"),
@@ -196,7 +219,7 @@ async fn a_host_call_that_never_returns_is_cut_off_with_no_process_left() {
 async fn a_flood_of_calls_is_cut_at_the_call_budget() {
     let env = Env::new();
     let runtime = env.runtime();
-    let probe = load(&runtime, &env.policy("probe", "probe", POLICY));
+    let probe = load(&runtime, &env.policy("probe", "probe", &patient()));
     let denied =
         json!({ "kubectl": { "verb": "get", "resource": "pods", "namespace": "kube-system" } });
     let flood = serde_json::Value::Array(vec![denied; quell::capabilities::MAX_CALLS + 50]);
@@ -246,10 +269,11 @@ async fn a_spinning_guest_does_not_starve_the_executor() {
         "{:?}",
         spin.outcome
     );
-    // About 50 beats fit in the 1 s deadline; none would if the guest held the thread.
+    // About 50 beats fit in the 1 s deadline; none would if the guest held the thread (a
+    // busy machine may run fewer, never none).
     let beats = ticks.load(std::sync::atomic::Ordering::Relaxed);
     assert!(
-        beats >= 10,
+        beats >= 3,
         "the executor ran only {beats} heartbeats while the guest spun"
     );
 }

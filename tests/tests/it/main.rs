@@ -18,4 +18,5 @@ mod notify;
 mod policy_fixtures;
 mod policy_gate;
 mod runbooks;
+mod semantics;
 mod sources;

@@ -34,7 +34,9 @@ fn configure(env: &mut Env, slack: &Slack, pagerduty: &PagerDuty) {
         max_attempts: 6,
         backoff: HumanDuration(Duration::from_millis(100)),
         max_backoff: HumanDuration(Duration::from_secs(1)),
-        timeout: HumanDuration(Duration::from_secs(2)),
+        // No loopback answer takes this long, however busy the machine: only a scripted
+        // stall times out (the fault test shortens it).
+        timeout: HumanDuration(Duration::from_secs(30)),
         slack: Some(SlackConfig {
             bot_token: Some(SLACK_TOKEN.to_owned()),
             channel: Some("C0QUELL".to_owned()),
@@ -283,6 +285,7 @@ async fn faults_are_retried_with_retry_after_and_a_400_is_dead_lettered() {
     pagerduty.fail_next([Fault::Status(400)]);
     let mut env = Env::new();
     configure(&mut env, &slack, &pagerduty);
+    env.config.notify.timeout = HumanDuration(Duration::from_secs(2));
     let app = Running::start_configured(env).await;
     let id = incident_of(&app, firing("faults")).await;
 

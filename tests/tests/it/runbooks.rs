@@ -20,7 +20,7 @@ fn image(sim: &KubeSim) -> String {
 }
 
 /// The shipped high-error-rate policy, plus loopback named for the test's health server.
-fn high_error_rate(env: &Env) -> std::path::PathBuf {
+pub fn high_error_rate(env: &Env) -> std::path::PathBuf {
     env.shipped_policy("high-error-rate", |text| {
         text.replace(
             "networks = [\"10.0.0.0/8\"]",
