@@ -12,6 +12,7 @@ mod notice;
 mod run;
 mod step;
 mod transitions;
+mod verify;
 
 use std::fmt;
 
@@ -24,6 +25,7 @@ pub use step::{
     rejected, requeued, resolution,
 };
 pub use transitions::{JobRef, Transition};
+pub use verify::{Verification, VerifyOutcome, describe};
 
 use crate::policy::Mode;
 
@@ -77,6 +79,9 @@ names! {
         Open = "open",
         /// A human said they are on it.
         Acknowledged = "acknowledged",
+        /// A remediation worked and its runbook's checks pass again; the alert itself has
+        /// not resolved yet.
+        Mitigated = "mitigated",
         /// The alert resolved, or a human resolved it.
         Resolved = "resolved",
     }
@@ -89,6 +94,8 @@ names! {
         Diagnose = "diagnose",
         /// `remediate`, with the stored diagnosis.
         Remediate = "remediate",
+        /// `diagnose` again after a remediation that worked, to check that it did.
+        Verify = "verify",
     }
 }
 
@@ -145,6 +152,8 @@ names! {
         Escalated = "escalated",
         /// Somebody is on it.
         Acknowledged = "acknowledged",
+        /// A remediation was verified: the runbook's checks pass again.
+        Mitigated = "mitigated",
         /// A plan was approved.
         Approved = "approved",
         /// A plan was rejected.
@@ -211,6 +220,12 @@ names! {
         ApprovalRefused = "approval-refused",
         /// Nobody approved in time.
         ApprovalExpired = "approval-expired",
+        /// A verification check is due (or another one, after a check that did not pass).
+        Verifying = "verifying",
+        /// Every check passes after the remediation.
+        Verified = "verified",
+        /// The checks still fail after every attempt.
+        VerificationFailed = "verification-failed",
         /// A diagnosis in flight at a stop runs again.
         Requeued = "requeued",
         /// A waiting plan is diagnosed again: an earlier remediation of the incident ran.

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::lifecycle::IncidentStatus;
 use crate::store::Gauges;
 
 type Labels = Vec<(&'static str, String)>;
@@ -165,7 +166,7 @@ impl Metrics {
 
     /// The exposition text, with the database gauges as of now.
     pub fn render(&self, gauges: &Gauges, write_queue: usize) -> String {
-        for status in ["open", "acknowledged", "resolved"] {
+        for status in IncidentStatus::ALL.iter().map(|s| s.as_str()) {
             let count = gauges
                 .incidents
                 .iter()

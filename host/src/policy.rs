@@ -47,6 +47,48 @@ pub struct Policy {
     /// `[http]`: URL rules and the non-public networks this runbook may reach.
     #[serde(default)]
     pub http: HttpPolicy,
+    /// `[verify]`: after a remediation that worked, diagnose again to check it did.
+    #[serde(default)]
+    pub verify: Option<VerifySection>,
+}
+
+/// `[verify] after = "60s", attempts = 2`: once a remediation says it worked, the host runs
+/// the runbook's `diagnose` again after `after` (read-only, as diagnose always is); every
+/// finding `ok` mitigates the incident, anything else tries again, up to `attempts` times,
+/// and then escalates.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySection {
+    /// How long the world gets to settle before each check.
+    #[serde(default = "default_verify_after")]
+    pub after: HumanDuration,
+    /// How many checks before giving up (1 to 10).
+    #[serde(default = "default_verify_attempts")]
+    pub attempts: Attempts,
+}
+
+/// How many verification checks: 1 to 10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Attempts(pub u32);
+
+impl TryFrom<i64> for Attempts {
+    type Error = String;
+
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u32::try_from(n) {
+            Ok(n @ 1..=10) => Ok(Self(n)),
+            _ => Err(format!("attempts must be 1 to 10, not {n}")),
+        }
+    }
+}
+
+fn default_verify_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+fn default_verify_attempts() -> Attempts {
+    Attempts(2)
 }
 
 /// `[runbook]`
@@ -253,6 +295,17 @@ mod tests {
         assert_eq!(policy.granted(), vec![Capability::Timeline]);
         assert_eq!(policy.runbook.mode, Mode::Diagnose);
         assert!(!policy.runbook.dry_run);
+    }
+
+    #[test]
+    fn verify_takes_a_settle_time_and_a_bounded_number_of_attempts() {
+        let policy = Policy::parse(&format!("{MINIMAL}[verify]\n")).unwrap();
+        let verify = policy.verify.unwrap();
+        assert_eq!(verify.after.0, Duration::from_secs(60));
+        assert_eq!(verify.attempts, Attempts(2));
+        let err = Policy::parse(&format!("{MINIMAL}[verify]\nattempts = 0\n")).unwrap_err();
+        assert!(err.contains("attempts must be 1 to 10, not 0"), "{err}");
+        assert!(Policy::parse(MINIMAL).unwrap().verify.is_none());
     }
 
     #[test]

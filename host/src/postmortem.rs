@@ -166,6 +166,46 @@ pub fn render(detail: &IncidentDetail, public_url: Option<&str>) -> String {
         let _ = writeln!(out);
     }
 
+    let checks: Vec<_> = detail.runs.iter().filter(|r| r.phase == "verify").collect();
+    if !checks.is_empty() {
+        let _ = writeln!(out, "## Verification\n");
+        for run in checks {
+            let found = match (&run.result, &run.error) {
+                (Some(result), _) => {
+                    let failing: Vec<String> = result["findings"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter(|f| f["ok"] == false)
+                        .map(|f| {
+                            format!(
+                                "✗ {}: {}",
+                                f["name"].as_str().unwrap_or(""),
+                                f["summary"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    let summary = result["summary"].as_str().unwrap_or("");
+                    if failing.is_empty() {
+                        format!("checks pass — {summary}")
+                    } else {
+                        format!("still failing — {summary} ({})", failing.join("; "))
+                    }
+                }
+                (None, Some(error)) => format!("the check could not run: {error}"),
+                (None, None) => "checks pass — `matches` no longer applies".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "- **{}** {}: {}",
+                run.runbook,
+                run.started_at,
+                cell(&found, 300)
+            );
+        }
+        let _ = writeln!(out);
+    }
+
     let calls: Vec<(&str, &Value)> = detail
         .runs
         .iter()

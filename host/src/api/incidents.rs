@@ -50,7 +50,7 @@ pub async fn list(
         (
             "status",
             &query.status,
-            &["open", "acknowledged", "resolved"][..],
+            &["open", "acknowledged", "mitigated", "resolved"][..],
         ),
         (
             "severity",

@@ -22,6 +22,11 @@ pub enum Step {
         /// When the wait ends.
         expires_ms: i64,
     },
+    /// The job's verification is queued to run `after_ms` from now (the next of its checks).
+    QueueVerify {
+        /// The settle time.
+        after_ms: i64,
+    },
     /// The job's remediate phase is queued now.
     QueueRemediation {
         /// The stored diagnosis.

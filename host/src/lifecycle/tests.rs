@@ -117,6 +117,7 @@ fn shape(steps: &[Step]) -> Vec<String> {
             Step::AwaitApproval { .. } => "await approval".to_owned(),
             Step::HoldPlan { .. } => "hold".to_owned(),
             Step::QueueRemediation { .. } => "queue remediation".to_owned(),
+            Step::QueueVerify { .. } => "queue verify".to_owned(),
             Step::Status(status) => format!("status {status}"),
             Step::CancelPendingJobs => "cancel pending".to_owned(),
             Step::MarkRemediated => "remediated".to_owned(),
@@ -271,4 +272,107 @@ fn a_runbook_that_declines_escalates_only_when_nothing_else_applies() {
     facts.another_applies = false;
     let (steps, _) = declined.steps(&mut facts).unwrap();
     assert_eq!(shape(&steps)[3..], ["event triage", "escalate"]);
+}
+
+fn check(outcome: VerifyOutcome, attempt: u32) -> Transition {
+    Transition::Verified(Box::new(Verification {
+        job: job(),
+        run: *run(),
+        outcome,
+        attempt,
+        attempts: 2,
+        after: (60_000, "1m".to_owned()),
+        before: "api is failing (✗ pods: 3 crash-looping)".to_owned(),
+    }))
+}
+
+fn still_failing() -> VerifyOutcome {
+    VerifyOutcome::Failing {
+        summary: "api is still failing".to_owned(),
+        findings: vec![FindingView {
+            name: "pods".to_owned(),
+            ok: false,
+            summary: "2 crash-looping".to_owned(),
+        }],
+    }
+}
+
+#[test]
+fn a_check_that_passes_mitigates_without_paging() {
+    let mut facts = Snapshot::default();
+    let (steps, _) = check(VerifyOutcome::Healthy("api is fine".to_owned()), 1)
+        .steps(&mut facts)
+        .unwrap();
+    assert_eq!(
+        shape(&steps),
+        [
+            "record run",
+            "job done",
+            "event verified",
+            "status mitigated",
+            "notice mitigated"
+        ]
+    );
+    // An incident resolved meanwhile stays resolved.
+    let mut resolved = Snapshot {
+        status: Some(IncidentStatus::Resolved),
+        ..Snapshot::default()
+    };
+    let (steps, _) = check(VerifyOutcome::Healthy("fine".to_owned()), 1)
+        .steps(&mut resolved)
+        .unwrap();
+    assert_eq!(shape(&steps), ["record run", "job done", "event verified"]);
+}
+
+#[test]
+fn a_failing_check_tries_again_then_pages_with_both_diagnoses() {
+    let mut facts = Snapshot::default();
+    let (steps, _) = check(still_failing(), 1).steps(&mut facts).unwrap();
+    assert_eq!(
+        shape(&steps),
+        ["record run", "queue verify", "event verifying"]
+    );
+    let (steps, _) = check(still_failing(), 2).steps(&mut facts).unwrap();
+    assert_eq!(
+        shape(&steps),
+        [
+            "record run",
+            "job failed",
+            "event verification-failed",
+            "escalate"
+        ]
+    );
+    let Some(Step::Escalate(why)) = steps.last() else {
+        unreachable!()
+    };
+    assert_eq!(
+        why,
+        "rb remediated, but its checks still fail after 2 check(s).\n\
+         Before: api is failing (✗ pods: 3 crash-looping)\n\
+         After: api is still failing (✗ pods: 2 crash-looping)"
+    );
+}
+
+#[test]
+fn a_success_with_verify_is_checked_before_the_job_is_done() {
+    let remediated = |verify| Transition::Remediated {
+        job: job(),
+        run_id: 1,
+        run: run(),
+        outcome: RemediationOutcome::Done {
+            success: true,
+            action: "rolled back".to_owned(),
+            details: String::new(),
+        },
+        verify,
+    };
+    let mut facts = Snapshot::default();
+    let (steps, _) = remediated(Some((60_000, "1m".to_owned())))
+        .steps(&mut facts)
+        .unwrap();
+    let shape = shape(&steps);
+    assert!(shape.contains(&"queue verify".to_owned()), "{shape:?}");
+    assert!(!shape.contains(&"job done".to_owned()), "{shape:?}");
+    let (steps, _) = remediated(None).steps(&mut facts).unwrap();
+    assert!(super::tests::shape(&steps).contains(&"job done".to_owned()));
 }

@@ -5,7 +5,7 @@ use serde_json::json;
 use super::step::{detailed, event, incident_event, notice, plan_notice};
 use super::{
     DiagnosisOutcome, EventKind, Facts, Gate, Hold, IncidentStatus, JobState, NoticeKind,
-    RemediationOutcome, RunRecord, Step, cancelled_by_resolution, gate, resolution,
+    RemediationOutcome, RunRecord, Step, Verification, cancelled_by_resolution, gate, resolution,
 };
 use crate::policy::Mode;
 
@@ -79,7 +79,12 @@ pub enum Transition {
         run: Box<RunRecord>,
         /// How it ended.
         outcome: RemediationOutcome,
+        /// The policy's `[verify]`: the settle time (ms, and as written), when a success
+        /// is to be checked.
+        verify: Option<(i64, String)>,
     },
+    /// A verification check ended.
+    Verified(Box<Verification>),
     /// A human acknowledged the incident.
     Acknowledge {
         /// The incident.
@@ -130,6 +135,7 @@ impl Transition {
             | Self::Diagnosed { job, .. }
             | Self::BeginRemediation { job, .. }
             | Self::Remediated { job, .. } => Some(job),
+            Self::Verified(verification) => Some(&verification.job),
             Self::Acknowledge { .. } | Self::Resolve { .. } | Self::ApprovalRefused { .. } => None,
         }
     }
@@ -213,7 +219,12 @@ impl Transition {
                 run_id,
                 run,
                 outcome,
-            } => (remediated(job, *run_id, run, outcome), false),
+                verify,
+            } => (
+                remediated(job, *run_id, run, outcome, verify.as_ref()),
+                false,
+            ),
+            Self::Verified(verification) => (verification.steps(facts)?, false),
             Self::Acknowledge { message, .. } => {
                 if facts.status()? != IncidentStatus::Open {
                     return Ok((Vec::new(), false));
@@ -392,6 +403,7 @@ fn remediated(
     run_id: i64,
     run: &RunRecord,
     outcome: &RemediationOutcome,
+    verify: Option<&(i64, String)>,
 ) -> Vec<Step> {
     let name = &job.runbook;
     let dry = if run.dry_run {
@@ -410,7 +422,18 @@ fn remediated(
             action,
             details,
         } => {
-            steps.push(Step::Job(JobState::Done));
+            match verify.filter(|_| !run.dry_run) {
+                Some((after_ms, after)) => {
+                    steps.push(Step::QueueVerify {
+                        after_ms: *after_ms,
+                    });
+                    steps.push(event(
+                        EventKind::Verifying,
+                        format!("{name} says it worked; its checks run again in {after}"),
+                    ));
+                }
+                None => steps.push(Step::Job(JobState::Done)),
+            }
             if !run.dry_run {
                 steps.push(Step::MarkRemediated);
             }

@@ -104,6 +104,7 @@ pub fn message(notice: &Notice) -> String {
         "remediation-failed" => format!("⚠️ Auto-remediation failed: {}", notice.message),
         "escalated" => format!("⚠️ {}\nPaging on-call engineer.", notice.message),
         "acknowledged" => format!("👀 {}", notice.message),
+        "mitigated" => format!("🩹 Mitigated: {}", notice.message),
         "approved" => format!("👍 {}", notice.message),
         "rejected" => format!("✋ {}", notice.message),
         "resolved" => format!("✅ Resolved: {}", notice.message),
@@ -214,7 +215,7 @@ pub struct Slack {
 }
 
 /// Kinds that change the root message's status field.
-const STATUS_CHANGES: &[&str] = &["escalated", "acknowledged", "resolved"];
+const STATUS_CHANGES: &[&str] = &["escalated", "acknowledged", "mitigated", "resolved"];
 
 impl Slack {
     /// From `[notify.slack]`: a bot token with a channel, or an incoming webhook URL.

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::{Pipeline, finished, millis, started};
+use super::{Pipeline, millis};
 use crate::incident::Incident;
 use crate::incident::label;
 use crate::lifecycle::{DiagnosisOutcome, FindingView, Phase, RunOutcome, Transition};
@@ -58,18 +58,13 @@ impl Pipeline {
                 },
             ),
         };
-        self.count_run(runbook, Phase::Diagnose, run_outcome, &invocation);
-        let result = invocation
-            .outcome
-            .as_ref()
-            .ok()
-            .and_then(|d| d.as_ref())
-            .map(|d| json!(d));
-        let run = finished(
-            started(job, runbook, Phase::Diagnose, started_at),
+        let run = self.diagnosis_run(
+            job,
+            runbook,
+            Phase::Diagnose,
+            started_at,
             &invocation,
             run_outcome,
-            result,
         );
         self.apply(Transition::Diagnosed {
             job: job.to_ref(),

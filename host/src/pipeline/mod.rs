@@ -10,6 +10,7 @@ mod diagnose;
 mod housekeeping;
 mod registry;
 mod remediate;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ use tracing::{Instrument as _, info_span, warn};
 
 pub use registry::{Reload, Runbooks};
 
+use crate::bindings::quell::runbook::types::Diagnosis;
 use crate::config::{Config, PipelineConfig, RetentionConfig};
 use crate::lifecycle::{Applied, Phase, RunOutcome, RunRecord, Transition};
 use crate::metrics::Metrics;
@@ -157,6 +159,7 @@ impl Pipeline {
         match job.phase {
             Phase::Remediate => self.remediate(job, runbook, &incident).await,
             Phase::Diagnose => self.diagnose(job, runbook, &incident).await,
+            Phase::Verify => self.verify(job, runbook, &incident).await,
         }
     }
 
@@ -205,6 +208,33 @@ impl Pipeline {
                 ])
                 .inc();
         }
+    }
+}
+
+impl Pipeline {
+    /// Counts a `matches` + `diagnose` invocation and returns its run record.
+    fn diagnosis_run(
+        &self,
+        job: &Job,
+        runbook: &LoadedRunbook,
+        phase: Phase,
+        started_at: String,
+        invocation: &Invocation<Option<Diagnosis>>,
+        outcome: RunOutcome,
+    ) -> RunRecord {
+        self.count_run(runbook, phase, outcome, invocation);
+        let result = invocation
+            .outcome
+            .as_ref()
+            .ok()
+            .and_then(|d| d.as_ref())
+            .map(|d| serde_json::json!(d));
+        finished(
+            started(job, runbook, phase, started_at),
+            invocation,
+            outcome,
+            result,
+        )
     }
 }
 

@@ -95,6 +95,10 @@ impl Pipeline {
             run_id,
             run: Box::new(finished(run, &invocation, run_outcome, result)),
             outcome,
+            verify: runbook
+                .policy
+                .verify
+                .map(|v| (millis(v.after.0), v.after.to_string())),
         })
         .await
     }

@@ -103,6 +103,10 @@ pub(super) fn run(
                 expires_ms,
             } => jobs::await_approval(conn, job_id()?, diagnosis, *expires_ms)?,
             Step::HoldPlan { expires_ms } => jobs::hold(conn, job_id()?, *expires_ms)?,
+            Step::QueueVerify { after_ms } => {
+                jobs::queue_verify(conn, job_id()?, *after_ms)?;
+                queued = true;
+            }
             Step::QueueRemediation { diagnosis } => {
                 jobs::queue_remediation(conn, job_id()?, diagnosis)?;
                 queued = true;

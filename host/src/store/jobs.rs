@@ -30,6 +30,8 @@ pub struct Job {
     pub attempts: i64,
     /// Who approved its plan, when somebody did.
     pub decided_by: Option<String>,
+    /// Verification checks queued so far: in phase `verify`, which check this is.
+    pub verifications: u32,
 }
 
 impl Job {
@@ -73,16 +75,17 @@ pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
              WHERE id = (
                  SELECT j.id FROM jobs j
                  WHERE j.state = 'queued' AND j.run_at_ms <= ?1
-                   AND (j.phase = 'diagnose' OR NOT EXISTS (
+                   AND (j.phase != 'remediate' OR NOT EXISTS (
                        SELECT 1 FROM jobs o
                        WHERE o.incident_id = j.incident_id AND o.id != j.id AND (
-                           (o.phase = 'diagnose' AND o.state IN ('queued', 'running'))
+                           (o.phase != 'remediate' AND o.state IN ('queued', 'running'))
                            OR (o.phase = 'remediate' AND o.state = 'running')
                            OR (o.phase = 'remediate'
                                AND o.state IN ('queued', 'awaiting_approval')
                                AND (o.priority, o.runbook) < (j.priority, j.runbook)))))
                  ORDER BY j.run_at_ms, j.id LIMIT 1)
-             RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by",
+             RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by,
+                 verifications",
         )?
         .query_row(params![ms, at], |row| {
             let phase: String = row.get(3)?;
@@ -94,6 +97,7 @@ pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
                 diagnosis: row.get(4)?,
                 attempts: row.get(5)?,
                 decided_by: row.get(6)?,
+                verifications: row.get(7)?,
             })
         })
         .optional()?)
@@ -132,6 +136,18 @@ pub(super) fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), S
          WHERE id = ?1",
     )?
     .execute(params![job, expires_ms, at])?;
+    Ok(())
+}
+
+/// Queues the job's next verification check `after_ms` from now.
+pub(super) fn queue_verify(conn: &Connection, job: i64, after_ms: i64) -> Result<(), StoreError> {
+    let (at, ms) = now();
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'queued', phase = 'verify', run_at_ms = ?2,
+             verifications = verifications + 1, updated_at = ?3
+         WHERE id = ?1",
+    )?
+    .execute(params![job, ms.saturating_add(after_ms), at])?;
     Ok(())
 }
 
@@ -289,7 +305,7 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
     let requeued_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
-             WHERE state = 'running' AND phase = 'diagnose'
+             WHERE state = 'running' AND phase IN ('diagnose', 'verify')
              RETURNING id, incident_id, runbook",
         )?
         .query_map(params![ms, at], |row| {

@@ -16,8 +16,8 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     // When the sender says a resolved alert ended (Alertmanager's `endsAt`), beside
     // `resolved_at`, when Quell learned it.
     (2, "ALTER TABLE incidents ADD COLUMN ended_at TEXT;"),
-    // Incident semantics: the order of an incident's remediations, the targets a running
-    // remediation holds, and the global write budget.
+    // Incident semantics: the order of an incident's remediations, verification checks, the
+    // targets a running remediation holds, and the global write budget.
     (3, include_str!("v3.sql")),
 ];
 

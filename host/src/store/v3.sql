@@ -1,5 +1,7 @@
 -- Within an incident, remediations run one at a time: lowest priority first, then by name.
 ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 100;
+-- Verification checks queued so far for a remediation that said it worked ([verify]).
+ALTER TABLE jobs ADD COLUMN verifications INTEGER NOT NULL DEFAULT 0;
 
 -- What a running remediation is changing. A write takes the lease on its target (a
 -- Kubernetes object, an ssh host and command, an HTTP resource) for the rest of its run;

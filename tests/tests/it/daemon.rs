@@ -137,6 +137,16 @@ pub fn kinds(detail: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The phases of the incident's runs, in order.
+pub fn phases(detail: &Value) -> Vec<String> {
+    detail["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["phase"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 fn job_states(detail: &Value) -> Vec<String> {
     detail["jobs"]
         .as_array()
@@ -214,7 +224,7 @@ async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
     assert_eq!(incidents[0]["fired"], 5);
     let detail = app.wait_for(id, "the diagnosis", settled).await;
     let runs = detail["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 1, "one run for five deliveries: {runs:#?}");
+    assert_eq!(runs.len(), 1, "one run for five deliveries: {detail:#}");
     assert_eq!(runs[0]["outcome"], "diagnosed");
     assert_eq!(
         kinds(&detail).iter().filter(|k| *k == "re-fired").count(),
@@ -531,12 +541,7 @@ async fn approval_runs_the_plan_once_and_unapproved_plans_expire() {
     let detail = app
         .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
         .await;
-    let phases: Vec<&str> = detail["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["phase"].as_str().unwrap())
-        .collect();
+    let phases = phases(&detail);
     assert_eq!(phases, ["diagnose", "remediate"]);
     let timeline = kinds(&detail);
     let approved = timeline.iter().position(|k| k == "approved").unwrap();
@@ -783,7 +788,7 @@ async fn the_api_lists_filters_pages_and_documents_itself() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(
         error["error"],
-        "status: \"closed\" is not one of open, acknowledged, resolved"
+        "status: \"closed\" is not one of open, acknowledged, mitigated, resolved"
     );
     let (status, _) = app.get("/api/incidents/INC-00000000").await;
     assert_eq!(status, StatusCode::NOT_FOUND);

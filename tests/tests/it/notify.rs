@@ -28,7 +28,7 @@ fn probe_policy(mode: &str) -> String {
     )
 }
 
-fn configure(env: &mut Env, slack: &Slack, pagerduty: &PagerDuty) {
+pub fn configure(env: &mut Env, slack: &Slack, pagerduty: &PagerDuty) {
     daemon_config(env);
     env.config.notify = NotifyConfig {
         max_attempts: 6,
@@ -88,7 +88,7 @@ async fn incident_of(app: &Running, body: String) -> String {
 }
 
 /// Runs blocking receiver waits off the async runtime.
-async fn wait<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub async fn wait<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 

@@ -9,11 +9,12 @@ use axum::Router;
 use axum::routing::get;
 use quell_tests::http::{HttpServer, TestRoutes};
 use quell_tests::kube_sim::{KubeSim, Scenario};
+use quell_tests::receivers::{PagerDuty, Slack};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::daemon::{Running, daemon_config, payload};
+use crate::daemon::{Running, daemon_config, payload, phases};
 use crate::harness::Env;
 
 /// The position on the incident's timeline of the first `kind` event about `runbook`.
@@ -24,6 +25,31 @@ fn position(detail: &Value, kind: &str, runbook: &str) -> usize {
         .iter()
         .position(|e| e["kind"] == kind && e["runbook"] == runbook)
         .unwrap_or_else(|| panic!("no {kind} event from {runbook}: {detail:#}"))
+}
+
+/// Alertmanager's delivery of HighErrorRate on `api` (fingerprint `fingerprint`), firing
+/// with `annotations` or resolved.
+fn high_error_rate_alert(status: &str, fingerprint: &str, annotations: Value) -> String {
+    let ends_at = if status == "resolved" {
+        "2026-11-30T03:20:00Z"
+    } else {
+        "0001-01-01T00:00:00Z"
+    };
+    json!({
+        "receiver": "quell", "status": status, "version": "4",
+        "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "HighErrorRate", "service": "api",
+                       "namespace": "production", "severity": "critical"},
+            "annotations": annotations,
+            "startsAt": "2026-11-30T03:00:00Z", "endsAt": ends_at,
+            "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint,
+        }],
+    })
+    .to_string()
 }
 
 /// Whether no job of the incident is queued or running, and its timeline has a `kind` event.
@@ -46,21 +72,12 @@ async fn every_diagnosis_describes_the_world_before_the_first_remediation() {
     env.shipped_policy("k8s-context", |t| t);
     crate::runbooks::high_error_rate(&env);
     let app = Running::start_configured(env).await;
-    let alert = json!({
-        "receiver": "quell", "status": "firing", "version": "4",
-        "groupKey": "{}:{alertname=\"HighErrorRate\"}", "truncatedAlerts": 0,
-        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": [{
-            "status": "firing",
-            "labels": {"alertname": "HighErrorRate", "service": "api",
-                       "namespace": "production", "severity": "critical"},
-            "annotations": {"summary": "api 5xx above 5%", "health_url": health.url("/health")},
-            "startsAt": "2026-11-30T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus/graph", "fingerprint": "e1",
-        }],
-    });
-    let (status, answer) = app.post("/webhooks/alertmanager", alert.to_string()).await;
+    let alert = high_error_rate_alert(
+        "firing",
+        "e1",
+        json!({"summary": "api 5xx above 5%", "health_url": health.url("/health")}),
+    );
+    let (status, answer) = app.post("/webhooks/alertmanager", alert).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
     let detail = app
@@ -213,4 +230,170 @@ async fn two_incidents_never_change_one_deployment_at_once() {
         .collect();
     assert_eq!(restarts.len(), 1, "one write ran: {restarts:?}");
     app.stop().await;
+}
+
+/// The daemon with the shipped high-error-rate runbook verifying its remediations, Slack and
+/// PagerDuty on loopback, and the simulator running a crash-looping `api`.
+struct Verifying {
+    app: Running,
+    sim: KubeSim,
+    health: TestRoutes,
+    health_server: HttpServer,
+    slack: Arc<Slack>,
+    pagerduty: Arc<PagerDuty>,
+}
+
+impl Verifying {
+    async fn start() -> Verifying {
+        let sim = KubeSim::start().unwrap();
+        sim.add_service("production", "api", Scenario::crash_looping(5));
+        let health = TestRoutes::new();
+        let health_server =
+            HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), health.router()).unwrap();
+        let slack = Arc::new(Slack::start().unwrap());
+        let pagerduty = Arc::new(PagerDuty::start().unwrap());
+        let mut env = Env::new().kube(&sim);
+        crate::notify::configure(&mut env, &slack, &pagerduty);
+        let policy = crate::runbooks::high_error_rate(&env);
+        let text = std::fs::read_to_string(&policy).unwrap();
+        std::fs::write(
+            &policy,
+            format!("{text}\n[verify]\nafter = \"1s\"\nattempts = 2\n"),
+        )
+        .unwrap();
+        let app = Running::start_configured(env).await;
+        Verifying {
+            app,
+            sim,
+            health,
+            health_server,
+            slack,
+            pagerduty,
+        }
+    }
+
+    async fn fire(&self) -> String {
+        let alert = high_error_rate_alert(
+            "firing",
+            "v1",
+            json!({"summary": "api 5xx above 5%", "health_url": self.health_server.url("/health")}),
+        );
+        let (status, answer) = self.app.post("/webhooks/alertmanager", alert).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        answer["alerts"][0]["incident"].as_str().unwrap().to_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remediation_whose_checks_pass_again_mitigates_without_a_page() {
+    let world = Verifying::start().await;
+    let id = world.fire().await;
+    let detail = world
+        .app
+        .wait_for(&id, "the incident to be mitigated", |d| {
+            d["status"] == "mitigated"
+        })
+        .await;
+    let kinds = crate::daemon::kinds(&detail);
+    let remediated = kinds.iter().position(|k| k == "remediated").unwrap();
+    let verified = kinds.iter().position(|k| k == "verified").unwrap();
+    assert!(remediated < verified, "{kinds:?}");
+    assert!(!kinds.contains(&"escalated".to_owned()), "{kinds:?}");
+    let phases = phases(&detail);
+    assert_eq!(phases, ["diagnose", "remediate", "verify"]);
+    assert_eq!(
+        world.sim.deployment("production", "api").unwrap()["spec"]["template"]["spec"]["containers"]
+            [0]["image"],
+        "api:v1"
+    );
+
+    // Slack hears it, on the thread and on the root; PagerDuty never does.
+    let slack = world.slack.clone();
+    let messages = crate::notify::wait(move || {
+        slack.wait_for(
+            "the mitigated reply and root",
+            Duration::from_secs(60),
+            |r| {
+                let text = |m: &quell_tests::receivers::Received| m.body.to_string();
+                r.iter()
+                    .any(|m| m.path == "/api/chat.postMessage" && text(m).contains("Mitigated"))
+                    && r.iter()
+                        .any(|m| m.path == "/api/chat.update" && text(m).contains("mitigated"))
+            },
+        )
+    })
+    .await;
+    assert!(!messages.is_empty());
+    assert!(
+        world
+            .pagerduty
+            .received()
+            .iter()
+            .all(|e| e.body["event_action"] != "trigger"),
+        "{:#?}",
+        world.pagerduty.received()
+    );
+
+    // The alert's own resolution still closes it.
+    let resolved = high_error_rate_alert("resolved", "v1", json!({}));
+    let (status, _) = world.app.post("/webhooks/alertmanager", resolved).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(world.app.incident(&id).await["status"], "resolved");
+    world.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remediation_that_does_not_hold_pages_with_both_diagnoses() {
+    let world = Verifying::start().await;
+    // The rollback replaces the crashing pods, but the service stays unhealthy.
+    world.health.set_health(500);
+    let id = world.fire().await;
+    let detail = world
+        .app
+        .wait_for(&id, "the verification to give up", |d| {
+            crate::daemon::kinds(d).contains(&"verification-failed".to_owned())
+                && d["escalated"] == true
+        })
+        .await;
+    let phases = phases(&detail);
+    assert_eq!(phases, ["diagnose", "remediate", "verify", "verify"]);
+    assert_eq!(detail["status"], "open");
+
+    let pagerduty = world.pagerduty.clone();
+    let events = crate::notify::wait(move || {
+        pagerduty.wait_for("the page", Duration::from_secs(60), |r| {
+            r.iter().any(|e| e.body["event_action"] == "trigger")
+        })
+    })
+    .await;
+    let page = events
+        .iter()
+        .find(|e| e.body["event_action"] == "trigger")
+        .unwrap();
+    let reason = page.body["payload"]["custom_details"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reason.starts_with(
+            "high-error-rate remediated, but its checks still fail after 2 check(s).\nBefore: "
+        ),
+        "{reason}"
+    );
+    // Before: crash-looping pods; after: the pods are fine and the health check still fails.
+    let (before, after) = reason.split_once("\nAfter: ").unwrap();
+    assert!(before.contains("crash-looping"), "{before}");
+    assert!(after.contains("✗ health"), "{after}");
+    assert!(!after.contains("✗ pods"), "{after}");
+
+    // The post-mortem shows the checks.
+    let (status, draft) = world
+        .app
+        .get(&format!("/api/incidents/{id}/postmortem"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let draft = draft.as_str().unwrap_or_default().to_owned();
+    assert!(draft.contains("## Verification"), "{draft}");
+    assert!(draft.contains("still failing"), "{draft}");
+    world.app.stop().await;
 }

@@ -115,6 +115,7 @@ async fn finish(store: &Store, job: &Job, run_id: i64) {
                 action: "rolled back".to_owned(),
                 details: String::new(),
             },
+            verify: None,
         })
         .await
         .unwrap();
