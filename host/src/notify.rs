@@ -67,9 +67,22 @@ pub enum Outcome {
         /// The receiver's `Retry-After`.
         after: Option<Duration>,
     },
+    /// The receiver said to slow down (429): nothing is wrong with the notice, so the
+    /// attempt does not count against the retry budget, and the whole destination pauses
+    /// for `Retry-After` (or [`THROTTLE`] when the receiver gives none) before it sends
+    /// anything else.
+    Throttled {
+        /// What the receiver said.
+        error: String,
+        /// The receiver's `Retry-After`.
+        after: Option<Duration>,
+    },
     /// Never going to work (PagerDuty 400, Slack 4xx other than 429): dead at once.
     Permanent(String),
 }
+
+/// How long a destination pauses after a 429 that names no `Retry-After`.
+pub const THROTTLE: Duration = Duration::from_secs(5);
 
 /// The longest a destination waits for the one it [`Destination::waits_for`].
 pub const HOLD: Duration = Duration::from_secs(10);
@@ -191,10 +204,16 @@ impl<D: Destination> Dispatcher<D> {
                         .destination
                         .send(&self.store, due.id, &due.notice)
                         .await;
+                    // A 429 holds the whole destination, not only this notice: the next
+                    // one would be refused too.
+                    let pause = match &outcome {
+                        Outcome::Throttled { after, .. } => Some(after.unwrap_or(THROTTLE)),
+                        _ => None,
+                    };
                     if let Err(e) = self.settle(&due, outcome).await {
                         warn!(destination = name, error = %e, "cannot record a delivery");
                     }
-                    let spacing = self.destination.spacing();
+                    let spacing = pause.unwrap_or_else(|| self.destination.spacing());
                     if !spacing.is_zero() {
                         tokio::select! {
                             () = tokio::time::sleep(spacing) => {}
@@ -241,24 +260,34 @@ impl<D: Destination> Dispatcher<D> {
 
     async fn settle(&self, due: &Due, outcome: Outcome) -> Result<(), StoreError> {
         let name = self.destination.name();
-        let attempts = due.attempts + 1;
-        let (state, error, delay) = match outcome {
-            Outcome::Sent => ("sent", None, Duration::ZERO),
-            Outcome::Skipped => ("skipped", None, Duration::ZERO),
-            Outcome::Permanent(error) => ("dead", Some(error), Duration::ZERO),
-            Outcome::Retry { error, .. } if attempts >= self.max_attempts => (
+        // (stored state, metric outcome, attempts counted, error, retry in)
+        let counted = due.attempts + 1;
+        let (state, outcome, attempts, error, delay) = match outcome {
+            Outcome::Sent => ("sent", "sent", counted, None, Duration::ZERO),
+            Outcome::Skipped => ("skipped", "skipped", counted, None, Duration::ZERO),
+            Outcome::Permanent(error) => ("dead", "dead", counted, Some(error), Duration::ZERO),
+            // Throttling is the receiver pacing us, not the notice failing: not counted.
+            Outcome::Throttled { error, after } => (
+                "pending",
+                "throttled",
+                due.attempts,
+                Some(error),
+                after.unwrap_or(THROTTLE),
+            ),
+            Outcome::Retry { error, .. } if counted >= self.max_attempts => (
                 "dead",
-                Some(format!("{error} (gave up after {attempts} attempts)")),
+                "dead",
+                counted,
+                Some(format!("{error} (gave up after {counted} attempts)")),
                 Duration::ZERO,
             ),
-            Outcome::Retry { error, after } => {
-                let delay = after.unwrap_or_else(|| self.backoff_for(attempts));
-                ("pending", Some(error), delay)
-            }
-        };
-        let outcome = match state {
-            "pending" => "retry",
-            other => other,
+            Outcome::Retry { error, after } => (
+                "pending",
+                "retry",
+                counted,
+                Some(error),
+                after.unwrap_or_else(|| self.backoff_for(counted)),
+            ),
         };
         self.metrics
             .notifications
@@ -298,13 +327,18 @@ impl<D: Destination> Dispatcher<D> {
     }
 }
 
-/// Classifies an HTTP answer the common way: 2xx sent, 429 and 5xx retried (with
+/// Classifies an HTTP answer the common way: 2xx sent, 429 throttled, 5xx retried (with
 /// `Retry-After`), other 4xx permanent.
 pub fn classify(status: reqwest::StatusCode, retry_after: Option<Duration>, body: &str) -> Outcome {
     let snippet: String = body.chars().take(300).collect();
     if status.is_success() {
         Outcome::Sent
-    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+    } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Outcome::Throttled {
+            error: format!("HTTP {status}: {snippet}"),
+            after: retry_after,
+        }
+    } else if status.is_server_error() {
         Outcome::Retry {
             error: format!("HTTP {status}: {snippet}"),
             after: retry_after,

@@ -11,12 +11,18 @@
 //!   `payload.source`, `payload.severity` ∈ critical/error/warning/info; ≤ 512 KB. An invalid
 //!   event gets PagerDuty's 400; a valid one 202 with the `dedup_key`.
 //!
+//! Both enforce the real rate limits: Slack about one `chat.postMessage` (or incoming webhook
+//! message) per second per channel, with short bursts (a bucket of [`SLACK_BURST`]), answered
+//! `429` with `Retry-After`; PagerDuty [`PAGERDUTY_PER_MINUTE`] events per minute per routing
+//! key, answered `429`. A request that ignores a 429 (Slack: before its `Retry-After`;
+//! PagerDuty: within a second) is a violation. `rate_limited()` counts the 429s.
+//!
 //! A contract violation is answered the way the real service would and recorded in
 //! `violations()`, so a test can assert there were none. Faults are scripted per request:
 //! [`Fault::Status`], [`Fault::RateLimited`] (429 + `Retry-After`), [`Fault::SlackNotOk`]
 //! (HTTP 200 `{"ok": false}`), [`Fault::Stall`].
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +71,104 @@ struct Script {
     violations: Vec<String>,
     next_ts: u64,
     messages: Vec<String>,
+    /// Per channel or routing key: the rate limiter's state.
+    limits: HashMap<String, Limiter>,
+    /// Per channel or routing key: until when a request is early after a 429.
+    early: HashMap<String, Instant>,
+    rate_limited: usize,
+}
+
+/// Slack's short bursts: this many messages at once, then one per second.
+pub const SLACK_BURST: f64 = 3.0;
+/// PagerDuty Events API v2: events per minute per routing key.
+pub const PAGERDUTY_PER_MINUTE: usize = 120;
+
+/// One channel's (or routing key's) rate limit, and the 429 it last answered.
+#[derive(Debug)]
+enum Limiter {
+    /// Slack: a token bucket refilled at one per second.
+    Bucket { tokens: f64, at: Instant },
+    /// PagerDuty: the accepted events of the last minute.
+    Window(VecDeque<Instant>),
+}
+
+/// What a rate-limited request is told, and until when a retry is early.
+struct Refusal {
+    retry_after: Option<u64>,
+    until: Instant,
+}
+
+impl Script {
+    /// Whether the request for `key` is within its rate; a 429 answer when not. A request
+    /// that comes back before a 429 it was given allowed is a violation.
+    fn pace(&mut self, key: &str, fresh: impl FnOnce() -> Limiter) -> Option<Response> {
+        let now = Instant::now();
+        let early = self.early.get(key).is_some_and(|until| now < *until);
+        if early {
+            self.violations
+                .push(format!("a request for {key} ignored the 429 it was given"));
+        }
+        let limiter = self.limits.entry(key.to_owned()).or_insert_with(fresh);
+        let body = match limiter {
+            Limiter::Bucket { .. } => json!({"ok": false, "error": "ratelimited"}),
+            Limiter::Window(_) => json!({
+                "status": "throttle event",
+                "message": "Requests for this service are arriving too quickly. Please retry later.",
+            }),
+        };
+        let refusal = match limiter {
+            Limiter::Bucket { tokens, at } => {
+                *tokens = (*tokens + now.duration_since(*at).as_secs_f64()).min(SLACK_BURST);
+                *at = now;
+                if *tokens >= 1.0 {
+                    *tokens -= 1.0;
+                    None
+                } else {
+                    Some(Refusal {
+                        retry_after: Some(1),
+                        until: now + Duration::from_secs(1),
+                    })
+                }
+            }
+            Limiter::Window(events) => {
+                while events
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+                {
+                    events.pop_front();
+                }
+                if events.len() < PAGERDUTY_PER_MINUTE {
+                    events.push_back(now);
+                    None
+                } else {
+                    Some(Refusal {
+                        retry_after: None,
+                        until: now + Duration::from_secs(1),
+                    })
+                }
+            }
+        };
+        let refusal = refusal?;
+        self.rate_limited += 1;
+        self.early.insert(key.to_owned(), refusal.until);
+        if let Some(last) = self.received.last_mut() {
+            last.accepted = false;
+        }
+        let mut answer = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        if let Some(seconds) = refusal.retry_after {
+            answer
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(seconds));
+        }
+        Some(answer)
+    }
+}
+
+fn slack_bucket() -> Limiter {
+    Limiter::Bucket {
+        tokens: SLACK_BURST,
+        at: Instant::now(),
+    }
 }
 
 type Shared = Arc<Mutex<Script>>;
@@ -117,9 +221,14 @@ impl Receiver {
         self.received().into_iter().filter(|r| r.accepted).collect()
     }
 
-    /// Contract violations seen.
+    /// Contract violations seen (ignoring a 429 is one).
     pub fn violations(&self) -> Vec<String> {
         lock(&self.state).violations.clone()
+    }
+
+    /// Requests answered 429 because they went past the real rate limit.
+    pub fn rate_limited(&self) -> usize {
+        lock(&self.state).rate_limited
     }
 
     /// Waits until `done` holds for the accepted requests (`timeout` at most).
@@ -322,6 +431,9 @@ async fn post_message(State(state): State<Shared>, headers: HeaderMap, body: Byt
         return axum::Json(json!({"ok": false, "error": "channel_not_found"})).into_response();
     };
     let mut script = lock(&state);
+    if let Some(limited) = script.pace(&format!("channel {channel}"), slack_bucket) {
+        return limited;
+    }
     if let Some(thread) = body["thread_ts"].as_str()
         && !script.messages.iter().any(|ts| ts == thread)
     {
@@ -366,6 +478,9 @@ async fn incoming_webhook(State(state): State<Shared>, body: Bytes) -> Response 
     let body = parse(&body);
     if let Some(fault) = arrive(&state, "/webhook", &body).await {
         return fault;
+    }
+    if let Some(limited) = lock(&state).pace("incoming webhook", slack_bucket) {
+        return limited;
     }
     let wrong = block_kit_violations(&body);
     if !wrong.is_empty() {
@@ -455,6 +570,13 @@ async fn enqueue(State(state): State<Shared>, body: Bytes) -> Response {
             axum::Json(json!({"status": "invalid event", "message": "Event object is invalid", "errors": wrong})),
         )
             .into_response();
+    }
+    let key = format!(
+        "routing key {}",
+        event["routing_key"].as_str().unwrap_or_default()
+    );
+    if let Some(limited) = lock(&state).pace(&key, || Limiter::Window(VecDeque::new())) {
+        return limited;
     }
     (
         StatusCode::ACCEPTED,

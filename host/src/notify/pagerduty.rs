@@ -2,6 +2,8 @@
 //! runbook applies, an approval expired), `resolve` with the same `dedup_key` (the incident
 //! id) when it resolves. 202 is success; 400 is permanent and surfaced; 429 and 5xx retry.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use super::{Destination, Notice, Outcome, classify, retry_after, routed, transport};
@@ -131,6 +133,12 @@ impl Destination for PagerDuty {
 
     fn waits_for(&self) -> Option<&'static str> {
         self.after_slack.then_some("slack")
+    }
+
+    fn spacing(&self) -> Duration {
+        // Events API v2 takes 120 events per minute per routing key: one every 500 ms stays
+        // under it, however many incidents open at once.
+        Duration::from_millis(500)
     }
 
     fn accepts(&self, notice: &Notice) -> bool {

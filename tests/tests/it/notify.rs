@@ -324,8 +324,15 @@ async fn faults_are_retried_with_retry_after_and_a_400_is_dead_lettered() {
     let (_, metrics) = app.get("/metrics").await;
     let metrics = metrics.as_str().unwrap().to_owned();
     assert!(metrics.contains("quell_notifications_dead 1"), "{metrics}");
+    // The stall, Slack's not-ok and the 500 are retries; the 429 is throttling, which does
+    // not count against the retry budget.
     assert!(
-        metrics.contains("quell_notifications_total{destination=\"slack\",outcome=\"retry\"} 4"),
+        metrics.contains("quell_notifications_total{destination=\"slack\",outcome=\"retry\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("quell_notifications_total{destination=\"slack\",outcome=\"throttled\"} 1"),
         "{metrics}"
     );
     app.stop().await;
@@ -579,5 +586,121 @@ async fn routes_filter_by_severity_and_the_outgoing_webhook_is_signed() {
         assert!(!text_of(message).contains(&low));
     }
     assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_loopback_receivers_enforce_the_real_rate_limits() {
+    let slack = Slack::start().unwrap();
+    let pagerduty = PagerDuty::start().unwrap();
+    let client = reqwest::Client::new();
+    let post = |channel: &str| {
+        client
+            .post(slack.api_url() + "/chat.postMessage")
+            .bearer_auth(SLACK_TOKEN)
+            .json(&json!({"channel": channel, "text": "x"}))
+            .send()
+    };
+    // A burst to one channel: the bucket's three (and one more per second the burst took),
+    // then 429 with Retry-After. Bounds from the measured time, so a slow machine only
+    // loosens them.
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..10).map(|_| post("C1"))).await;
+    let took = started.elapsed().as_secs_f64();
+    let mut accepted = 0;
+    for answer in answers {
+        let answer = answer.unwrap();
+        match answer.status() {
+            StatusCode::OK => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(answer.headers()["retry-after"], "1");
+            }
+            other => panic!("{other}"),
+        }
+    }
+    assert!(
+        (3..=3 + took.ceil() as usize).contains(&accepted),
+        "{accepted} of 10 in {took:.2}s"
+    );
+    if took < 6.0 {
+        assert_eq!(slack.rate_limited(), 10 - accepted);
+    }
+    // Another channel has its own rate.
+    assert_eq!(post("C2").await.unwrap().status(), StatusCode::OK);
+    // And a request that does not wait out its Retry-After is a violation.
+    if slack.rate_limited() > 0 && started.elapsed() < std::time::Duration::from_secs(1) {
+        let _ = post("C1").await.unwrap();
+        assert!(
+            slack
+                .violations()
+                .contains(&"a request for channel C1 ignored the 429 it was given".to_owned()),
+            "{:?}",
+            slack.violations()
+        );
+    }
+
+    let event = json!({
+        "routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": "k",
+        "payload": {"summary": "s", "source": "q", "severity": "critical"},
+    });
+    let started = Instant::now();
+    let mut accepted = 0;
+    for _ in 0..121 {
+        let status = client
+            .post(pagerduty.enqueue_url())
+            .json(&event)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if status == StatusCode::ACCEPTED {
+            accepted += 1;
+        } else {
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    if started.elapsed() < Duration::from_secs(60) {
+        assert_eq!(accepted, 120, "120 events per minute per routing key");
+        assert_eq!(pagerduty.rate_limited(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_pauses_the_destination_and_never_dead_letters_a_notice() {
+    let slack = Slack::start().unwrap();
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    // More 429s in a row than the retry budget (6 attempts) allows failures.
+    pagerduty.fail_next(std::iter::repeat_n(Fault::RateLimited(1), 8));
+    let mut env = Env::new();
+    env.policy("probe", "probe", &probe_policy("diagnose"));
+    configure(&mut env, &slack, &pagerduty);
+    let app = Running::start_configured(env).await;
+    let id = incident_of(&app, firing("throttled")).await;
+
+    let pd = pagerduty.clone();
+    let accepted = wait(move || {
+        pd.wait_for("the trigger past the throttling", Duration::from_secs(60), |r| {
+            r.iter().any(|e| e.body["event_action"] == "trigger")
+        })
+    })
+    .await;
+    assert_eq!(accepted[0].body["dedup_key"], id.as_str());
+    let received = pagerduty.received();
+    assert_eq!(received.len(), 9, "eight 429s, then the trigger");
+    // Each retry waited out the Retry-After it was given.
+    for pair in received.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+    }
+    let (_, dead) = app.get("/api/notifications/dead").await;
+    assert_eq!(dead["dead"], json!([]));
+    let (_, metrics) = app.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap().to_owned();
+    assert!(
+        metrics.contains(
+            "quell_notifications_total{destination=\"pagerduty\",outcome=\"throttled\"} 8"
+        ),
+        "{metrics}"
+    );
     app.stop().await;
 }
