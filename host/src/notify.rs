@@ -23,7 +23,7 @@ use crate::config::{NotifyConfig, Route};
 use crate::lifecycle::NoticeKind;
 pub use crate::lifecycle::{FindingView, IncidentView, Notice};
 use crate::metrics::Metrics;
-use crate::store::{Due, Hub, Settlement, Store, StoreError};
+use crate::store::{Due, Hub, Routing, Settlement, Store, StoreError};
 
 /// Every notice kind, in lifecycle order.
 pub const KINDS: &[NoticeKind] = NoticeKind::ALL;
@@ -93,6 +93,11 @@ pub trait Destination: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Whether this notice is for it.
     fn accepts(&self, notice: &Notice) -> bool;
+    /// Whether it takes only the first notice of this kind in an incident's episode (a
+    /// pager pages once per incident, however many of its alerts escalate).
+    fn once_per_episode(&self, _notice: &Notice) -> bool {
+        false
+    }
     /// Another destination whose earlier notices of the same incident this one waits for,
     /// at most [`HOLD`] (PagerDuty waits for Slack, so the page arrives with the diagnosis
     /// already in the incident's thread).
@@ -243,8 +248,17 @@ impl<D: Destination> Dispatcher<D> {
         let routes = pending
             .into_iter()
             .map(|(id, incident, notice)| {
-                let accepted = notice.is_some_and(|notice| self.destination.accepts(&notice));
-                (id, incident, accepted)
+                let routing = match notice {
+                    Some(notice) if self.destination.accepts(&notice) => {
+                        if self.destination.once_per_episode(&notice) {
+                            Routing::Once
+                        } else {
+                            Routing::Deliver
+                        }
+                    }
+                    _ => Routing::Skip,
+                };
+                (id, incident, routing)
             })
             .collect();
         self.store.route_notices(name, routes).await

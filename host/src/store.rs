@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
 pub use jobs::{Decision, Job, Pruned, Recovery, WriteClaim};
 pub use migrate::latest as schema_version;
-pub use outbox::{DeadNotification, Due, Settlement};
+pub use outbox::{DeadNotification, Due, Routing, Settlement};
 pub use queries::{
     DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage, IncidentSummary,
     JobSummary, Run,
@@ -337,7 +337,7 @@ impl Store {
     pub async fn route_notices(
         &self,
         destination: &'static str,
-        routes: Vec<(i64, String, bool)>,
+        routes: Vec<(i64, String, Routing)>,
     ) -> Result<(), StoreError> {
         self.db
             .write(move |conn| outbox::route(conn, destination, &routes))

@@ -135,6 +135,12 @@ impl Destination for PagerDuty {
         self.after_slack.then_some("slack")
     }
 
+    fn once_per_episode(&self, notice: &Notice) -> bool {
+        // One page per incident: later escalations of the same episode (another alert of a
+        // grouped incident, a second runbook giving up) are already on that page.
+        notice.kind == NoticeKind::Escalated
+    }
+
     fn spacing(&self) -> Duration {
         // Events API v2 takes 120 events per minute per routing key: one every 500 ms stays
         // under it, however many incidents open at once.

@@ -128,11 +128,23 @@ pub(super) fn unrouted(
         .collect::<Result<_, _>>()?)
 }
 
-/// Creates `destination`'s delivery rows: pending where accepted, skipped elsewhere.
+/// Whether a destination takes a notice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// Not for it.
+    Skip,
+    /// Deliver it.
+    Deliver,
+    /// Deliver it unless the incident's episode already has a notice of the same kind
+    /// pending or sent here (one page per incident, however many alerts escalate it).
+    Once,
+}
+
+/// Creates `destination`'s delivery rows: pending where taken, skipped elsewhere.
 pub(super) fn route(
     conn: &Connection,
     destination: &str,
-    routes: &[(i64, String, bool)],
+    routes: &[(i64, String, Routing)],
 ) -> Result<(), StoreError> {
     let (at, ms) = now();
     let mut insert = conn.prepare_cached(
@@ -140,8 +152,25 @@ pub(super) fn route(
              (notification_id, destination, incident_id, state, next_at_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for (id, incident, accepted) in routes {
-        let state = if *accepted { "pending" } else { "skipped" };
+    // The episode starts after the incident's last resolution or reopening.
+    let mut already = conn.prepare_cached(
+        "SELECT EXISTS (
+             SELECT 1 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.destination = ?1 AND d.incident_id = ?2 AND d.state IN ('pending', 'sent')
+               AND n.kind = (SELECT kind FROM notifications WHERE id = ?3)
+               AND n.id > coalesce((SELECT max(id) FROM notifications
+                                    WHERE incident_id = ?2 AND kind IN ('resolved', 'reopened')
+                                      AND id < ?3), 0))",
+    )?;
+    for (id, incident, routing) in routes {
+        let take = match routing {
+            Routing::Skip => false,
+            Routing::Deliver => true,
+            Routing::Once => !already.query_row(params![destination, incident, id], |row| {
+                row.get::<_, bool>(0)
+            })?,
+        };
+        let state = if take { "pending" } else { "skipped" };
         insert.execute(params![id, destination, incident, state, ms, at])?;
     }
     Ok(())

@@ -679,9 +679,11 @@ async fn throttling_pauses_the_destination_and_never_dead_letters_a_notice() {
 
     let pd = pagerduty.clone();
     let accepted = wait(move || {
-        pd.wait_for("the trigger past the throttling", Duration::from_secs(60), |r| {
-            r.iter().any(|e| e.body["event_action"] == "trigger")
-        })
+        pd.wait_for(
+            "the trigger past the throttling",
+            Duration::from_secs(60),
+            |r| r.iter().any(|e| e.body["event_action"] == "trigger"),
+        )
     })
     .await;
     assert_eq!(accepted[0].body["dedup_key"], id.as_str());
@@ -701,6 +703,59 @@ async fn throttling_pauses_the_destination_and_never_dead_letters_a_notice() {
             "quell_notifications_total{destination=\"pagerduty\",outcome=\"throttled\"} 8"
         ),
         "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incident_pages_once_however_many_runbooks_escalate_it() {
+    let slack = Slack::start().unwrap();
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    // Two diagnose-mode runbooks: each hands its findings to on-call.
+    env.policy("probe", "probe", &probe_policy("diagnose"));
+    env.policy("probe-b", "probe", &probe_policy("diagnose"));
+    configure(&mut env, &slack, &pagerduty);
+    let app = Running::start_configured(env).await;
+    let id = incident_of(&app, firing("twice")).await;
+    let detail = app
+        .wait_for(&id, "both escalations", |d| {
+            crate::daemon::kinds(d)
+                .iter()
+                .filter(|k| *k == "escalated")
+                .count()
+                == 2
+        })
+        .await;
+    assert_eq!(detail["escalated"], true);
+    // Resolution goes out after everything before it: once it is there, so is any trigger.
+    let (status, _) = app
+        .post(
+            "/webhooks/alertmanager",
+            payload(
+                "resolved",
+                "twice",
+                "2026-11-24T03:00:00Z",
+                json!({"summary": "checkout latency high"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let pd = pagerduty.clone();
+    let events = wait(move || {
+        pd.wait_for("the resolve", WAIT, |r| {
+            r.iter().any(|e| e.body["event_action"] == "resolve")
+        })
+    })
+    .await;
+    let actions: Vec<&str> = events
+        .iter()
+        .map(|e| e.body["event_action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["trigger", "resolve"],
+        "one page, then its resolve"
     );
     app.stop().await;
 }
