@@ -36,6 +36,8 @@ pub struct Config {
     pub sources: SourcesConfig,
     /// Workers, approvals, reopening.
     pub pipeline: PipelineConfig,
+    /// How alerts are grouped into incidents.
+    pub incidents: IncidentsConfig,
     /// Post-mortem drafts.
     pub postmortems: PostmortemConfig,
     /// How long history is kept.
@@ -55,6 +57,85 @@ pub struct Config {
     /// Named secrets that policies may inject as HTTP headers. A value can be overridden
     /// by the environment variable `QUELL_SECRET_<NAME>` (upper case, `-` as `_`).
     pub secrets: BTreeMap<String, String>,
+}
+
+/// `[incidents]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsConfig {
+    /// Which alerts make one incident.
+    pub group_by: GroupBy,
+}
+
+/// `group_by`: which alerts make one incident.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "GroupByText")]
+pub enum GroupBy {
+    /// `"fingerprint"`: each alert is its own incident.
+    #[default]
+    Fingerprint,
+    /// `"alertmanager"`: the alerts of one Alertmanager (or Grafana) notification group
+    /// (`groupKey`) are one incident; senders without groups fall back to the fingerprint.
+    Alertmanager,
+    /// `["label", …]`: alerts with the same values of these labels are one incident.
+    Labels(Vec<String>),
+}
+
+/// `group_by` as written.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum GroupByText {
+    Name(String),
+    Labels(Vec<String>),
+}
+
+impl TryFrom<GroupByText> for GroupBy {
+    type Error = String;
+
+    fn try_from(text: GroupByText) -> Result<Self, String> {
+        match text {
+            GroupByText::Name(name) if name == "fingerprint" => Ok(Self::Fingerprint),
+            GroupByText::Name(name) if name == "alertmanager" => Ok(Self::Alertmanager),
+            GroupByText::Name(name) => Err(format!(
+                "group_by must be \"fingerprint\", \"alertmanager\" or a list of label names, \
+                 not {name:?}"
+            )),
+            GroupByText::Labels(labels) if labels.is_empty() => {
+                Err("group_by needs at least one label name".to_owned())
+            }
+            GroupByText::Labels(labels) => Ok(Self::Labels(labels)),
+        }
+    }
+}
+
+impl GroupBy {
+    /// The identity of the incident `alert` belongs to, when it is grouped: a key for the
+    /// sender's group (`group_key`) or for the alert's values of the labels. `None` when the
+    /// alert is its own incident.
+    pub fn key(
+        &self,
+        group_key: Option<&str>,
+        alert: &crate::incident::Incident,
+    ) -> Option<String> {
+        use sha2::Digest as _;
+        let (kind, text) = match self {
+            Self::Fingerprint => return None,
+            Self::Alertmanager => ("group", group_key?.to_owned()),
+            Self::Labels(names) => (
+                "labels",
+                names
+                    .iter()
+                    .map(|name| {
+                        let value = crate::incident::label(alert, name).unwrap_or("");
+                        format!("{name}={value:?}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        };
+        let digest = sha2::Sha256::digest(text.as_bytes());
+        Some(format!("{kind}-{}", hex::encode(&digest[..8])))
+    }
 }
 
 /// `[runbooks]`

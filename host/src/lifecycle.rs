@@ -140,6 +140,8 @@ names! {
         Created = "created",
         /// A resolved incident fired again within the reopen window.
         Reopened = "reopened",
+        /// Another alert joined a grouped incident.
+        AlertJoined = "alert-joined",
         /// A runbook's findings.
         Diagnosed = "diagnosed",
         /// A plan that waits for approval.
@@ -170,6 +172,10 @@ names! {
         Created = "created",
         /// A firing re-send for the open incident.
         Refired = "re-fired",
+        /// Another alert of the group joined the incident.
+        AlertJoined = "alert-joined",
+        /// One alert of the group resolved; others still fire.
+        AlertResolved = "alert-resolved",
         /// Fired again within the reopen window.
         Reopened = "reopened",
         /// A delivery about an episode that is already over.

@@ -58,6 +58,8 @@ pub struct Delivery {
     pub alerts: Vec<Incident>,
     /// Alerts the sender dropped (`truncatedAlerts`).
     pub truncated: u64,
+    /// The sender's notification group (Alertmanager's and Grafana's `groupKey`).
+    pub group_key: Option<String>,
 }
 
 /// Why a body cannot be used.
@@ -187,7 +189,15 @@ fn group(source: Source, value: &Value) -> Result<Delivery, Rejection> {
         .unwrap_or(0);
     let alerts =
         crate::incident::from_alert_value(value, source.name()).map_err(Rejection::Unusable)?;
-    Ok(Delivery { alerts, truncated })
+    let group_key = object
+        .get("groupKey")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Delivery {
+        alerts,
+        truncated,
+        group_key,
+    })
 }
 
 #[cfg(test)]

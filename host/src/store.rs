@@ -15,11 +15,13 @@
 //! implements.
 
 mod apply;
+mod groups;
 mod incidents;
 mod jobs;
 mod migrate;
 mod outbox;
 mod queries;
+mod runs;
 mod slack;
 mod sqlite;
 
@@ -30,13 +32,14 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
-pub use jobs::{Decision, Job, Pruned, Recovery, WriteClaim};
+pub use jobs::{Decision, Job, Pruned, Recovery};
 pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, Due, Routing, Settlement};
 pub use queries::{
-    DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage, IncidentSummary,
-    JobSummary, Run,
+    AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage,
+    IncidentSummary, JobSummary, Run,
 };
+pub use runs::WriteClaim;
 
 use crate::capabilities::CallRecord;
 use crate::incident::Incident;
@@ -263,7 +266,7 @@ impl Store {
         call: CallRecord,
     ) -> Result<i64, StoreError> {
         self.db
-            .write(move |conn| jobs::journal_call(conn, run, &incident, &call))
+            .write(move |conn| runs::journal_call(conn, run, &incident, &call))
             .await
     }
 
@@ -275,14 +278,14 @@ impl Store {
         write: WriteClaim,
     ) -> Result<Result<i64, String>, StoreError> {
         self.db
-            .write(move |conn| jobs::journal_write(conn, &write))
+            .write(move |conn| runs::journal_write(conn, &write))
             .await
     }
 
     /// Replaces a journaled call (started) with the finished one.
     pub async fn complete_call(&self, id: i64, call: CallRecord) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| jobs::complete_call(conn, id, &call))
+            .write(move |conn| runs::complete_call(conn, id, &call))
             .await
     }
 
@@ -440,10 +443,15 @@ impl Store {
             .await
     }
 
-    /// The incident as a runbook sees it.
-    pub async fn incident(&self, id: String) -> Result<Option<Incident>, StoreError> {
+    /// The incident as a runbook sees it: for `alert`, one alert of a grouped incident
+    /// (`""`: the incident that is its one alert).
+    pub async fn incident(
+        &self,
+        id: String,
+        alert: String,
+    ) -> Result<Option<Incident>, StoreError> {
         self.db
-            .read(move |conn| queries::incident_record(conn, &id))
+            .read(move |conn| queries::incident_record(conn, &id, &alert))
             .await
     }
 

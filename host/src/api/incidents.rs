@@ -155,7 +155,11 @@ pub async fn act(
         .take(100)
         .collect();
     let note = request.note.map(|n| format!(": {n}")).unwrap_or_default();
-    let exists = app.store.incident(id.clone()).await?.is_some();
+    let exists = app
+        .store
+        .incident(id.clone(), String::new())
+        .await?
+        .is_some();
     if !exists {
         return Err(not_found(&id));
     }

@@ -167,12 +167,15 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
     };
     sources::map_severities(&mut delivery, &settings.severity);
     let runbooks = app.pipeline.runbooks();
+    let group_by = &app.config.incidents.group_by;
+    let group_key = delivery.group_key.as_deref();
     let arrivals: Vec<Arrival> = delivery
         .alerts
         .into_iter()
         .map(|incident| {
             let selected = runbooks.selected(&incident);
-            Arrival::new(incident, selected)
+            let group = group_by.key(group_key, &incident);
+            Arrival::new(incident, selected).grouped(group)
         })
         .collect();
     let name = source.name();
@@ -198,6 +201,8 @@ async fn handle(app: &AppState, source: Source, request: Request) -> Answer {
         let kind = match effect {
             Effect::Created(_) => "created",
             Effect::Refired(_) => "re-fired",
+            Effect::Joined(_) => "joined",
+            Effect::AlertResolved(_) => "alert-resolved",
             Effect::Reopened(_) => "reopened",
             Effect::Resolved(_) => "resolved",
             Effect::Stale(_) => "stale",

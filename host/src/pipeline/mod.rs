@@ -143,7 +143,11 @@ impl Pipeline {
     }
 
     async fn execute(&self, job: &Job) -> Result<(), StoreError> {
-        let Some(incident) = self.store.incident(job.incident.clone()).await? else {
+        let Some(incident) = self
+            .store
+            .incident(job.incident.clone(), job.alert.clone())
+            .await?
+        else {
             return self.apply(Transition::IncidentGone(job.to_ref())).await;
         };
         let runbooks = self.runbooks();

@@ -74,6 +74,7 @@ pub(super) fn parse(value: &Value, fields: &GenericFields) -> Result<Delivery, R
     Ok(Delivery {
         alerts,
         truncated: 0,
+        group_key: None,
     })
 }
 

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::{StoreError, jobs, now, outbox};
+use super::{StoreError, jobs, now, outbox, runs};
 use crate::lifecycle::{
     Applied, EventKind, Facts, IncidentStatus, NoticeKind, Step, Transition,
     cancelled_by_resolution,
@@ -145,12 +145,12 @@ pub(super) fn run(
                 applied.escalations += 1;
             }
             Step::RecordRun(run) => {
-                jobs::record_run(conn, run)?;
+                runs::record_run(conn, run)?;
             }
-            Step::StartRun(run) => applied.run = Some(jobs::start_run(conn, run)?),
+            Step::StartRun(run) => applied.run = Some(runs::start_run(conn, run)?),
             Step::FinishRun(id, run) => {
-                jobs::finish_run(conn, *id, run)?;
-                jobs::release_targets(conn, *id)?;
+                runs::finish_run(conn, *id, run)?;
+                runs::release_targets(conn, *id)?;
             }
         }
     }

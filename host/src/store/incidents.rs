@@ -22,6 +22,10 @@ pub struct Arrival {
     pub incident: Incident,
     /// Runbooks whose policy `[match]` selector accepts the alert's labels.
     pub runbooks: Vec<Selected>,
+    /// The incident it belongs to when alerts are grouped (`[incidents] group_by`): the
+    /// group's identity, in place of the alert's fingerprint. `None`: the alert is its own
+    /// incident.
+    pub group: Option<String>,
     /// The labels and annotations as stored (JSON objects), serialised before the write so
     /// the single writer thread does not have to.
     pub labels_json: String,
@@ -38,7 +42,14 @@ impl Arrival {
             annotations_json: json(&incident.annotations),
             incident,
             runbooks,
+            group: None,
         }
+    }
+
+    /// The same alert, grouped into the incident of identity `group`.
+    pub fn grouped(mut self, group: Option<String>) -> Self {
+        self.group = group;
+        self
     }
 }
 
@@ -75,6 +86,11 @@ pub enum Effect {
     /// A firing re-send for an open incident.
     #[serde(rename = "re-fired")]
     Refired(String),
+    /// Another alert joined the open incident of its group.
+    Joined(String),
+    /// One alert of a grouped incident resolved; others still fire.
+    #[serde(rename = "alert-resolved")]
+    AlertResolved(String),
     /// A recently resolved incident fired again and was reopened.
     Reopened(String),
     /// The alert resolved its incident.
@@ -91,6 +107,8 @@ impl Effect {
         match self {
             Self::Created(id)
             | Self::Refired(id)
+            | Self::Joined(id)
+            | Self::AlertResolved(id)
             | Self::Reopened(id)
             | Self::Resolved(id)
             | Self::Stale(id) => Some(id),
@@ -154,10 +172,12 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
     let mut effects = Vec::with_capacity(arrivals.len());
     let mut escalations = 0;
     for arrival in arrivals {
-        let effect = if arrival.incident.status == "resolved" {
-            resolve_alert(conn, &arrival.incident, (&at, ms))?
-        } else {
-            fire(conn, arrival, &at, ms, reopen_window_ms)?
+        let resolved = arrival.incident.status == "resolved";
+        let effect = match &arrival.group {
+            None if resolved => resolve_alert(conn, &arrival.incident, (&at, ms))?,
+            None => fire(conn, arrival, (&at, ms), reopen_window_ms, "")?,
+            Some(key) if resolved => super::groups::resolve(conn, arrival, key, (&at, ms))?,
+            Some(key) => super::groups::fire(conn, arrival, key, (&at, ms), reopen_window_ms)?,
         };
         if matches!(effect, Effect::Created(_) | Effect::Reopened(_)) && arrival.runbooks.is_empty()
         {
@@ -185,12 +205,12 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
     })
 }
 
-struct OpenIncident {
-    id: String,
+pub(super) struct OpenIncident {
+    pub(super) id: String,
     starts_at: Option<String>,
 }
 
-fn open_incident(
+pub(super) fn open_incident(
     conn: &Connection,
     source: &str,
     fingerprint: &str,
@@ -229,12 +249,15 @@ fn open_incident_of(
     Ok(open)
 }
 
-fn fire(
+/// A firing alert: a re-send for its open incident, or a new (or reopened) incident whose
+/// runbook jobs run for `member` (the alert of a grouped incident; `""` when the incident is
+/// its one alert).
+pub(super) fn fire(
     conn: &Connection,
     arrival: &Arrival,
-    at: &str,
-    ms: i64,
+    (at, ms): (&str, i64),
     reopen_window_ms: i64,
+    member: &str,
 ) -> Result<Effect, StoreError> {
     let alert = &arrival.incident;
     if let Some(open) = open_incident_of(conn, alert)? {
@@ -348,7 +371,7 @@ fn fire(
         )?;
     }
     for runbook in &arrival.runbooks {
-        super::jobs::enqueue(conn, &id, runbook, at, ms)?;
+        super::jobs::enqueue(conn, &id, member, runbook, (at, ms))?;
     }
     Ok(effect)
 }
@@ -444,7 +467,7 @@ fn resolve_alert(
     Ok(Effect::Resolved(open.id))
 }
 
-fn incident_event(kind: EventKind, message: impl Into<String>) -> Step {
+pub(super) fn incident_event(kind: EventKind, message: impl Into<String>) -> Step {
     Step::Event {
         kind,
         runbook: false,
@@ -453,7 +476,7 @@ fn incident_event(kind: EventKind, message: impl Into<String>) -> Step {
     }
 }
 
-fn incident_notice(kind: NoticeKind, message: impl Into<String>) -> Step {
+pub(super) fn incident_notice(kind: NoticeKind, message: impl Into<String>) -> Step {
     Step::Notice {
         kind,
         runbook: false,
@@ -476,7 +499,7 @@ fn is_at_or_after(a: Option<&str>, b: Option<&str>) -> bool {
 }
 
 /// Whether RFC 3339 `a` is strictly before `b` (unknown times are never earlier).
-fn is_earlier(a: Option<&str>, b: Option<&str>) -> bool {
+pub(super) fn is_earlier(a: Option<&str>, b: Option<&str>) -> bool {
     let parse = |t: Option<&str>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     matches!((parse(a), parse(b)), (Some(a), Some(b)) if a < b)
 }

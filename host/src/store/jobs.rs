@@ -7,10 +7,9 @@ use serde::Serialize;
 use super::Selected;
 use super::apply::run;
 use super::{StoreError, now};
-use crate::capabilities::{CallRecord, Target};
 use crate::lifecycle::{
-    JobRef, JobState, Phase, RunOutcome, RunRecord, decided, expired as expired_steps, interrupted,
-    rediagnosed, rejected, requeued,
+    JobRef, JobState, Phase, decided, expired as expired_steps, interrupted, rediagnosed, rejected,
+    requeued,
 };
 
 /// A claimed job.
@@ -32,6 +31,8 @@ pub struct Job {
     pub decided_by: Option<String>,
     /// Verification checks queued so far: in phase `verify`, which check this is.
     pub verifications: u32,
+    /// The alert of a grouped incident it runs for; `""` when the incident is its one alert.
+    pub alert: String,
 }
 
 impl Job {
@@ -45,28 +46,37 @@ impl Job {
     }
 }
 
-/// Queues a runbook for an incident unless one is already live (single flight).
+/// Queues a runbook for an incident (for one `alert` of a grouped incident; `""` for an
+/// incident that is its one alert) unless one is already live (single flight).
 pub(super) fn enqueue(
     conn: &Connection,
     incident: &str,
+    alert: &str,
     runbook: &Selected,
-    at: &str,
-    ms: i64,
+    (at, ms): (&str, i64),
 ) -> Result<bool, StoreError> {
     let added = conn
         .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (incident_id, runbook, priority, phase, state, run_at_ms,
-                 created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'diagnose', 'queued', ?4, ?5, ?5)",
+            "INSERT OR IGNORE INTO jobs (incident_id, alert, runbook, priority, phase, state,
+                 run_at_ms, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'diagnose', 'queued', ?5, ?6, ?6)",
         )?
-        .execute(params![incident, runbook.name, runbook.priority, ms, at])?;
+        .execute(params![
+            incident,
+            alert,
+            runbook.name,
+            runbook.priority,
+            ms,
+            at
+        ])?;
     Ok(added == 1)
 }
 
 /// Claims the oldest ready job that may run now. Within an incident, evidence comes before
-/// action and one hand is on the wheel: a remediation waits while any diagnosis of its
-/// incident is queued or running, while another remediation of it runs, and while a plan
-/// ahead of it (lower priority, then name) is queued or waiting for approval.
+/// action and one hand is on the wheel: a remediation waits while any diagnosis or
+/// verification of its incident is queued or running, while another remediation of it runs,
+/// and while a plan ahead of it (lower priority, then runbook name, then alert) is queued or
+/// waiting for approval.
 pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
     Ok(conn
@@ -82,10 +92,11 @@ pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
                            OR (o.phase = 'remediate' AND o.state = 'running')
                            OR (o.phase = 'remediate'
                                AND o.state IN ('queued', 'awaiting_approval')
-                               AND (o.priority, o.runbook) < (j.priority, j.runbook)))))
+                               AND (o.priority, o.runbook, o.alert)
+                                   < (j.priority, j.runbook, j.alert)))))
                  ORDER BY j.run_at_ms, j.id LIMIT 1)
              RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by,
-                 verifications",
+                 verifications, alert",
         )?
         .query_row(params![ms, at], |row| {
             let phase: String = row.get(3)?;
@@ -98,6 +109,7 @@ pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
                 attempts: row.get(5)?,
                 decided_by: row.get(6)?,
                 verifications: row.get(7)?,
+                alert: row.get(8)?,
             })
         })
         .optional()?)
@@ -197,13 +209,6 @@ pub(super) fn rediagnose(
             &rediagnosed(by),
         )?;
     }
-    Ok(())
-}
-
-/// Lets go of every target run `run` held.
-pub(super) fn release_targets(conn: &Connection, run: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM target_leases WHERE run_id = ?1")?
-        .execute([run])?;
     Ok(())
 }
 
@@ -381,165 +386,6 @@ pub(super) fn budget_used(
     Ok(conn
         .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
         .query_row(params![runbook, ms - per_ms], |row| row.get(0))?)
-}
-
-/// Records that a run started (outcome `running`) and returns its id: calls can then be
-/// journaled against it as they happen, and a crash leaves a run that says so.
-pub(super) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
-    insert_run(conn, run, RunOutcome::Running)
-}
-
-/// Adds one capability call to a run; returns its id.
-pub(super) fn journal_call(
-    conn: &Connection,
-    run: i64,
-    incident: &str,
-    call: &CallRecord,
-) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        run,
-        incident,
-        call.decision.to_string(),
-        serde_json::to_string(call)?
-    ])?;
-    Ok(conn.last_insert_rowid())
-}
-
-/// A write about to run, as the journal records it before it runs.
-#[derive(Debug, Clone)]
-pub struct WriteClaim {
-    /// The run making it.
-    pub run: i64,
-    /// Its incident.
-    pub incident: String,
-    /// Its runbook.
-    pub runbook: String,
-    /// The call, as started.
-    pub call: CallRecord,
-    /// What it changes.
-    pub target: Target,
-    /// The daemon's `[pipeline] max_writes`: count per window (ms), and the window as
-    /// written.
-    pub budget: Option<(u32, i64, String)>,
-}
-
-/// Takes the write's target for its run and a place in the global budget, and journals it;
-/// the inner error says why it may not run.
-pub(super) fn journal_write(
-    conn: &Connection,
-    write: &WriteClaim,
-) -> Result<Result<i64, String>, StoreError> {
-    let held: Option<(i64, String, String)> = conn
-        .prepare_cached("SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1")?
-        .query_row([&write.target.key], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
-    if let Some((run, incident, runbook)) = &held
-        && *run != write.run
-    {
-        return Ok(Err(format!(
-            "{} is being changed by {incident} ({runbook})",
-            write.target.shown
-        )));
-    }
-    let (at, ms) = now();
-    if let Some((count, per_ms, per)) = &write.budget {
-        let used: i64 = conn
-            .prepare_cached("SELECT count(*) FROM writes WHERE at_ms > ?1")?
-            .query_row([ms - per_ms], |row| row.get(0))?;
-        if used >= i64::from(*count) {
-            return Ok(Err(format!(
-                "the global write budget is spent: at most {count} writes per {per} \
-                 ([pipeline] max_writes)"
-            )));
-        }
-        conn.prepare_cached("INSERT INTO writes (at_ms) VALUES (?1)")?
-            .execute([ms])?;
-    }
-    if held.is_none() {
-        conn.prepare_cached(
-            "INSERT INTO target_leases (target, shown, run_id, incident_id, runbook, taken_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            write.target.key,
-            write.target.shown,
-            write.run,
-            write.incident,
-            write.runbook,
-            at
-        ])?;
-    }
-    journal_call(conn, write.run, &write.incident, &write.call).map(Ok)
-}
-
-/// Replaces call `id`'s record (journaled as started) with the finished call.
-pub(super) fn complete_call(
-    conn: &Connection,
-    id: i64,
-    call: &CallRecord,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1")?
-        .execute(params![
-            id,
-            call.decision.to_string(),
-            serde_json::to_string(call)?
-        ])?;
-    Ok(())
-}
-
-/// Completes a started run (its calls were journaled).
-pub(super) fn finish_run(conn: &Connection, id: i64, run: &RunRecord) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        run.duration_ms,
-        run.outcome.as_str(),
-        run.result,
-        run.error,
-        run.output
-    ])?;
-    Ok(())
-}
-
-/// Stores a run and its capability calls; returns the run id.
-pub(super) fn record_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
-    let id = insert_run(conn, run, run.outcome)?;
-    for call in &run.calls {
-        journal_call(conn, id, &run.incident, call)?;
-    }
-    Ok(id)
-}
-
-fn insert_run(conn: &Connection, run: &RunRecord, outcome: RunOutcome) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO runs (job_id, incident_id, runbook, digest, phase, mode, dry_run,
-             started_at, duration_ms, outcome, result, error, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        run.job,
-        run.incident,
-        run.runbook,
-        run.digest,
-        run.phase.as_str(),
-        run.mode.to_string(),
-        run.dry_run,
-        run.started_at,
-        run.duration_ms,
-        outcome.as_str(),
-        run.result,
-        run.error,
-        run.output,
-    ])?;
-    Ok(conn.last_insert_rowid())
 }
 
 /// Whether remediation is paused for every runbook.

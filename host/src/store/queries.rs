@@ -199,6 +199,33 @@ pub struct JobSummary {
     pub attempts: i64,
     /// Who approved or rejected it.
     pub decided_by: Option<String>,
+    /// The alert of a grouped incident it runs for (absent when the incident is its one
+    /// alert).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+}
+
+/// One alert of a grouped incident.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertSummary {
+    /// Its identity within its source.
+    pub fingerprint: String,
+    /// `firing` or `resolved`.
+    pub status: String,
+    /// Its title.
+    pub title: String,
+    /// Its severity.
+    pub severity: String,
+    /// Its labels.
+    pub labels: Value,
+    /// When it started (RFC 3339), as the sender says.
+    pub starts_at: Option<String>,
+    /// When it ended, for a resolved alert the sender said so.
+    pub ends_at: Option<String>,
+    /// Deliveries of it so far.
+    pub fired: i64,
+    /// When it last changed.
+    pub updated_at: String,
 }
 
 /// An incident with everything that happened to it.
@@ -213,6 +240,9 @@ pub struct IncidentDetail {
     pub annotations: Value,
     /// The latest alert as received.
     pub alert: Value,
+    /// The alerts of a grouped incident (`[incidents] group_by`), first arrival first;
+    /// empty when the incident is its one alert.
+    pub alerts: Vec<AlertSummary>,
     /// The timeline, oldest first.
     pub timeline: Vec<Event>,
     /// Runbook runs, oldest first, each with its capability calls.
@@ -297,7 +327,7 @@ pub(super) fn incident_detail(
     }
     let jobs = conn
         .prepare_cached(
-            "SELECT runbook, phase, state, attempts, decided_by FROM jobs
+            "SELECT runbook, phase, state, attempts, decided_by, nullif(alert, '') FROM jobs
              WHERE incident_id = ?1 ORDER BY id",
         )?
         .query_map([id], |row| {
@@ -307,6 +337,27 @@ pub(super) fn incident_detail(
                 state: row.get(2)?,
                 attempts: row.get(3)?,
                 decided_by: row.get(4)?,
+                alert: row.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let alerts = conn
+        .prepare_cached(
+            "SELECT fingerprint, status, title, severity, labels, starts_at, ends_at, fired,
+                 updated_at
+             FROM incident_alerts WHERE incident_id = ?1 ORDER BY rowid",
+        )?
+        .query_map([id], |row| {
+            Ok(AlertSummary {
+                fingerprint: row.get(0)?,
+                status: row.get(1)?,
+                title: row.get(2)?,
+                severity: row.get(3)?,
+                labels: json_column(row.get(4)?).unwrap_or(Value::Null),
+                starts_at: row.get(5)?,
+                ends_at: row.get(6)?,
+                fired: row.get(7)?,
+                updated_at: row.get(8)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -315,21 +366,36 @@ pub(super) fn incident_detail(
         labels: serde_json::from_str(&labels)?,
         annotations: serde_json::from_str(&annotations)?,
         alert: serde_json::from_str(&alert).unwrap_or(Value::Null),
+        alerts,
         timeline,
         runs,
         jobs,
     }))
 }
 
-/// The incident as a runbook sees it.
-pub(super) fn incident_record(conn: &Connection, id: &str) -> Result<Option<Incident>, StoreError> {
+/// Incident `id` as the domain sees it; for `alert` (one alert of a grouped incident, `""`
+/// for none) with that alert's labels, annotations, fingerprint and times, and resolved when
+/// that alert is.
+pub(super) fn incident_record(
+    conn: &Connection,
+    id: &str,
+    alert: &str,
+) -> Result<Option<Incident>, StoreError> {
     let row = conn
         .prepare_cached(
-            "SELECT id, title, severity, source, status, labels, annotations, fingerprint,
-                 starts_at, alert_json, ended_at
-             FROM incidents WHERE id = ?1",
+            "SELECT i.id, coalesce(a.title, i.title), coalesce(a.severity, i.severity),
+                 i.source,
+                 CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE i.status END,
+                 coalesce(a.labels, i.labels), coalesce(a.annotations, i.annotations),
+                 coalesce(a.fingerprint, i.fingerprint),
+                 CASE WHEN a.fingerprint IS NULL THEN i.starts_at ELSE a.starts_at END,
+                 coalesce(a.alert_json, i.alert_json),
+                 CASE WHEN a.fingerprint IS NULL THEN i.ended_at ELSE a.ends_at END
+             FROM incidents i
+             LEFT JOIN incident_alerts a ON a.incident_id = i.id AND a.fingerprint = ?2
+             WHERE i.id = ?1",
         )?
-        .query_row([id], |row| {
+        .query_row([id, alert], |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,

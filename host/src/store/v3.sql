@@ -22,3 +22,30 @@ CREATE TABLE writes (
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX writes_at ON writes(at_ms);
+
+-- Grouped incidents ([incidents] group_by): the alerts of each, with their own state. An
+-- incident whose alerts are not grouped has no rows here: it is its one alert.
+CREATE TABLE incident_alerts (
+    incident_id TEXT NOT NULL REFERENCES incidents(id) ON DELETE CASCADE,
+    fingerprint TEXT NOT NULL,
+    -- 'firing' or 'resolved'
+    status      TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    labels      TEXT NOT NULL,
+    annotations TEXT NOT NULL,
+    alert_json  TEXT NOT NULL,
+    starts_at   TEXT,
+    ends_at     TEXT,
+    fired       INTEGER NOT NULL DEFAULT 1,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (incident_id, fingerprint)
+);
+
+-- A grouped incident's runbooks run per alert: the job names the alert ('' for an incident
+-- that is its one alert), and single flight is per incident, alert and runbook.
+ALTER TABLE jobs ADD COLUMN alert TEXT NOT NULL DEFAULT '';
+DROP INDEX jobs_single_flight;
+CREATE UNIQUE INDEX jobs_single_flight ON jobs(incident_id, alert, runbook)
+    WHERE state IN ('queued', 'running', 'awaiting_approval');

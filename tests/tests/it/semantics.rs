@@ -397,3 +397,168 @@ async fn a_remediation_that_does_not_hold_pages_with_both_diagnoses() {
     assert!(draft.contains("still failing"), "{draft}");
     world.app.stop().await;
 }
+
+/// An Alertmanager notification of group `group` with one alert per `(fingerprint, status)`.
+fn group_delivery(group: &str, alerts: &[(&str, &str)]) -> String {
+    let alerts: Vec<Value> = alerts
+        .iter()
+        .map(|(fingerprint, status)| {
+            json!({
+                "status": status,
+                "labels": {"alertname": "DiskFull", "instance": fingerprint, "severity": "critical"},
+                "annotations": {"summary": format!("disk full on {fingerprint}")},
+                "startsAt": "2026-11-30T03:00:00Z",
+                "endsAt": if *status == "resolved" { "2026-11-30T03:30:00Z" } else { "0001-01-01T00:00:00Z" },
+                "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint,
+            })
+        })
+        .collect();
+    let status = if alerts.iter().any(|a| a["status"] == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    json!({
+        "receiver": "quell", "status": status, "version": "4",
+        "groupKey": format!("{{}}:{{alertname=\"DiskFull\", cluster=\"{group}\"}}"),
+        "truncatedAlerts": 0, "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "alerts": alerts,
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
+    let slack = Arc::new(Slack::start().unwrap());
+    let pagerduty = Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    crate::notify::configure(&mut env, &slack, &pagerduty);
+    env.config.incidents.group_by = quell::config::GroupBy::Alertmanager;
+    env.policy(
+        "probe",
+        "probe",
+        "mode = \"diagnose\"\ntimeout = \"30s\"\n\
+         [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n\
+         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+         [ssh.commands]\nid = { run = \"id\", effect = \"read\" }\n\
+         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
+    );
+    let app = Running::start_configured(env).await;
+
+    let (status, answer) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery("eu", &[("a", "firing"), ("b", "firing")]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+    assert_eq!(answer["alerts"][1]["incident"], id.as_str());
+    assert_eq!(answer["alerts"][1]["action"], "joined");
+    // The group's next notification repeats both and adds a third.
+    let (_, answer) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery("eu", &[("a", "firing"), ("b", "firing"), ("c", "firing")]),
+        )
+        .await;
+    let actions: Vec<&str> = answer["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["re-fired", "re-fired", "joined"]);
+    // Another group is another incident.
+    let (_, other) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery("us", &[("a", "firing")]),
+        )
+        .await;
+    assert_ne!(other["alerts"][0]["incident"], id.as_str());
+
+    let detail = app
+        .wait_for(&id, "a diagnosis per alert", |d| {
+            d["runs"].as_array().unwrap().len() == 3
+                && d["jobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|j| j["state"] == "done")
+        })
+        .await;
+    let members: Vec<(&str, &str)> = detail["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["fingerprint"].as_str().unwrap(),
+                a["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(members, [("a", "firing"), ("b", "firing"), ("c", "firing")]);
+    let mut for_alerts: Vec<&str> = detail["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["alert"].as_str().unwrap())
+        .collect();
+    for_alerts.sort_unstable();
+    assert_eq!(
+        for_alerts,
+        ["a", "b", "c"],
+        "the runbook ran once per alert"
+    );
+
+    // Two resolve: the incident stays open. The last resolves it.
+    let (_, answer) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery(
+                "eu",
+                &[("a", "resolved"), ("b", "resolved"), ("c", "firing")],
+            ),
+        )
+        .await;
+    let actions: Vec<&str> = answer["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["alert-resolved", "alert-resolved", "re-fired"]);
+    assert_ne!(app.incident(&id).await["status"], "resolved");
+    let (_, answer) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery(
+                "eu",
+                &[("a", "resolved"), ("b", "resolved"), ("c", "resolved")],
+            ),
+        )
+        .await;
+    assert_eq!(answer["alerts"][2]["action"], "resolved");
+    assert_eq!(app.incident(&id).await["status"], "resolved");
+
+    // Three diagnose-mode escalations, one page; then its resolve.
+    let pd = pagerduty.clone();
+    let events = crate::notify::wait(move || {
+        pd.wait_for("the resolve", Duration::from_secs(60), |r| {
+            r.iter()
+                .any(|e| e.body["event_action"] == "resolve" && e.body["dedup_key"] != "")
+        })
+    })
+    .await;
+    let for_group: Vec<&str> = events
+        .iter()
+        .filter(|e| e.body["dedup_key"] == id.as_str())
+        .map(|e| e.body["event_action"].as_str().unwrap())
+        .collect();
+    assert_eq!(for_group, ["trigger", "resolve"]);
+    app.stop().await;
+}

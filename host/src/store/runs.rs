@@ -1,0 +1,175 @@
+//! Run records and the call journal: a run recorded as started before it runs, each
+//! capability call journaled as it is made (a write with its target's lease and its place in
+//! the global write budget), the run completed when it ends.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{StoreError, now};
+use crate::capabilities::{CallRecord, Target};
+use crate::lifecycle::{RunOutcome, RunRecord};
+
+/// Records that a run started (outcome `running`) and returns its id: calls can then be
+/// journaled against it as they happen, and a crash leaves a run that says so.
+pub(super) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    insert_run(conn, run, RunOutcome::Running)
+}
+
+/// Adds one capability call to a run; returns its id.
+pub(super) fn journal_call(
+    conn: &Connection,
+    run: i64,
+    incident: &str,
+    call: &CallRecord,
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        run,
+        incident,
+        call.decision.to_string(),
+        serde_json::to_string(call)?
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// A write about to run, as the journal records it before it runs.
+#[derive(Debug, Clone)]
+pub struct WriteClaim {
+    /// The run making it.
+    pub run: i64,
+    /// Its incident.
+    pub incident: String,
+    /// Its runbook.
+    pub runbook: String,
+    /// The call, as started.
+    pub call: CallRecord,
+    /// What it changes.
+    pub target: Target,
+    /// The daemon's `[pipeline] max_writes`: count per window (ms), and the window as
+    /// written.
+    pub budget: Option<(u32, i64, String)>,
+}
+
+/// Takes the write's target for its run and a place in the global budget, and journals it;
+/// the inner error says why it may not run.
+pub(super) fn journal_write(
+    conn: &Connection,
+    write: &WriteClaim,
+) -> Result<Result<i64, String>, StoreError> {
+    let held: Option<(i64, String, String)> = conn
+        .prepare_cached("SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1")?
+        .query_row([&write.target.key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    if let Some((run, incident, runbook)) = &held
+        && *run != write.run
+    {
+        return Ok(Err(format!(
+            "{} is being changed by {incident} ({runbook})",
+            write.target.shown
+        )));
+    }
+    let (at, ms) = now();
+    if let Some((count, per_ms, per)) = &write.budget {
+        let used: i64 = conn
+            .prepare_cached("SELECT count(*) FROM writes WHERE at_ms > ?1")?
+            .query_row([ms - per_ms], |row| row.get(0))?;
+        if used >= i64::from(*count) {
+            return Ok(Err(format!(
+                "the global write budget is spent: at most {count} writes per {per} \
+                 ([pipeline] max_writes)"
+            )));
+        }
+        conn.prepare_cached("INSERT INTO writes (at_ms) VALUES (?1)")?
+            .execute([ms])?;
+    }
+    if held.is_none() {
+        conn.prepare_cached(
+            "INSERT INTO target_leases (target, shown, run_id, incident_id, runbook, taken_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            write.target.key,
+            write.target.shown,
+            write.run,
+            write.incident,
+            write.runbook,
+            at
+        ])?;
+    }
+    journal_call(conn, write.run, &write.incident, &write.call).map(Ok)
+}
+
+/// Replaces call `id`'s record (journaled as started) with the finished call.
+pub(super) fn complete_call(
+    conn: &Connection,
+    id: i64,
+    call: &CallRecord,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1")?
+        .execute(params![
+            id,
+            call.decision.to_string(),
+            serde_json::to_string(call)?
+        ])?;
+    Ok(())
+}
+
+/// Completes a started run (its calls were journaled).
+pub(super) fn finish_run(conn: &Connection, id: i64, run: &RunRecord) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        run.duration_ms,
+        run.outcome.as_str(),
+        run.result,
+        run.error,
+        run.output
+    ])?;
+    Ok(())
+}
+
+/// Stores a run and its capability calls; returns the run id.
+pub(super) fn record_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
+    let id = insert_run(conn, run, run.outcome)?;
+    for call in &run.calls {
+        journal_call(conn, id, &run.incident, call)?;
+    }
+    Ok(id)
+}
+
+fn insert_run(conn: &Connection, run: &RunRecord, outcome: RunOutcome) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO runs (job_id, incident_id, runbook, digest, phase, mode, dry_run,
+             started_at, duration_ms, outcome, result, error, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        run.job,
+        run.incident,
+        run.runbook,
+        run.digest,
+        run.phase.as_str(),
+        run.mode.to_string(),
+        run.dry_run,
+        run.started_at,
+        run.duration_ms,
+        outcome.as_str(),
+        run.result,
+        run.error,
+        run.output,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Lets go of every target run `run` held.
+pub(super) fn release_targets(conn: &Connection, run: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM target_leases WHERE run_id = ?1")?
+        .execute([run])?;
+    Ok(())
+}
