@@ -98,6 +98,11 @@ pub trait Destination: Send + Sync + 'static {
     fn once_per_episode(&self, _notice: &Notice) -> bool {
         false
     }
+    /// Whether notices like this one are told together, one per `[notify] batch` interval
+    /// per incident (alerts joining an incident).
+    fn batches(&self, _notice: &Notice) -> bool {
+        false
+    }
     /// Another destination whose earlier notices of the same incident this one waits for,
     /// at most [`HOLD`] (PagerDuty waits for Slack, so the page arrives with the diagnosis
     /// already in the incident's thread).
@@ -172,6 +177,7 @@ fn spawn<D: Destination>(
         max_attempts: config.max_attempts.max(1),
         backoff: config.backoff.0,
         max_backoff: config.max_backoff.0,
+        batch_ms: i64::try_from(config.batch.0.as_millis()).unwrap_or(i64::MAX),
         metrics: metrics.clone(),
         hub: store.hub().clone(),
     };
@@ -185,6 +191,8 @@ struct Dispatcher<D> {
     max_attempts: u32,
     backoff: Duration,
     max_backoff: Duration,
+    /// `[notify] batch`, in ms.
+    batch_ms: i64,
     metrics: Arc<Metrics>,
     hub: Arc<Hub>,
 }
@@ -252,6 +260,8 @@ impl<D: Destination> Dispatcher<D> {
                     Some(notice) if self.destination.accepts(&notice) => {
                         if self.destination.once_per_episode(&notice) {
                             Routing::Once
+                        } else if self.destination.batches(&notice) {
+                            Routing::Batch(self.batch_ms)
                         } else {
                             Routing::Deliver
                         }

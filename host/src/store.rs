@@ -36,8 +36,8 @@ pub use jobs::{Decision, Job, Pruned, Recovery};
 pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, Due, Routing, Settlement};
 pub use queries::{
-    AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter, IncidentPage,
-    IncidentSummary, JobSummary, Run,
+    AlertCounts, AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter,
+    IncidentPage, IncidentSummary, JobSummary, Run,
 };
 pub use runs::WriteClaim;
 
@@ -452,6 +452,13 @@ impl Store {
     ) -> Result<Option<Incident>, StoreError> {
         self.db
             .read(move |conn| queries::incident_record(conn, &id, &alert))
+            .await
+    }
+
+    /// How many of a grouped incident's alerts fire, and the latest to join.
+    pub async fn alert_counts(&self, incident: String) -> Result<AlertCounts, StoreError> {
+        self.db
+            .read(move |conn| queries::alert_counts(conn, &incident))
             .await
     }
 

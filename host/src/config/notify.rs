@@ -18,6 +18,9 @@ pub struct NotifyConfig {
     pub max_backoff: HumanDuration,
     /// Timeout of one delivery attempt.
     pub timeout: HumanDuration,
+    /// Alerts joining an incident are told in one thread reply per this interval (per
+    /// incident), not one reply each.
+    pub batch: HumanDuration,
     /// Slack (incoming webhook or bot token).
     pub slack: Option<SlackConfig>,
     /// PagerDuty Events API v2.
@@ -33,6 +36,7 @@ impl Default for NotifyConfig {
             backoff: HumanDuration(Duration::from_secs(1)),
             max_backoff: HumanDuration(Duration::from_secs(300)),
             timeout: HumanDuration(Duration::from_secs(10)),
+            batch: HumanDuration(Duration::from_secs(30)),
             slack: None,
             pagerduty: None,
             webhook: None,

@@ -104,6 +104,7 @@ pub fn message(notice: &Notice) -> String {
         "remediation-failed" => format!("⚠️ Auto-remediation failed: {}", notice.message),
         "escalated" => format!("⚠️ {}\nPaging on-call engineer.", notice.message),
         "acknowledged" => format!("👀 {}", notice.message),
+        "alert-joined" => format!("➕ {}", notice.message),
         "mitigated" => format!("🩹 Mitigated: {}", notice.message),
         "approved" => format!("👍 {}", notice.message),
         "rejected" => format!("✋ {}", notice.message),
@@ -339,7 +340,24 @@ impl Destination for Slack {
         Duration::from_secs(1)
     }
 
+    fn batches(&self, notice: &Notice) -> bool {
+        notice.kind == NoticeKind::AlertJoined
+    }
+
     async fn send(&self, store: &Store, _delivery: i64, notice: &Notice) -> Outcome {
+        // A batch of joining alerts tells the group as it is now, not the first to join.
+        let current;
+        let notice = if notice.kind == NoticeKind::AlertJoined
+            && let Ok(alerts) = store.alert_counts(notice.incident.id.clone()).await
+        {
+            current = Notice {
+                message: alerts.to_string(),
+                ..notice.clone()
+            };
+            &current
+        } else {
+            notice
+        };
         match &self.mode {
             Mode::Webhook(url) => match self.post(url, None, &payload(notice, false)).await {
                 Ok(_) => Outcome::Sent,

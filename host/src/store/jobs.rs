@@ -435,7 +435,8 @@ pub(super) fn prune(
     conn.prepare_cached(
         "DELETE FROM notifications WHERE incident_id NOT IN (SELECT id FROM incidents)
             OR (created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
-                    WHERE d.notification_id = notifications.id AND d.state = 'pending'))",
+                    WHERE d.notification_id = notifications.id
+                      AND d.state IN ('pending', 'batched')))",
     )?
     .execute([inbox_before_ms])?;
     conn.prepare_cached(

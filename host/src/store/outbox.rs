@@ -138,6 +138,11 @@ pub enum Routing {
     /// Deliver it unless the incident's episode already has a notice of the same kind
     /// pending or sent here (one page per incident, however many alerts escalate it).
     Once,
+    /// Deliver it after this many ms, together with every notice of the same kind for the
+    /// incident that comes meanwhile: one delivery stands for them all (alerts joining an
+    /// incident are told in one reply per interval). It does not hold up the incident's
+    /// other notices.
+    Batch(i64),
 }
 
 /// Creates `destination`'s delivery rows: pending where taken, skipped elsewhere.
@@ -162,16 +167,28 @@ pub(super) fn route(
                                     WHERE incident_id = ?2 AND kind IN ('resolved', 'reopened')
                                       AND id < ?3), 0))",
     )?;
+    let mut batched = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries
+                        WHERE destination = ?1 AND incident_id = ?2 AND state = 'batched')",
+    )?;
     for (id, incident, routing) in routes {
-        let take = match routing {
-            Routing::Skip => false,
-            Routing::Deliver => true,
-            Routing::Once => !already.query_row(params![destination, incident, id], |row| {
-                row.get::<_, bool>(0)
-            })?,
+        let (state, due) = match routing {
+            Routing::Skip => ("skipped", ms),
+            Routing::Deliver => ("pending", ms),
+            Routing::Once => {
+                let sent = already.query_row(params![destination, incident, id], |row| {
+                    row.get::<_, bool>(0)
+                })?;
+                (if sent { "skipped" } else { "pending" }, ms)
+            }
+            Routing::Batch(after_ms) => {
+                let waiting = batched
+                    .query_row(params![destination, incident], |row| row.get::<_, bool>(0))?;
+                // Already told by the batch that is waiting.
+                (if waiting { "skipped" } else { "batched" }, ms + after_ms)
+            }
         };
-        let state = if take { "pending" } else { "skipped" };
-        insert.execute(params![id, destination, incident, state, ms, at])?;
+        insert.execute(params![id, destination, incident, state, due, at])?;
     }
     Ok(())
 }
@@ -188,7 +205,8 @@ pub struct Due {
 }
 
 /// The oldest due delivery whose incident has nothing earlier still pending at
-/// `destination` (nor, for up to `hold`, at `waits_for`).
+/// `destination` (nor, for up to `hold`, at `waits_for`). A batch waiting for its interval
+/// holds nothing up.
 pub(super) fn next(
     conn: &Connection,
     destination: &str,
@@ -201,7 +219,8 @@ pub(super) fn next(
         .prepare_cached(
             "SELECT d.id, d.attempts, n.notice FROM deliveries d
              JOIN notifications n ON n.id = d.notification_id
-             WHERE d.destination = ?1 AND d.state = 'pending' AND d.next_at_ms <= ?2
+             WHERE d.destination = ?1 AND d.state IN ('pending', 'batched')
+               AND d.next_at_ms <= ?2
                AND NOT EXISTS (SELECT 1 FROM deliveries e
                                WHERE e.destination = d.destination
                                  AND e.incident_id = d.incident_id

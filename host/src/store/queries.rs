@@ -205,6 +205,53 @@ pub struct JobSummary {
     pub alert: Option<String>,
 }
 
+/// A grouped incident's alerts, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertCounts {
+    /// Firing now.
+    pub firing: i64,
+    /// Resolved.
+    pub resolved: i64,
+    /// The titles of the latest to join, newest first (at most five).
+    pub latest: Vec<String>,
+}
+
+impl std::fmt::Display for AlertCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} alerts firing", self.firing)?;
+        if self.resolved > 0 {
+            write!(f, ", {} resolved", self.resolved)?;
+        }
+        if !self.latest.is_empty() {
+            write!(f, "; latest to join: {}", self.latest.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts incident `id`'s alerts.
+pub(super) fn alert_counts(conn: &Connection, id: &str) -> Result<AlertCounts, StoreError> {
+    let (firing, resolved) = conn
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE status = 'firing'),
+                    count(*) FILTER (WHERE status = 'resolved')
+             FROM incident_alerts WHERE incident_id = ?1",
+        )?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let latest = conn
+        .prepare_cached(
+            "SELECT title FROM incident_alerts WHERE incident_id = ?1 AND status = 'firing'
+             ORDER BY created_at DESC, rowid DESC LIMIT 5",
+        )?
+        .query_map([id], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(AlertCounts {
+        firing,
+        resolved,
+        latest,
+    })
+}
+
 /// One alert of a grouped incident.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertSummary {
@@ -487,7 +534,9 @@ pub(super) fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
             .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'dead'")?
             .query_row([], |row| row.get(0))?,
         pending_notifications: conn
-            .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'pending'")?
+            .prepare_cached(
+                "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'batched')",
+            )?
             .query_row([], |row| row.get(0))?,
     })
 }

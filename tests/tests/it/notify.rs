@@ -37,6 +37,7 @@ pub fn configure(env: &mut Env, slack: &Slack, pagerduty: &PagerDuty) {
         // No loopback answer takes this long, however busy the machine: only a scripted
         // stall times out (the fault test shortens it).
         timeout: HumanDuration(Duration::from_secs(30)),
+        batch: HumanDuration(Duration::from_secs(2)),
         slack: Some(SlackConfig {
             bot_token: Some(SLACK_TOKEN.to_owned()),
             channel: Some("C0QUELL".to_owned()),

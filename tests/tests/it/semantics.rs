@@ -435,6 +435,8 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
     let mut env = Env::new();
     crate::notify::configure(&mut env, &slack, &pagerduty);
     env.config.incidents.group_by = quell::config::GroupBy::Alertmanager;
+    // Joins wait for a batch that never comes due here: they must not hold anything up.
+    env.config.notify.batch = quell::config::HumanDuration(Duration::from_secs(3600));
     env.policy(
         "probe",
         "probe",
@@ -560,5 +562,59 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
         .map(|e| e.body["event_action"].as_str().unwrap())
         .collect();
     assert_eq!(for_group, ["trigger", "resolve"]);
+    // Slack: the diagnoses are told (three in the group, one in the other) although the
+    // joins' batch is still waiting; no reply per joining alert.
+    let slack_ = slack.clone();
+    let messages = crate::notify::wait(move || {
+        slack_.wait_for("every diagnosis", Duration::from_secs(60), |r| {
+            r.iter()
+                .filter(|m| m.body.to_string().contains("Diagnosis complete"))
+                .count()
+                == 4
+        })
+    })
+    .await;
+    let texts: Vec<String> = messages.iter().map(|m| m.body.to_string()).collect();
+    assert!(!texts.iter().any(|t| t.contains("➕")), "{texts:#?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_joining_an_incident_are_told_in_one_reply_per_batch() {
+    let slack = Arc::new(Slack::start().unwrap());
+    let pagerduty = Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    crate::notify::configure(&mut env, &slack, &pagerduty);
+    env.config.incidents.group_by = quell::config::GroupBy::Alertmanager;
+    let app = Running::start_configured(env).await;
+    // One notification of six alerts: the first opens the incident, five join.
+    let six: Vec<(String, &str)> = (0..6).map(|n| (format!("node-{n}"), "firing")).collect();
+    let six: Vec<(&str, &str)> = six.iter().map(|(f, s)| (f.as_str(), *s)).collect();
+    let (status, answer) = app
+        .post("/webhooks/alertmanager", group_delivery("eu", &six))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+    let slack_ = slack.clone();
+    let messages = crate::notify::wait(move || {
+        slack_.wait_for("the batched reply", Duration::from_secs(60), |r| {
+            r.iter().any(|m| m.body.to_string().contains("➕"))
+        })
+    })
+    .await;
+    let joined: Vec<String> = messages
+        .iter()
+        .map(|m| m.body.to_string())
+        .filter(|t| t.contains("➕"))
+        .collect();
+    assert_eq!(joined.len(), 1, "{joined:#?}");
+    assert!(joined[0].contains("6 alerts firing"), "{}", joined[0]);
+    let detail = app.incident(&id).await;
+    assert_eq!(detail["alerts"].as_array().unwrap().len(), 6);
+    let roots = messages
+        .iter()
+        .filter(|m| m.path == "/api/chat.postMessage" && m.body["thread_ts"].is_null())
+        .count();
+    assert_eq!(roots, 1, "one thread for the group");
     app.stop().await;
 }
