@@ -50,6 +50,17 @@ impl Alertmanager {
     /// starts Alertmanager on a free loopback port with its storage in `dir/data`, and waits
     /// (at most 20 s) until `GET /-/ready` answers 200.
     pub fn start(dir: &Path, webhook_url: &str, bearer: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_grouped(dir, webhook_url, bearer, &["..."])
+    }
+
+    /// [`start`](Self::start), with the route grouping by `group_by` (`["..."]`: every
+    /// label, so each alert is its own group).
+    pub fn start_grouped(
+        dir: &Path,
+        webhook_url: &str,
+        bearer: Option<&str>,
+        group_by: &[&str],
+    ) -> anyhow::Result<Self> {
         if !Path::new(ALERTMANAGER).is_file() {
             bail!(
                 "{ALERTMANAGER} is missing: install prometheus-alertmanager \
@@ -60,7 +71,8 @@ impl Alertmanager {
         let dir = dir
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
-        fs::write(dir.join("am.yml"), config(webhook_url, bearer)?).context("writing am.yml")?;
+        fs::write(dir.join("am.yml"), config(webhook_url, bearer, group_by)?)
+            .context("writing am.yml")?;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
         let log =
             fs::File::create(dir.join("alertmanager.log")).context("creating alertmanager.log")?;
@@ -147,8 +159,9 @@ impl Drop for Alertmanager {
 
 /// `am.yml`: one route, one webhook receiver. Strings are written as JSON strings, which
 /// YAML reads as double-quoted scalars, so URLs and tokens need no further escaping.
-fn config(webhook_url: &str, bearer: Option<&str>) -> anyhow::Result<String> {
+fn config(webhook_url: &str, bearer: Option<&str>, group_by: &[&str]) -> anyhow::Result<String> {
     let url = serde_json::to_string(webhook_url)?;
+    let group_by = serde_json::to_string(group_by)?;
     let http_config = match bearer {
         Some(token) => format!(
             "\n        http_config:\n          authorization:\n            type: Bearer\n            credentials: {}",
@@ -161,7 +174,7 @@ fn config(webhook_url: &str, bearer: Option<&str>) -> anyhow::Result<String> {
          \x20 resolve_timeout: 5m\n\
          route:\n\
          \x20 receiver: quell\n\
-         \x20 group_by: ['...']\n\
+         \x20 group_by: {group_by}\n\
          \x20 group_wait: 1s\n\
          \x20 group_interval: 2s\n\
          \x20 repeat_interval: 24h\n\
@@ -226,10 +239,17 @@ mod tests {
 
     #[test]
     fn config_quotes_url_and_token() {
-        let yaml = config("http://127.0.0.1:1/webhooks/alertmanager", Some("a\"b")).unwrap();
+        let yaml = config(
+            "http://127.0.0.1:1/webhooks/alertmanager",
+            Some("a\"b"),
+            &["..."],
+        )
+        .unwrap();
         assert!(yaml.contains("- url: \"http://127.0.0.1:1/webhooks/alertmanager\"\n"));
         assert!(yaml.contains("credentials: \"a\\\"b\"\n"));
-        let open = config("http://x/", None).unwrap();
+        assert!(yaml.contains("group_by: [\"...\"]\n"));
+        let open = config("http://x/", None, &["alertname"]).unwrap();
         assert!(!open.contains("http_config"));
+        assert!(open.contains("group_by: [\"alertname\"]\n"));
     }
 }

@@ -20,3 +20,4 @@ mod policy_gate;
 mod runbooks;
 mod semantics;
 mod sources;
+mod storm;
