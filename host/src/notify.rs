@@ -23,7 +23,7 @@ use crate::config::{NotifyConfig, Route};
 use crate::lifecycle::NoticeKind;
 pub use crate::lifecycle::{FindingView, IncidentView, Notice};
 use crate::metrics::Metrics;
-use crate::store::{Due, Hub, Routing, Settlement, Store, StoreError};
+use crate::store::{DigestBatch, Due, Hub, Routing, Settlement, Store, StoreError};
 
 /// Every notice kind, in lifecycle order.
 pub const KINDS: &[NoticeKind] = NoticeKind::ALL;
@@ -120,7 +120,22 @@ pub trait Destination: Send + Sync + 'static {
         delivery: i64,
         notice: &Notice,
     ) -> impl Future<Output = Outcome> + Send;
+    /// For a new incident: how many waiting deliveries make it go to the digest instead.
+    fn digest_after(&self, _notice: &Notice) -> Option<i64> {
+        None
+    }
+    /// Tells the new incidents waiting for the digest.
+    fn send_digest(
+        &self,
+        _store: &Store,
+        _batch: &DigestBatch,
+    ) -> impl Future<Output = Outcome> + Send {
+        async { Outcome::Skipped }
+    }
 }
+
+/// How often a destination's digest is updated at most.
+pub const DIGEST_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts a dispatcher per configured destination; the store's [`Hub`] tells them a notice
 /// was committed (they also look every half second).
@@ -201,6 +216,7 @@ impl<D: Destination> Dispatcher<D> {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let name = self.destination.name();
         info!(destination = name, "notification dispatcher started");
+        let mut last_digest: Option<std::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -210,6 +226,20 @@ impl<D: Destination> Dispatcher<D> {
             notified.as_mut().enable();
             if let Err(e) = self.route().await {
                 warn!(destination = name, error = %e, "cannot route notifications");
+            }
+            if last_digest.is_none_or(|at| at.elapsed() >= DIGEST_EVERY) {
+                last_digest = Some(std::time::Instant::now());
+                match self.digest().await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tokio::select! {
+                            () = tokio::time::sleep(self.destination.spacing()) => {}
+                            _ = stop.changed() => {}
+                        }
+                        continue;
+                    }
+                    Err(e) => warn!(destination = name, error = %e, "cannot update the digest"),
+                }
             }
             match self.next().await {
                 Ok(Some(due)) => {
@@ -246,6 +276,33 @@ impl<D: Destination> Dispatcher<D> {
         }
     }
 
+    /// Tells the new incidents waiting for the digest, if any; whether it sent something.
+    async fn digest(&self) -> Result<bool, StoreError> {
+        let name = self.destination.name();
+        let Some(batch) = self.store.digest_waiting(name).await? else {
+            return Ok(false);
+        };
+        match self.destination.send_digest(&self.store, &batch).await {
+            Outcome::Sent => {
+                self.store.settle_digest(name, batch.through).await?;
+                self.metrics
+                    .notifications
+                    .get_or_create(&vec![
+                        ("destination", name.to_owned()),
+                        ("outcome", "digest".to_owned()),
+                    ])
+                    .inc_by(u64::try_from(batch.count).unwrap_or(0));
+                Ok(true)
+            }
+            Outcome::Skipped => Ok(false),
+            // Tried again at the next interval; the incidents stay waiting.
+            other => {
+                warn!(destination = name, outcome = ?other, "could not update the digest");
+                Ok(true)
+            }
+        }
+    }
+
     /// Creates this destination's delivery rows for new notices, in order.
     async fn route(&self) -> Result<(), StoreError> {
         let name = self.destination.name();
@@ -260,6 +317,8 @@ impl<D: Destination> Dispatcher<D> {
                     Some(notice) if self.destination.accepts(&notice) => {
                         if self.destination.once_per_episode(&notice) {
                             Routing::Once
+                        } else if let Some(after) = self.destination.digest_after(&notice) {
+                            Routing::Digest(after)
                         } else if self.destination.batches(&notice) {
                             Routing::Batch(self.batch_ms)
                         } else {

@@ -34,12 +34,13 @@ use tokio::sync::Notify;
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
 pub use jobs::{Decision, Job, Pruned, Recovery};
 pub use migrate::latest as schema_version;
-pub use outbox::{DeadNotification, Due, Routing, Settlement};
+pub use outbox::{DeadNotification, DigestBatch, Due, Routing, Settlement};
 pub use queries::{
     AlertCounts, AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter,
     IncidentPage, IncidentSummary, JobSummary, Run,
 };
 pub use runs::WriteClaim;
+pub use slack::SlackDigest;
 
 use crate::capabilities::CallRecord;
 use crate::incident::Incident;
@@ -344,6 +345,39 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.db
             .write(move |conn| outbox::route(conn, destination, &routes))
+            .await
+    }
+
+    /// New incidents waiting to be told in `destination`'s digest.
+    pub async fn digest_waiting(
+        &self,
+        destination: &'static str,
+    ) -> Result<Option<DigestBatch>, StoreError> {
+        self.db
+            .read(move |conn| outbox::digest_waiting(conn, destination))
+            .await
+    }
+
+    /// Marks `destination`'s digest deliveries up to `through` told.
+    pub async fn settle_digest(
+        &self,
+        destination: &'static str,
+        through: i64,
+    ) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| outbox::settle_digest(conn, destination, through))
+            .await
+    }
+
+    /// The digest message Slack updates in place: `(channel, ts, incidents told, since)`.
+    pub async fn slack_digest(&self) -> Result<Option<SlackDigest>, StoreError> {
+        self.db.read(slack::digest).await
+    }
+
+    /// Keeps the digest message's state.
+    pub async fn set_slack_digest(&self, digest: SlackDigest) -> Result<(), StoreError> {
+        self.db
+            .write(move |conn| slack::set_digest(conn, &digest))
             .await
     }
 

@@ -84,6 +84,10 @@ pub struct SlackConfig {
     pub signing_secret: Option<String>,
     /// Slack user ids allowed to approve or reject plans.
     pub approvers: Vec<String>,
+    /// Bot mode: when this many messages already wait for Slack (it takes about one a
+    /// second), new incidents are told in one digest message updated in place instead of
+    /// a thread each; `0` never digests. Default 20.
+    pub digest_after: Option<u32>,
     /// Which notifications go to Slack.
     #[serde(flatten)]
     pub route: Route,

@@ -213,7 +213,11 @@ pub struct Slack {
     mode: Mode,
     route: crate::config::Route,
     client: reqwest::Client,
+    /// Bot mode: waiting messages that send new incidents to the digest.
+    digest_after: Option<i64>,
 }
+
+mod digest;
 
 /// Kinds that change the root message's status field.
 const STATUS_CHANGES: &[&str] = &["escalated", "acknowledged", "mitigated", "resolved"];
@@ -237,10 +241,15 @@ impl Slack {
             (None, Some(url)) => Mode::Webhook(url.clone()),
             (None, None) => anyhow::bail!("[notify.slack] needs webhook_url or bot_token"),
         };
+        let digest_after = match (&mode, config.digest_after.unwrap_or(20)) {
+            (Mode::Bot { .. }, n) if n > 0 => Some(i64::from(n)),
+            _ => None,
+        };
         Ok(Self {
             mode,
             route: config.route.clone(),
             client,
+            digest_after,
         })
     }
 
@@ -342,6 +351,22 @@ impl Destination for Slack {
 
     fn batches(&self, notice: &Notice) -> bool {
         notice.kind == NoticeKind::AlertJoined
+    }
+
+    fn digest_after(&self, notice: &Notice) -> Option<i64> {
+        self.digest_after
+            .filter(|_| notice.kind == NoticeKind::Created)
+    }
+
+    async fn send_digest(&self, store: &Store, batch: &crate::store::DigestBatch) -> Outcome {
+        match &self.mode {
+            Mode::Bot {
+                token,
+                channel,
+                api,
+            } => self.digest(store, batch, (token, channel, api)).await,
+            Mode::Webhook(_) => Outcome::Skipped,
+        }
     }
 
     async fn send(&self, store: &Store, _delivery: i64, notice: &Notice) -> Outcome {

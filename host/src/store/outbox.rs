@@ -143,6 +143,10 @@ pub enum Routing {
     /// incident are told in one reply per interval). It does not hold up the incident's
     /// other notices.
     Batch(i64),
+    /// A new incident: delivered, unless this many deliveries are already waiting here; then
+    /// it is told in the destination's digest instead, and the incident's later notices
+    /// are not sent here (the incident stays in the API).
+    Digest(i64),
 }
 
 /// Creates `destination`'s delivery rows: pending where taken, skipped elsewhere.
@@ -171,9 +175,25 @@ pub(super) fn route(
         "SELECT EXISTS (SELECT 1 FROM deliveries
                         WHERE destination = ?1 AND incident_id = ?2 AND state = 'batched')",
     )?;
+    let mut digested = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?1 AND incident_id = ?2
+                          AND state IN ('digest', 'digested'))",
+    )?;
+    let mut backlog: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM deliveries
+             WHERE destination = ?1 AND state IN ('pending', 'batched')",
+        )?
+        .query_row([destination], |row| row.get(0))?;
     for (id, incident, routing) in routes {
+        // An incident told in the digest has no thread here for the rest.
+        let in_digest = *routing != Routing::Skip
+            && digested.query_row(params![destination, incident], |row| row.get::<_, bool>(0))?;
         let (state, due) = match routing {
+            _ if in_digest => ("skipped", ms),
             Routing::Skip => ("skipped", ms),
+            Routing::Digest(threshold) if backlog >= *threshold => ("digest", ms),
+            Routing::Digest(_) => ("pending", ms),
             Routing::Deliver => ("pending", ms),
             Routing::Once => {
                 let sent = already.query_row(params![destination, incident, id], |row| {
@@ -188,8 +208,69 @@ pub(super) fn route(
                 (if waiting { "skipped" } else { "batched" }, ms + after_ms)
             }
         };
+        if matches!(state, "pending" | "batched") {
+            backlog += 1;
+        }
         insert.execute(params![id, destination, incident, state, due, at])?;
     }
+    Ok(())
+}
+
+/// New incidents waiting to be told in `destination`'s digest.
+#[derive(Debug, Clone, Default)]
+pub struct DigestBatch {
+    /// The newest delivery in it: settling marks it and every older one told.
+    pub through: i64,
+    /// How many incidents.
+    pub count: i64,
+    /// The newest few (at most ten), newest first.
+    pub latest: Vec<IncidentView>,
+}
+
+/// What waits for `destination`'s digest, if anything.
+pub(super) fn digest_waiting(
+    conn: &Connection,
+    destination: &str,
+) -> Result<Option<DigestBatch>, StoreError> {
+    let (through, count): (Option<i64>, i64) = conn
+        .prepare_cached(
+            "SELECT max(id), count(*) FROM deliveries WHERE destination = ?1 AND state = 'digest'",
+        )?
+        .query_row([destination], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let Some(through) = through else {
+        return Ok(None);
+    };
+    let latest = conn
+        .prepare_cached(
+            "SELECT n.notice FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.destination = ?1 AND d.state = 'digest' ORDER BY d.id DESC LIMIT 10",
+        )?
+        .query_map([destination], |row| row.get::<_, String>(0))?
+        .filter_map(|text| {
+            text.ok()
+                .and_then(|t| serde_json::from_str::<Notice>(&t).ok())
+        })
+        .map(|notice| notice.incident)
+        .collect();
+    Ok(Some(DigestBatch {
+        through,
+        count,
+        latest,
+    }))
+}
+
+/// Marks `destination`'s digest deliveries up to `through` told.
+pub(super) fn settle_digest(
+    conn: &Connection,
+    destination: &str,
+    through: i64,
+) -> Result<(), StoreError> {
+    let (at, _) = now();
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 'digested', sent_at = ?3
+         WHERE destination = ?1 AND state = 'digest' AND id <= ?2",
+    )?
+    .execute(params![destination, through, at])?;
     Ok(())
 }
 

@@ -54,3 +54,37 @@ pub(super) fn set_plan(conn: &Connection, row: [String; 5]) -> Result<(), StoreE
     .execute(row)?;
     Ok(())
 }
+
+/// The digest message Slack updates in place while its backlog is long.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlackDigest {
+    /// Its channel.
+    pub channel: String,
+    /// Its ts.
+    pub ts: String,
+    /// Incidents it has told.
+    pub total: i64,
+    /// When it was posted (RFC 3339).
+    pub since: String,
+    /// When it last changed (Unix ms): a storm long over starts a new message.
+    pub updated_ms: i64,
+}
+
+/// The digest message, if one was posted.
+pub(super) fn digest(conn: &Connection) -> Result<Option<SlackDigest>, StoreError> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM settings WHERE key = 'slack_digest'")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+}
+
+/// Keeps the digest message's state.
+pub(super) fn set_digest(conn: &Connection, digest: &SlackDigest) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO settings (key, value) VALUES ('slack_digest', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([serde_json::to_string(digest)?])?;
+    Ok(())
+}

@@ -49,3 +49,10 @@ ALTER TABLE jobs ADD COLUMN alert TEXT NOT NULL DEFAULT '';
 DROP INDEX jobs_single_flight;
 CREATE UNIQUE INDEX jobs_single_flight ON jobs(incident_id, alert, runbook)
     WHERE state IN ('queued', 'running', 'awaiting_approval');
+
+-- The outbox under load: what each destination still has to send, each incident's deliveries,
+-- and the new incidents waiting to be told in a digest (Slack, when its backlog is long).
+CREATE INDEX deliveries_waiting ON deliveries(destination, id)
+    WHERE state IN ('pending', 'batched');
+CREATE INDEX deliveries_incident ON deliveries(destination, incident_id, state);
+CREATE INDEX deliveries_digest ON deliveries(destination, id) WHERE state = 'digest';

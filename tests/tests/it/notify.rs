@@ -760,3 +760,76 @@ async fn an_incident_pages_once_however_many_runbooks_escalate_it() {
     );
     app.stop().await;
 }
+
+/// The incidents the latest Slack digest message says it has told (0 without one).
+pub fn digest_total(messages: &[Received]) -> usize {
+    messages
+        .iter()
+        .filter_map(|m| {
+            let text = m.body["text"].as_str()?;
+            let rest = text.split_once("Incident storm: ")?.1;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .next_back()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_backlog_sends_new_incidents_to_one_digest_message() {
+    let slack = std::sync::Arc::new(Slack::start().unwrap());
+    let pagerduty = std::sync::Arc::new(PagerDuty::start().unwrap());
+    let mut env = Env::new();
+    configure(&mut env, &slack, &pagerduty);
+    if let Some(config) = env.config.notify.slack.as_mut() {
+        config.digest_after = Some(2);
+    }
+    let app = Running::start_configured(env).await;
+    // Ten alerts at once, no runbook: ten incidents, each with a "created" and an
+    // "escalated" notice, all routed together.
+    let alerts: Vec<serde_json::Value> = (0..10)
+        .map(|n| {
+            let one: serde_json::Value = serde_json::from_str(&payload(
+                "firing",
+                &format!("storm-{n}"),
+                "2026-11-24T03:00:00Z",
+                json!({"summary": format!("storm {n}")}),
+            ))
+            .unwrap();
+            one["alerts"][0].clone()
+        })
+        .collect();
+    let mut body: serde_json::Value = serde_json::from_str(&firing("storm-0")).unwrap();
+    body["alerts"] = json!(alerts);
+    let (status, answer) = app.post("/webhooks/alertmanager", body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        app.incidents().await.len(),
+        10,
+        "every incident is in the API"
+    );
+
+    // The first incident gets its thread (root and escalation): that is the backlog of
+    // two; the other nine are told in one digest.
+    let sl = slack.clone();
+    let messages =
+        wait(move || sl.wait_for("the digest of nine", WAIT, |r| digest_total(r) == 9)).await;
+    let roots = messages
+        .iter()
+        .filter(|m| m.path == "/api/chat.postMessage" && m.body["thread_ts"].is_null())
+        .filter(|m| !m.body.to_string().contains("Incident storm"))
+        .count();
+    assert_eq!(roots, 1, "one thread");
+    let digests = messages
+        .iter()
+        .filter(|m| {
+            m.path == "/api/chat.postMessage" && m.body.to_string().contains("Incident storm")
+        })
+        .count();
+    assert_eq!(digests, 1, "one digest message, updated in place");
+    // PagerDuty does not digest: every incident pages.
+    let pd = pagerduty.clone();
+    let events = wait(move || pd.wait_for("ten pages", WAIT, |r| r.len() >= 10)).await;
+    assert_eq!(events.len(), 10);
+    assert!(slack.violations().is_empty(), "{:?}", slack.violations());
+    app.stop().await;
+}
