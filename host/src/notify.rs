@@ -304,12 +304,22 @@ impl<D: Destination> Dispatcher<D> {
     }
 
     /// Creates this destination's delivery rows for new notices, in order.
+    /// Routes every notice waiting (a burst is routed at once, so its new incidents reach
+    /// the digest without waiting for the sends before them).
     async fn route(&self) -> Result<(), StoreError> {
+        while self.route_some().await? {}
+        Ok(())
+    }
+
+    /// Routes the next notices waiting (at most the store's page of them); whether there
+    /// may be more.
+    async fn route_some(&self) -> Result<bool, StoreError> {
         let name = self.destination.name();
         let pending = self.store.unrouted_notices(name).await?;
         if pending.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
+        let full = pending.len() >= crate::store::UNROUTED_PAGE;
         let routes = pending
             .into_iter()
             .map(|(id, incident, notice)| {
@@ -330,7 +340,8 @@ impl<D: Destination> Dispatcher<D> {
                 (id, incident, routing)
             })
             .collect();
-        self.store.route_notices(name, routes).await
+        self.store.route_notices(name, routes).await?;
+        Ok(full)
     }
 
     /// The oldest due delivery whose incident has nothing earlier still pending here (nor,

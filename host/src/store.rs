@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
 pub use jobs::{Decision, Job, Pruned, Recovery};
 pub use migrate::latest as schema_version;
-pub use outbox::{DeadNotification, DigestBatch, Due, Routing, Settlement};
+pub use outbox::{DeadNotification, DigestBatch, Due, Routing, Settlement, UNROUTED_PAGE};
 pub use queries::{
     AlertCounts, AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter,
     IncidentPage, IncidentSummary, JobSummary, Run,

@@ -86,7 +86,7 @@ pub struct SlackConfig {
     pub approvers: Vec<String>,
     /// Bot mode: when this many messages already wait for Slack (it takes about one a
     /// second), new incidents are told in one digest message updated in place instead of
-    /// a thread each; `0` never digests. Default 20.
+    /// a thread each; `0` never digests. Default 10.
     pub digest_after: Option<u32>,
     /// Which notifications go to Slack.
     #[serde(flatten)]

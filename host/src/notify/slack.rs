@@ -241,7 +241,7 @@ impl Slack {
             (None, Some(url)) => Mode::Webhook(url.clone()),
             (None, None) => anyhow::bail!("[notify.slack] needs webhook_url or bot_token"),
         };
-        let digest_after = match (&mode, config.digest_after.unwrap_or(20)) {
+        let digest_after = match (&mode, config.digest_after.unwrap_or(10)) {
             (Mode::Bot { .. }, n) if n > 0 => Some(i64::from(n)),
             _ => None,
         };

@@ -108,8 +108,11 @@ pub(super) fn record(
     Ok(())
 }
 
-/// Notices `destination` has not routed yet, oldest first, at most 200: `(id, incident,
-/// notice)`, the notice `None` when it cannot be read.
+/// How many unrouted notices one read returns at most.
+pub const UNROUTED_PAGE: usize = 200;
+
+/// Notices `destination` has not routed yet, oldest first, at most [`UNROUTED_PAGE`]:
+/// `(id, incident, notice)`, the notice `None` when it cannot be read.
 pub(super) fn unrouted(
     conn: &Connection,
     destination: &str,
@@ -119,9 +122,9 @@ pub(super) fn unrouted(
             "SELECT id, incident_id, notice FROM notifications
              WHERE id > (SELECT coalesce(max(notification_id), 0) FROM deliveries
                          WHERE destination = ?1)
-             ORDER BY id LIMIT 200",
+             ORDER BY id LIMIT ?2",
         )?
-        .query_map([destination], |row| {
+        .query_map(params![destination, UNROUTED_PAGE as i64], |row| {
             let text: String = row.get(2)?;
             Ok((row.get(0)?, row.get(1)?, serde_json::from_str(&text).ok()))
         })?
@@ -286,8 +289,9 @@ pub struct Due {
 }
 
 /// The oldest due delivery whose incident has nothing earlier still pending at
-/// `destination` (nor, for up to `hold`, at `waits_for`). A batch waiting for its interval
-/// holds nothing up.
+/// `destination` (nor, for up to `hold`, at `waits_for`), new incidents first: on-call
+/// hears of every incident before the news of each. A batch waiting for its interval holds
+/// nothing up.
 pub(super) fn next(
     conn: &Connection,
     destination: &str,
@@ -314,7 +318,7 @@ pub(super) fn next(
                                 AND w.incident_id = d.incident_id
                                 AND w.state = 'pending'
                                 AND w.notification_id < d.notification_id)))
-             ORDER BY d.id LIMIT 1",
+             ORDER BY n.kind != 'created', d.id LIMIT 1",
         )?
         .query_row(
             params![destination, ms, waits_for.unwrap_or(""), hold_ms],
