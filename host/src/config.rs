@@ -368,6 +368,67 @@ mod tests {
     }
 
     #[test]
+    fn group_by_names_a_mode_or_labels_and_says_what_is_wrong() {
+        let parse = |text: &str| Config::parse(&format!("[incidents]\ngroup_by = {text}\n"));
+        assert_eq!(
+            parse("\"alertmanager\"").unwrap().incidents.group_by,
+            GroupBy::Alertmanager
+        );
+        assert_eq!(
+            parse("[\"cluster\", \"alertname\"]")
+                .unwrap()
+                .incidents
+                .group_by,
+            GroupBy::Labels(vec!["cluster".to_owned(), "alertname".to_owned()])
+        );
+        let err = parse("\"alert\"").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("not \"alert\""),
+            "{err}"
+        );
+        assert!(parse("[]").unwrap_err().contains("at least one label"));
+
+        let alert = |cluster: &str, instance: &str| crate::incident::Incident {
+            labels: vec![
+                ("alertname".to_owned(), "DiskFull".to_owned()),
+                ("cluster".to_owned(), cluster.to_owned()),
+                ("instance".to_owned(), instance.to_owned()),
+            ],
+            id: "INC-1".to_owned(),
+            title: "t".to_owned(),
+            severity: crate::incident::severity(None),
+            source: "alertmanager".to_owned(),
+            status: "firing".to_owned(),
+            annotations: Vec::new(),
+            fingerprint: instance.to_owned(),
+            starts_at: None,
+            ends_at: None,
+            alert_json: "{}".to_owned(),
+            previous_fingerprint: None,
+        };
+        let by_cluster = GroupBy::Labels(vec!["cluster".to_owned()]);
+        assert_eq!(
+            by_cluster.key(None, &alert("eu", "a")),
+            by_cluster.key(None, &alert("eu", "b")),
+            "same cluster, one incident"
+        );
+        assert_ne!(
+            by_cluster.key(None, &alert("eu", "a")),
+            by_cluster.key(None, &alert("us", "a"))
+        );
+        assert_eq!(GroupBy::Fingerprint.key(Some("g"), &alert("eu", "a")), None);
+        assert_eq!(
+            GroupBy::Alertmanager.key(None, &alert("eu", "a")),
+            None,
+            "a sender without groups: one incident per alert"
+        );
+        assert_eq!(
+            GroupBy::Alertmanager.key(Some("{}:{a=\"1\"}"), &alert("eu", "a")),
+            GroupBy::Alertmanager.key(Some("{}:{a=\"1\"}"), &alert("us", "b"))
+        );
+    }
+
+    #[test]
     fn the_shipped_example_parses() {
         let config = Config::parse(include_str!("../../quell.example.toml")).unwrap();
         assert_eq!(config.ssh.port, 22);
