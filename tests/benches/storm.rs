@@ -11,7 +11,7 @@
 //!
 //! `cargo bench -p quell-tests --bench storm` (QUELL_STORM_ALERTS changes the burst size).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench tool
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // a bench tool
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
