@@ -81,7 +81,7 @@ enum Command {
     Incidents {
         #[command(flatten)]
         remote: Remote,
-        /// Only this status: open, acknowledged, resolved.
+        /// Only this status: open, acknowledged, mitigated, resolved.
         #[arg(long)]
         status: Option<String>,
         /// Only this severity.

@@ -230,10 +230,10 @@ impl<D: Destination> Dispatcher<D> {
             if last_digest.is_none_or(|at| at.elapsed() >= DIGEST_EVERY) {
                 last_digest = Some(std::time::Instant::now());
                 match self.digest().await {
-                    Ok(false) => {}
-                    Ok(true) => {
+                    Ok(None) => {}
+                    Ok(Some(pause)) => {
                         tokio::select! {
-                            () = tokio::time::sleep(self.destination.spacing()) => {}
+                            () = tokio::time::sleep(pause) => {}
                             _ = stop.changed() => {}
                         }
                         continue;
@@ -276,11 +276,12 @@ impl<D: Destination> Dispatcher<D> {
         }
     }
 
-    /// Tells the new incidents waiting for the digest, if any; whether it sent something.
-    async fn digest(&self) -> Result<bool, StoreError> {
+    /// Tells the new incidents waiting for the digest, if any; when it tried, how long the
+    /// destination now waits (its spacing, or a 429's `Retry-After`).
+    async fn digest(&self) -> Result<Option<Duration>, StoreError> {
         let name = self.destination.name();
         let Some(batch) = self.store.digest_waiting(name).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         match self.destination.send_digest(&self.store, &batch).await {
             Outcome::Sent => {
@@ -292,13 +293,14 @@ impl<D: Destination> Dispatcher<D> {
                         ("outcome", "digest".to_owned()),
                     ])
                     .inc_by(u64::try_from(batch.count).unwrap_or(0));
-                Ok(true)
+                Ok(Some(self.destination.spacing()))
             }
-            Outcome::Skipped => Ok(false),
+            Outcome::Skipped => Ok(None),
             // Tried again at the next interval; the incidents stay waiting.
+            Outcome::Throttled { after, .. } => Ok(Some(after.unwrap_or(THROTTLE))),
             other => {
                 warn!(destination = name, outcome = ?other, "could not update the digest");
-                Ok(true)
+                Ok(Some(self.destination.spacing()))
             }
         }
     }

@@ -307,6 +307,7 @@ fn a_check_that_passes_mitigates_without_paging() {
         shape(&steps),
         [
             "record run",
+            "rediagnose the others",
             "job done",
             "event verified",
             "status mitigated",
@@ -321,7 +322,15 @@ fn a_check_that_passes_mitigates_without_paging() {
     let (steps, _) = check(VerifyOutcome::Healthy("fine".to_owned()), 1)
         .steps(&mut resolved)
         .unwrap();
-    assert_eq!(shape(&steps), ["record run", "job done", "event verified"]);
+    assert_eq!(
+        shape(&steps),
+        [
+            "record run",
+            "rediagnose the others",
+            "job done",
+            "event verified"
+        ]
+    );
 }
 
 #[test]
@@ -337,6 +346,7 @@ fn a_failing_check_tries_again_then_pages_with_both_diagnoses() {
         shape(&steps),
         [
             "record run",
+            "rediagnose the others",
             "job failed",
             "event verification-failed",
             "escalate"
@@ -373,6 +383,10 @@ fn a_success_with_verify_is_checked_before_the_job_is_done() {
     let shape = shape(&steps);
     assert!(shape.contains(&"queue verify".to_owned()), "{shape:?}");
     assert!(!shape.contains(&"job done".to_owned()), "{shape:?}");
+    assert!(
+        !shape.contains(&"rediagnose the others".to_owned()),
+        "the plans behind it wait for the verification: {shape:?}"
+    );
     let (steps, _) = remediated(None).steps(&mut facts).unwrap();
     assert!(super::tests::shape(&steps).contains(&"job done".to_owned()));
 }

@@ -412,8 +412,13 @@ fn remediated(
         ""
     };
     let mut steps = vec![Step::FinishRun(run_id, Box::new(run.clone()))];
-    // Whatever the outcome, a run that was not dry may have changed the world.
-    if !run.dry_run {
+    // Whatever the outcome, a run that was not dry may have changed the world: the plans
+    // behind it are made again, once the world has settled (after its verification, when
+    // it is checked).
+    let verifying = verify.is_some()
+        && !run.dry_run
+        && matches!(outcome, RemediationOutcome::Done { success: true, .. });
+    if !run.dry_run && !verifying {
         steps.push(Step::Rediagnose(name.clone()));
     }
     match outcome {

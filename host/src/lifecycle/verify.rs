@@ -76,6 +76,13 @@ impl Verification {
         let found = self.outcome.describe();
         let mut steps = vec![Step::RecordRun(Box::new(self.run.clone()))];
         let shown = json!({"check": self.attempt, "of": self.attempts, "found": found});
+        // The verification is over (passed, or out of attempts): the plans behind the
+        // remediation are made again now that the world has settled.
+        let over =
+            matches!(self.outcome, VerifyOutcome::Healthy(_)) || self.attempt >= self.attempts;
+        if over {
+            steps.push(Step::Rediagnose(name.clone()));
+        }
         if let VerifyOutcome::Healthy(_) = self.outcome {
             steps.push(Step::Job(JobState::Done));
             steps.push(detailed(

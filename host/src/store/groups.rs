@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::StoreError;
 use super::apply::{escalate, run};
 use super::incidents::{
-    Arrival, Effect, fire as fire_incident, incident_event, incident_notice, is_earlier,
-    open_incident,
+    Arrival, Effect, fire as fire_incident, incident_event, incident_notice, is_at_or_after,
+    is_earlier, open_incident,
 };
 use super::jobs::enqueue;
 use crate::incident::severity_name;
@@ -112,6 +112,27 @@ pub(super) fn fire(
     };
     let id = open.id;
     let known = member(conn, &id, &alert.fingerprint)?;
+    // A late re-send of an alert that already resolved (a retry, an HA peer): the same
+    // episode of it, so it stays resolved. Only a later start fires it again.
+    if let Some((status, started)) = &known
+        && status == "resolved"
+        && is_at_or_after(started.as_deref(), alert.starts_at.as_deref())
+    {
+        run(
+            conn,
+            (at, ms),
+            &id,
+            None,
+            &[incident_event(
+                EventKind::Stale,
+                format!(
+                    "a firing delivery for {} arrived after it resolved; ignored",
+                    alert.title
+                ),
+            )],
+        )?;
+        return Ok(Effect::Stale(id));
+    }
     upsert(conn, &id, arrival, "firing", at)?;
     conn.prepare_cached("UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1")?
         .execute(params![id, at])?;

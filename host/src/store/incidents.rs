@@ -493,7 +493,7 @@ fn pairs(list: &[(String, String)]) -> serde_json::Map<String, serde_json::Value
 }
 
 /// Whether RFC 3339 `a` is at or after `b` (false when either is unknown or unreadable).
-fn is_at_or_after(a: Option<&str>, b: Option<&str>) -> bool {
+pub(super) fn is_at_or_after(a: Option<&str>, b: Option<&str>) -> bool {
     let parse = |t: Option<&str>| t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
     matches!((parse(a), parse(b)), (Some(a), Some(b)) if a >= b)
 }

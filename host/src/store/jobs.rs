@@ -179,8 +179,10 @@ pub(super) fn queue_remediation(
     Ok(())
 }
 
-/// Sends the incident's waiting plans (all but `job`'s) back to diagnosis, because `by`'s
-/// remediation ran first; each gets a timeline entry, and an approval it had lapses.
+/// Sends the incident's waiting plans for the same alert (all but `job`'s) back to
+/// diagnosis, because `by`'s remediation ran first; each gets a timeline entry, and an
+/// approval it had lapses. Plans for the other alerts of a grouped incident are about other
+/// objects; a write they share is still held by its target lock.
 pub(super) fn rediagnose(
     conn: &Connection,
     incident: &str,
@@ -194,6 +196,7 @@ pub(super) fn rediagnose(
                  decided_by = NULL, expires_ms = NULL, run_at_ms = ?3, updated_at = ?4
              WHERE incident_id = ?1 AND id != ?2 AND phase = 'remediate'
                AND state IN ('queued', 'awaiting_approval')
+               AND alert = (SELECT alert FROM jobs WHERE id = ?2)
              RETURNING id, runbook",
         )?
         .query_map(params![incident, job, ms, at], |row| {
@@ -436,7 +439,7 @@ pub(super) fn prune(
         "DELETE FROM notifications WHERE incident_id NOT IN (SELECT id FROM incidents)
             OR (created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.notification_id = notifications.id
-                      AND d.state IN ('pending', 'batched')))",
+                      AND d.state IN ('pending', 'batched', 'digest')))",
     )?
     .execute([inbox_before_ms])?;
     conn.prepare_cached(

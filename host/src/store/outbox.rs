@@ -178,9 +178,15 @@ pub(super) fn route(
         "SELECT EXISTS (SELECT 1 FROM deliveries
                         WHERE destination = ?1 AND incident_id = ?2 AND state = 'batched')",
     )?;
+    // Told in the digest this episode (a reopened incident gets its thread back).
     let mut digested = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?1 AND incident_id = ?2
-                          AND state IN ('digest', 'digested'))",
+        "SELECT EXISTS (
+             SELECT 1 FROM deliveries d
+             WHERE d.destination = ?1 AND d.incident_id = ?2
+               AND d.state IN ('digest', 'digested')
+               AND d.notification_id > coalesce((SELECT max(id) FROM notifications
+                                    WHERE incident_id = ?2 AND kind IN ('resolved', 'reopened')
+                                      AND id < ?3), 0))",
     )?;
     let mut backlog: i64 = conn
         .prepare_cached(
@@ -191,7 +197,9 @@ pub(super) fn route(
     for (id, incident, routing) in routes {
         // An incident told in the digest has no thread here for the rest.
         let in_digest = *routing != Routing::Skip
-            && digested.query_row(params![destination, incident], |row| row.get::<_, bool>(0))?;
+            && digested.query_row(params![destination, incident, id], |row| {
+                row.get::<_, bool>(0)
+            })?;
         let (state, due) = match routing {
             _ if in_digest => ("skipped", ms),
             Routing::Skip => ("skipped", ms),
@@ -355,7 +363,10 @@ pub(super) fn settle(conn: &Connection, settlement: &Settlement) -> Result<(), S
     let (at, ms) = now();
     let next = ms + i64::try_from(settlement.retry_in.as_millis()).unwrap_or(i64::MAX / 2);
     conn.prepare_cached(
-        "UPDATE deliveries SET state = ?2, attempts = ?3, last_error = ?4,
+        "UPDATE deliveries SET
+             -- A batch tried again stays the batch: joins meanwhile are still told by it.
+             state = CASE WHEN ?2 = 'pending' AND state = 'batched' THEN 'batched' ELSE ?2 END,
+             attempts = ?3, last_error = ?4,
              next_at_ms = ?5, sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END
          WHERE id = ?1",
     )?

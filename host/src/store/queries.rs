@@ -535,7 +535,7 @@ pub(super) fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
             .query_row([], |row| row.get(0))?,
         pending_notifications: conn
             .prepare_cached(
-                "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'batched')",
+                "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'batched', 'digest')",
             )?
             .query_row([], |row| row.get(0))?,
     })

@@ -535,6 +535,14 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
         .collect();
     assert_eq!(actions, ["alert-resolved", "alert-resolved", "re-fired"]);
     assert_ne!(app.incident(&id).await["status"], "resolved");
+    // A late firing re-send of a resolved alert (same start) does not bring it back.
+    let (_, answer) = app
+        .post(
+            "/webhooks/alertmanager",
+            group_delivery("eu", &[("a", "firing"), ("c", "firing")]),
+        )
+        .await;
+    assert_eq!(answer["alerts"][0]["action"], "stale");
     let (_, answer) = app
         .post(
             "/webhooks/alertmanager",
