@@ -79,6 +79,23 @@ fn member(
         .optional()?)
 }
 
+/// A delivery about an episode of an alert that is over: a timeline entry, nothing else.
+fn stale(
+    conn: &Connection,
+    (at, ms): (&str, i64),
+    id: String,
+    why: String,
+) -> Result<Effect, StoreError> {
+    run(
+        conn,
+        (at, ms),
+        &id,
+        None,
+        &[incident_event(EventKind::Stale, why)],
+    )?;
+    Ok(Effect::Stale(id))
+}
+
 fn firing(conn: &Connection, incident: &str) -> Result<i64, StoreError> {
     Ok(conn
         .prepare_cached(
@@ -118,20 +135,11 @@ pub(super) fn fire(
         && status == "resolved"
         && is_at_or_after(started.as_deref(), alert.starts_at.as_deref())
     {
-        run(
-            conn,
-            (at, ms),
-            &id,
-            None,
-            &[incident_event(
-                EventKind::Stale,
-                format!(
-                    "a firing delivery for {} arrived after it resolved; ignored",
-                    alert.title
-                ),
-            )],
-        )?;
-        return Ok(Effect::Stale(id));
+        let why = format!(
+            "a firing delivery for {} arrived after it resolved; ignored",
+            alert.title
+        );
+        return stale(conn, (at, ms), id, why);
     }
     upsert(conn, &id, arrival, "firing", at)?;
     conn.prepare_cached("UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1")?
@@ -186,20 +194,11 @@ pub(super) fn resolve(
     if let Some((_, started)) = member(conn, &id, &alert.fingerprint)?
         && is_earlier(alert.starts_at.as_deref(), started.as_deref())
     {
-        run(
-            conn,
-            (at, ms),
-            &id,
-            None,
-            &[incident_event(
-                EventKind::Stale,
-                format!(
-                    "a resolved delivery for an earlier episode of {} arrived; it stays firing",
-                    alert.title
-                ),
-            )],
-        )?;
-        return Ok(Effect::Stale(id));
+        let why = format!(
+            "a resolved delivery for an earlier episode of {} arrived; it stays firing",
+            alert.title
+        );
+        return stale(conn, (at, ms), id, why);
     }
     upsert(conn, &id, arrival, "resolved", at)?;
     // Its work not yet started is moot; the group's other alerts keep theirs.
