@@ -281,6 +281,14 @@ pub enum Gate {
     Remediate,
 }
 
+/// A short digest of a plan's steps: a decision names the plan it was shown, so a plan
+/// diagnosed again since is not decided by a button on the old one.
+pub fn plan_digest(steps: &[String]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(steps.join("\n").as_bytes());
+    hex::encode(&digest[..6])
+}
+
 /// The mode gate, for the daemon and `quell run` alike: what happens to a plan under
 /// `mode`, whether a human `approved` it, and whether remediation is `paused`.
 pub fn gate(mode: Mode, approved: bool, paused: bool) -> Gate {

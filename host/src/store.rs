@@ -205,17 +205,28 @@ impl Store {
     }
 
     /// Approves or rejects every plan of `incident` awaiting approval (or only
-    /// `runbook`'s). A plan is decided once: a second decision finds nothing waiting.
+    /// `runbook`'s, and only the `plan` of that digest when one is named). A plan is decided
+    /// once: a second decision finds nothing waiting.
     pub async fn decide(
         &self,
         incident: String,
         runbook: Option<String>,
+        plan: Option<String>,
         approve: bool,
         who: String,
     ) -> Result<Decision, StoreError> {
         let decision = self
             .db
-            .write(move |conn| jobs::decide(conn, &incident, runbook.as_deref(), approve, &who))
+            .write(move |conn| {
+                jobs::decide(
+                    conn,
+                    &incident,
+                    runbook.as_deref(),
+                    plan.as_deref(),
+                    approve,
+                    &who,
+                )
+            })
             .await?;
         // Approved plans are queued; rejected ones may be what the next plan waited for.
         self.hub.ring(!decision.runbooks.is_empty());

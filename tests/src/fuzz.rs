@@ -271,15 +271,21 @@ pub fn slack_interaction(data: &[u8]) {
             approve,
             incident,
             runbook,
+            plan,
         } = &read
         {
             assert!(!incident.contains('|'), "{incident:?}");
+            assert!(!runbook.contains('|'), "{runbook:?}");
+            let value = match plan {
+                Some(plan) => format!("{incident}|{runbook}|{plan}"),
+                None => format!("{incident}|{runbook}"),
+            };
             let again = json!({
                 "type": "block_actions",
                 "user": {"id": user},
                 "actions": [{
                     "action_id": if *approve { "approve" } else { "reject" },
-                    "value": format!("{incident}|{runbook}"),
+                    "value": value,
                 }],
             });
             let body = slack_form(&again.to_string());

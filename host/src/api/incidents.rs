@@ -203,7 +203,10 @@ pub async fn act(
         "approve" | "reject" => {
             let approve = action == "approve";
             let runbook = request.runbook.clone();
-            let decision = app.store.decide(incident, runbook, approve, who).await?;
+            let decision = app
+                .store
+                .decide(incident, runbook, None, approve, who)
+                .await?;
             if decision.runbooks.is_empty() {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,

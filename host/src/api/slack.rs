@@ -85,6 +85,9 @@ pub enum Interaction {
         incident: String,
         /// The runbook, after it.
         runbook: String,
+        /// The digest of the plan the message showed, after the second `|` (absent on
+        /// messages from before plans had digests).
+        plan: Option<String>,
     },
 }
 
@@ -110,14 +113,20 @@ pub fn interaction(body: &[u8]) -> Interaction {
         "reject" => false,
         _ => return Interaction::Ignored,
     };
-    let Some((incident, runbook)) = value.split_once('|') else {
+    let Some((incident, rest)) = value.split_once('|') else {
         return Interaction::BadValue;
+    };
+    // `incident|runbook|plan`; messages from before plans had digests name no plan.
+    let (runbook, plan) = match rest.split_once('|') {
+        Some((runbook, plan)) => (runbook, Some(plan.to_owned())),
+        None => (rest, None),
     };
     Interaction::Decision {
         user,
         approve,
         incident: incident.to_owned(),
         runbook: runbook.to_owned(),
+        plan,
     }
 }
 
@@ -141,7 +150,7 @@ pub async fn interactions(
         tracing::warn!(%why, "Slack interaction refused");
         return super::auth::unauthorized();
     }
-    let (user, approve, incident, runbook) = match interaction(&body) {
+    let (user, approve, incident, runbook, plan) = match interaction(&body) {
         Interaction::Malformed => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -159,7 +168,8 @@ pub async fn interactions(
             approve,
             incident,
             runbook,
-        } => (user, approve, incident, runbook),
+            plan,
+        } => (user, approve, incident, runbook, plan),
     };
     if !slack.approvers.contains(&user) {
         let refused = app
@@ -181,12 +191,15 @@ pub async fn interactions(
     let who = format!("slack:{user}");
     let decided = app
         .store
-        .decide(incident.clone(), Some(runbook.clone()), approve, who)
+        .decide(incident.clone(), Some(runbook.clone()), plan, approve, who)
         .await;
     match decided {
         Ok(decision) if decision.runbooks.is_empty() => answer(
             StatusCode::CONFLICT,
-            &format!("The plan of {runbook} for {incident} was already decided or has expired."),
+            &format!(
+                "The plan of {runbook} for {incident} was already decided, has expired, or was \
+                 replaced by a newer plan (decide on the newest message)."
+            ),
         ),
         Ok(_) => {
             if !approve {

@@ -155,24 +155,18 @@ pub fn blocks(notice: &Notice, text: &str, buttons: bool) -> Vec<Value> {
         json!({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": true}}),
         json!({"type": "section", "fields": fields}),
     ];
-    let used = text_len(&Value::Array(blocks.clone()));
-    // Room left for the message (and the buttons' few dozen characters).
-    let room = Limits::TOTAL.saturating_sub(used + 200);
-    let mut remaining = truncate(text, room);
-    // Long messages span several sections, each within the section limit.
-    while !remaining.is_empty() && blocks.len() < Limits::BLOCKS - 1 {
-        let chunk: String = remaining.chars().take(Limits::SECTION).collect();
-        remaining = remaining.chars().skip(Limits::SECTION).collect();
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": chunk}}));
-    }
-    if buttons && notice.kind == "plan" {
+    // The buttons of a plan, built first: the message gets the room they leave.
+    let actions = (buttons && notice.kind == "plan").then(|| {
+        // The plan's digest: a decision on this message decides this plan, not one made
+        // after it.
         let value = format!(
-            "{}|{}",
+            "{}|{}|{}",
             incident.id,
-            notice.runbook.as_deref().unwrap_or_default()
+            notice.runbook.as_deref().unwrap_or_default(),
+            crate::lifecycle::plan_digest(&notice.plan)
         );
         let value = truncate(&value, 2000);
-        blocks.push(json!({
+        json!({
             "type": "actions",
             "block_id": "quell-approval",
             "elements": [
@@ -181,8 +175,18 @@ pub fn blocks(notice: &Notice, text: &str, buttons: bool) -> Vec<Value> {
                 {"type": "button", "action_id": "reject", "style": "danger",
                  "text": {"type": "plain_text", "text": "Reject"}, "value": value},
             ],
-        }));
+        })
+    });
+    let used = text_len(&Value::Array(blocks.clone())) + actions.as_ref().map_or(0, text_len);
+    let room = Limits::TOTAL.saturating_sub(used + 100);
+    let mut remaining = truncate(text, room);
+    // Long messages span several sections, each within the section limit.
+    while !remaining.is_empty() && blocks.len() < Limits::BLOCKS - 1 {
+        let chunk: String = remaining.chars().take(Limits::SECTION).collect();
+        remaining = remaining.chars().skip(Limits::SECTION).collect();
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": chunk}}));
     }
+    blocks.extend(actions);
     blocks
 }
 
@@ -564,7 +568,13 @@ mod tests {
         let with = payload(&n, true);
         let actions = with["blocks"].as_array().unwrap().last().unwrap().clone();
         assert_eq!(actions["elements"][0]["action_id"], "approve");
-        assert_eq!(actions["elements"][1]["value"], "INC-0000ABCD|probe");
+        assert_eq!(
+            actions["elements"][1]["value"],
+            format!(
+                "INC-0000ABCD|probe|{}",
+                crate::lifecycle::plan_digest(&["undo".to_owned()])
+            )
+        );
         let without = payload(&n, false);
         assert!(
             without["blocks"]

@@ -228,29 +228,50 @@ pub(super) fn decide(
     conn: &Connection,
     incident: &str,
     runbook: Option<&str>,
+    plan: Option<&str>,
     approve: bool,
     who: &str,
 ) -> Result<Decision, StoreError> {
     let (at, ms) = now();
+    // Only the plans the decision was shown: a plan diagnosed again since (its steps have
+    // another digest) waits for a decision on its own message.
+    let waiting: Vec<(i64, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, diagnosis FROM jobs
+             WHERE incident_id = ?1 AND state = 'awaiting_approval'
+               AND (?2 IS NULL OR runbook = ?2)",
+        )?
+        .query_map(params![incident, runbook], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let shown: Vec<i64> = waiting
+        .into_iter()
+        .filter(|(_, diagnosis)| {
+            plan.is_none_or(|plan| {
+                diagnosis.as_deref().and_then(plan_digest_of) == Some(plan.to_owned())
+            })
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let shown = serde_json::to_string(&shown)?;
     let runbooks: Vec<(i64, String)> = if approve {
         conn.prepare_cached(
-            "UPDATE jobs SET state = 'queued', run_at_ms = ?3, decided_by = ?4, updated_at = ?5
-             WHERE incident_id = ?1 AND state = 'awaiting_approval'
-               AND (?2 IS NULL OR runbook = ?2)
+            "UPDATE jobs SET state = 'queued', run_at_ms = ?2, decided_by = ?3, updated_at = ?4
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'awaiting_approval'
              RETURNING id, runbook",
         )?
-        .query_map(params![incident, runbook, ms, who, at], |row| {
+        .query_map(params![shown, ms, who, at], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?
         .collect::<Result<_, _>>()?
     } else {
         conn.prepare_cached(
-            "UPDATE jobs SET state = 'rejected', decided_by = ?3, updated_at = ?4
-             WHERE incident_id = ?1 AND state = 'awaiting_approval'
-               AND (?2 IS NULL OR runbook = ?2)
+            "UPDATE jobs SET state = 'rejected', decided_by = ?2, updated_at = ?3
+             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'awaiting_approval'
              RETURNING id, runbook",
         )?
-        .query_map(params![incident, runbook, who, at], |row| {
+        .query_map(params![shown, who, at], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })?
         .collect::<Result<_, _>>()?
@@ -270,6 +291,13 @@ pub(super) fn decide(
     }
     let runbooks = live.into_iter().map(|(_, name)| name).collect();
     Ok(Decision { runbooks })
+}
+
+/// The digest of the plan in a stored diagnosis (its `plan` steps).
+fn plan_digest_of(diagnosis: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(diagnosis).ok()?;
+    let steps: Vec<String> = serde_json::from_value(value.get("plan")?.clone()).ok()?;
+    Some(crate::lifecycle::plan_digest(&steps))
 }
 
 /// Expires plans whose approval window has passed and escalates their incidents.

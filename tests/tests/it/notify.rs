@@ -379,9 +379,13 @@ async fn a_signed_slack_approval_decides_once_and_nothing_else_does() {
         .unwrap();
     let actions = plan.body["blocks"].as_array().unwrap().last().unwrap();
     let value = actions["elements"][0]["value"].as_str().unwrap().to_owned();
-    assert_eq!(value, format!("{id}|probe"));
+    // The button names the plan it shows, by its steps' digest.
+    let shown = value
+        .strip_prefix(&format!("{id}|probe|"))
+        .expect("incident|runbook|plan");
+    assert_eq!(shown.len(), 12, "{value}");
 
-    let click = |user: &str| {
+    let click_on = |user: &str, value: &str| {
         let payload = json!({
             "type": "block_actions",
             "user": {"id": user},
@@ -401,8 +405,17 @@ async fn a_signed_slack_approval_decides_once_and_nothing_else_does() {
             .body(body);
         async move { request.send().await.unwrap().status() }
     };
+    let click = |user: &str| click_on(user, &value);
     let now = chrono::Utc::now().timestamp();
     let alice = click("U0ALICE");
+    // A button of another plan (one since diagnosed again) decides nothing.
+    let stale = click_on("U0ALICE", &format!("{id}|probe|000000000000"));
+    let (ts, sig) = signed(&stale, now, SIGNING_SECRET);
+    assert_eq!(
+        send(stale, ts, sig).await,
+        StatusCode::CONFLICT,
+        "a plan nobody was shown"
+    );
 
     let (ts, _) = signed(&alice, now, SIGNING_SECRET);
     let (_, forged) = signed(&alice, now, "not-the-secret");
