@@ -302,8 +302,9 @@ impl Config {
         toml::from_str(text).map_err(|e| crate::syntax::describe_toml_error(text, &e))
     }
 
-    /// Applies environment overrides: `QUELL_SECRET_<NAME>`, `QUELL_API_TOKENS` and
-    /// `QUELL_<SOURCE>_TOKENS` (comma-separated lists that replace the file's).
+    /// Applies environment overrides: `QUELL_SECRET_<NAME>`, `QUELL_API_TOKENS`,
+    /// `QUELL_VIEWER_TOKENS` and `QUELL_<SOURCE>_TOKENS` (comma-separated lists that replace
+    /// the file's).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
         let tokens = |var: &str| {
             lookup(var).map(|v| {
@@ -316,6 +317,9 @@ impl Config {
         };
         if let Some(list) = tokens("QUELL_API_TOKENS") {
             self.auth.api_tokens = list;
+        }
+        if let Some(list) = tokens("QUELL_VIEWER_TOKENS") {
+            self.auth.viewer_tokens = list;
         }
         if let Some(list) = tokens("QUELL_ALERTMANAGER_TOKENS") {
             self.sources.alertmanager.tokens = list;

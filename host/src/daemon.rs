@@ -84,7 +84,7 @@ fn check_exposure(config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut open = Vec::new();
-    if config.auth.api_tokens.is_empty() {
+    if config.auth.api_tokens.is_empty() && config.auth.viewer_tokens.is_empty() {
         open.push("[auth] api_tokens".to_owned());
     }
     for (name, source) in [

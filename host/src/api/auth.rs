@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -82,14 +82,41 @@ pub fn unauthorized() -> Response {
     response
 }
 
-/// Middleware for `/api/*`: a bearer token from `[auth] api_tokens` when any is set.
+/// Middleware for `/api/*` when any token is set: an operator token (`[auth] api_tokens`)
+/// may do anything; a viewer token (`[auth] viewer_tokens`) may only read.
 pub async fn api(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let tokens = &app.config.auth.api_tokens;
-    if !tokens.is_empty() && !token_ok(request.headers(), tokens) {
-        tracing::warn!(path = %request.uri().path(), "API request refused: bad or missing token");
-        return unauthorized();
+    let auth = &app.config.auth;
+    if auth.api_tokens.is_empty() && auth.viewer_tokens.is_empty() {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let headers = request.headers();
+    // Both lists are checked, so the time taken does not say which one matched.
+    let (operator, viewer) = (
+        token_ok(headers, &auth.api_tokens),
+        token_ok(headers, &auth.viewer_tokens),
+    );
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    match (operator, viewer) {
+        (true, _) => next.run(request).await,
+        (false, true) if reads => next.run(request).await,
+        (false, true) => {
+            tracing::warn!(path = %request.uri().path(), method = %request.method(), "API request refused: a viewer token may only read");
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} {} needs an operator token ([auth] api_tokens); this one is a viewer's \
+                     ([auth] viewer_tokens), which may only read",
+                    request.method(),
+                    request.uri().path()
+                ),
+            )
+            .into_response()
+        }
+        (false, false) => {
+            tracing::warn!(path = %request.uri().path(), "API request refused: bad or missing token");
+            unauthorized()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -68,9 +68,13 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// Bearer tokens accepted on `/api/*`; list several to rotate. `QUELL_API_TOKENS`
-    /// (comma-separated) replaces the list.
+    /// Operator bearer tokens for `/api/*`: read, and act (ack, resolve, approve, reject,
+    /// pause, reload); list several to rotate. `QUELL_API_TOKENS` (comma-separated) replaces
+    /// the list.
     pub api_tokens: Vec<String>,
+    /// Viewer bearer tokens for `/api/*`: read only; every other method is refused (403).
+    /// `QUELL_VIEWER_TOKENS` replaces the list.
+    pub viewer_tokens: Vec<String>,
     /// Serve without any credentials on a non-loopback address. Off: Quell refuses to
     /// start that way, because anyone who can reach it could approve remediations.
     pub allow_unauthenticated: bool,

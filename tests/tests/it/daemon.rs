@@ -1036,6 +1036,73 @@ async fn api_tokens_guard_the_api_but_not_health() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_token_reads_and_only_an_operator_token_acts() {
+    let mut env = Env::new();
+    env.config.auth.api_tokens = vec!["operator-secret".to_owned()];
+    env.config.auth.viewer_tokens = vec!["viewer-secret".to_owned()];
+    let app = Running::start(env).await;
+    let id = created(&app, firing("roles")).await;
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        app.client
+            .request(method, format!("{}{path}", app.base))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+    };
+    // Reading: both roles.
+    for token in ["viewer-secret", "operator-secret"] {
+        let response = call(reqwest::Method::GET, &format!("/api/incidents/{id}"), token)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{token}");
+    }
+    // Acting: a viewer is refused, and told why; nothing changed.
+    for path in [
+        format!("/api/incidents/{id}/ack"),
+        "/api/remediation".to_owned(),
+        "/api/reload".to_owned(),
+    ] {
+        let response = call(reqwest::Method::POST, &path, "viewer-secret")
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("needs an operator token ([auth] api_tokens)"),
+            "{body}"
+        );
+    }
+    let detail: Value = call(
+        reqwest::Method::GET,
+        &format!("/api/incidents/{id}"),
+        "viewer-secret",
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(detail["status"], "open", "a refused action changes nothing");
+    let response = call(
+        reqwest::Method::POST,
+        &format!("/api/incidents/{id}/ack"),
+        "operator-secret",
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = call(reqwest::Method::GET, "/api/incidents", "not-a-token")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
 #[test]
 fn serving_off_loopback_without_credentials_is_refused() {
     let mut env = Env::new();
