@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 pub use notice::{FindingView, IncidentView, Notice};
 pub use run::{DiagnosisOutcome, RemediationOutcome, RunRecord};
 pub use step::{
-    Applied, Facts, Step, cancelled_by_resolution, decided, expired, interrupted, rediagnosed,
-    rejected, requeued, resolution,
+    Applied, Facts, Halt, Step, cancelled_by_resolution, decided, expired, interrupted,
+    rediagnosed, rejected, requeued, resolution,
 };
 pub use transitions::{JobRef, Transition};
 pub use verify::{Verification, VerifyOutcome, describe};

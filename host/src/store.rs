@@ -243,10 +243,22 @@ impl Store {
         Ok(expired)
     }
 
+    /// A job whose end could not be recorded, while the daemon goes on: a diagnosis or
+    /// verification is queued again, a remediation marked interrupted and escalated (never
+    /// re-run), as after a crash; its targets are let go.
+    pub async fn recover_job(&self, job: i64) -> Result<Recovery, StoreError> {
+        let recovery = self
+            .db
+            .write(move |conn| jobs::recover(conn, Some(job)))
+            .await?;
+        self.hub.ring(true);
+        Ok(recovery)
+    }
+
     /// After a crash (or a shutdown that ran out of time): diagnoses that were running are
     /// queued again, remediations are marked interrupted and escalated, never re-run.
     pub async fn recover(&self) -> Result<Recovery, StoreError> {
-        let recovery = self.db.write(jobs::recover).await?;
+        let recovery = self.db.write(|conn| jobs::recover(conn, None)).await?;
         self.hub.ring(recovery.requeued > 0);
         Ok(recovery)
     }

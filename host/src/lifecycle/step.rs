@@ -191,11 +191,29 @@ pub fn expired(runbook: &str) -> Vec<Step> {
 }
 
 /// A diagnosis that was running when the daemon stopped: it only reads, so it runs again.
-pub fn requeued() -> Vec<Step> {
+pub fn requeued(halt: Halt) -> Vec<Step> {
     vec![event(
         EventKind::Requeued,
-        "the daemon stopped during diagnosis; diagnosis runs again",
+        format!("{} during diagnosis; diagnosis runs again", halt.what()),
     )]
+}
+
+/// What stopped a run before its end was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// The daemon stopped (a crash, or a shutdown past its grace).
+    Stopped,
+    /// The daemon kept running, but the run's end could not be written.
+    Unrecorded,
+}
+
+impl Halt {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Stopped => "the daemon stopped",
+            Self::Unrecorded => "the result could not be recorded (the database refused it)",
+        }
+    }
 }
 
 /// A waiting plan sent back to diagnosis because `by`'s remediation ran first.
@@ -210,11 +228,14 @@ pub fn rediagnosed(by: &str) -> Vec<Step> {
 }
 
 /// A remediation that was running when the daemon stopped: never re-run.
-pub fn interrupted(runbook: &str) -> Vec<Step> {
+pub fn interrupted(runbook: &str, halt: Halt) -> Vec<Step> {
     vec![
         event(
             EventKind::Interrupted,
-            "the daemon stopped during remediation; it is not re-run automatically",
+            format!(
+                "{} during remediation; it is not re-run automatically",
+                halt.what()
+            ),
         ),
         Step::Rediagnose(runbook.to_owned()),
         Step::Escalate(format!(

@@ -127,7 +127,8 @@ impl Pipeline {
                 Ok(Some(job)) => {
                     let span = info_span!("run", worker, incident = %job.incident, runbook = %job.runbook, phase = %job.phase);
                     if let Err(e) = self.execute(&job).instrument(span).await {
-                        warn!(job = job.id, error = %e, "job could not be recorded; it stays running and is recovered at the next start");
+                        warn!(job = job.id, error = %e, "job could not be recorded; it is recovered as after a crash");
+                        self.recover_job(job.id, &mut stop).await;
                     }
                     continue;
                 }
@@ -139,6 +140,28 @@ impl Pipeline {
                 () = tokio::time::sleep(POLL) => {}
                 _ = stop.changed() => {}
             }
+        }
+    }
+
+    /// Recovers a job whose end could not be recorded, as start-up recovery would (a running
+    /// job holds its incident's remediations and its targets), trying until the database
+    /// takes it or the daemon stops; a job still running at the stop is recovered at the
+    /// next start.
+    async fn recover_job(&self, job: i64, stop: &mut watch::Receiver<bool>) {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.store.recover_job(job).await {
+                Ok(recovery) => {
+                    self.metrics.escalations.inc_by(recovery.interrupted as u64);
+                    return;
+                }
+                Err(e) => warn!(job, error = %e, retry_in = ?wait, "cannot recover the job yet"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 

@@ -8,8 +8,8 @@ use super::Selected;
 use super::apply::run;
 use super::{StoreError, now};
 use crate::lifecycle::{
-    JobRef, JobState, Phase, decided, expired as expired_steps, interrupted, rediagnosed, rejected,
-    requeued,
+    Halt, JobRef, JobState, Phase, decided, expired as expired_steps, interrupted, rediagnosed,
+    rejected, requeued,
 };
 
 /// A claimed job.
@@ -335,29 +335,42 @@ pub struct Recovery {
 }
 
 /// After a crash (or a shutdown that ran out of time): what was running is requeued when
-/// it is safe to run again, and escalated otherwise.
-pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
+/// it is safe to run again, and escalated otherwise. With `only`, that one job (whose end
+/// could not be recorded), if it is still running.
+pub(super) fn recover(conn: &Connection, only: Option<i64>) -> Result<Recovery, StoreError> {
     let (at, ms) = now();
+    let halt = if only.is_some() {
+        Halt::Unrecorded
+    } else {
+        Halt::Stopped
+    };
     let requeued_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
              WHERE state = 'running' AND phase IN ('diagnose', 'verify')
+               AND (?3 IS NULL OR id = ?3)
              RETURNING id, incident_id, runbook",
         )?
-        .query_map(params![ms, at], |row| {
+        .query_map(params![ms, at, only], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
     for (id, incident, runbook) in &requeued_jobs {
-        run(conn, (&at, ms), incident, Some((*id, runbook)), &requeued())?;
+        run(
+            conn,
+            (&at, ms),
+            incident,
+            Some((*id, runbook)),
+            &requeued(halt),
+        )?;
     }
     let interrupted_jobs: Vec<(i64, String, String)> = conn
         .prepare_cached(
             "UPDATE jobs SET state = 'interrupted', updated_at = ?1
-             WHERE state = 'running' AND phase = 'remediate'
+             WHERE state = 'running' AND phase = 'remediate' AND (?2 IS NULL OR id = ?2)
              RETURNING id, incident_id, runbook",
         )?
-        .query_map(params![at], |row| {
+        .query_map(params![at, only], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -367,15 +380,20 @@ pub(super) fn recover(conn: &Connection) -> Result<Recovery, StoreError> {
             (&at, ms),
             incident,
             Some((*id, runbook)),
-            &interrupted(runbook),
+            &interrupted(runbook, halt),
         )?;
     }
+    let why = match halt {
+        Halt::Stopped => "the daemon stopped while this ran; the calls below are what it did",
+        Halt::Unrecorded => {
+            "the end of this run could not be recorded; the calls below are what it did"
+        }
+    };
     conn.prepare_cached(
-        "UPDATE runs SET outcome = 'interrupted',
-             error = 'the daemon stopped while this ran; the calls below are what it did'
-         WHERE outcome = 'running'",
+        "UPDATE runs SET outcome = 'interrupted', error = ?2
+         WHERE outcome = 'running' AND (?1 IS NULL OR job_id = ?1)",
     )?
-    .execute([])?;
+    .execute(params![only, why])?;
     // Targets held by runs that are over (a crash ends every run of this process).
     conn.prepare_cached(
         "DELETE FROM target_leases

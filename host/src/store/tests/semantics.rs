@@ -294,3 +294,67 @@ async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
     let next = claim(&store).await;
     assert_eq!(names(&next), Some(("a".to_owned(), Phase::Diagnose)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone() {
+    let (_dir, store) = store().await;
+    let (incident, _, run) = remediating(&store, 1).await;
+    let held = store
+        .journal_write(write(run, &incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(held.is_ok(), "{held:?}");
+    // Another incident's diagnosis is running meanwhile.
+    incident_with_two_runbooks(&store, 2).await;
+    let other = claim(&store).await.unwrap();
+    assert_ne!(other.incident, incident);
+
+    let fix = store
+        .incident_detail(incident.clone())
+        .await
+        .unwrap()
+        .unwrap();
+    let running: Vec<_> = fix.jobs.iter().filter(|j| j.state == "running").collect();
+    assert_eq!(running.len(), 1);
+    let job_id = store
+        .db
+        .read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT id FROM jobs WHERE state = 'running' AND phase = 'remediate'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    let recovery = store.recover_job(job_id).await.unwrap();
+    assert_eq!((recovery.requeued, recovery.interrupted), (0, 1));
+    let detail = store.incident_detail(incident).await.unwrap().unwrap();
+    let timeline = serde_json::to_string(&detail.timeline).unwrap();
+    assert!(
+        timeline.contains("the result could not be recorded"),
+        "{timeline}"
+    );
+    assert!(detail.incident.escalated);
+    // Its target is free again; the other job was left alone.
+    let leases: i64 = store
+        .db
+        .read(
+            |conn| Ok(conn.query_row("SELECT count(*) FROM target_leases", [], |row| row.get(0))?),
+        )
+        .await
+        .unwrap();
+    assert_eq!(leases, 0);
+    let still: i64 = store
+        .db
+        .read(move |conn| {
+            Ok(conn.query_row(
+                "SELECT count(*) FROM jobs WHERE id = ?1 AND state = 'running'",
+                [other.id],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(still, 1, "the other incident's diagnosis still runs");
+}
