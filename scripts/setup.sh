@@ -13,6 +13,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
 # templates its Debian build hard-codes (/usr/share/prometheus/alertmanager/*.tmpl).
 [ -x /usr/bin/prometheus-alertmanager ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ] \
   || need_apt+=(prometheus-alertmanager)
+# scripts/validate-deploy.sh checks the Kubernetes manifests with a tool from PyPI, in a venv.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
   sudo_cmd=""

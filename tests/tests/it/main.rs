@@ -11,6 +11,7 @@
 mod alertmanager;
 mod containment;
 mod daemon;
+mod deploy;
 mod fuzz_corpus;
 mod harness;
 mod hostile;

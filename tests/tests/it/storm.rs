@@ -156,6 +156,16 @@ async fn a_thousand_alerts_in_twenty_groups_make_twenty_incidents_and_twenty_pag
         posted(Duration::from_secs(120))
     );
     assert!(roots(&messages) > 0, "the first incidents get their thread");
+    // The figures, for the record (`-- --nocapture`).
+    let told = messages.iter().map(|m| m.at).max().unwrap_or(started);
+    eprintln!(
+        "storm: {} threads, {} in the digest, {} Slack messages in the first two minutes, \
+         the last of them {:.1} s after the first push",
+        roots(&messages),
+        digest_total(&messages),
+        posted(Duration::from_secs(120)),
+        (told - started).as_secs_f64()
+    );
 
     // Resolution: every alert ends; each incident resolves with its last alert.
     let ends_at = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
