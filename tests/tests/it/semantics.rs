@@ -27,6 +27,20 @@ fn position(detail: &Value, kind: &str, runbook: &str) -> usize {
         .unwrap_or_else(|| panic!("no {kind} event from {runbook}: {detail:#}"))
 }
 
+/// The probe's policy in `mode`, allowing kubectl `verb` on `resource` in production (and the
+/// little of ssh and HTTP the probe imports), with a deadline no busy machine reaches.
+fn probe_policy(mode: &str, verb: &str, resource: &str) -> String {
+    format!(
+        "mode = \"{mode}\"\ntimeout = \"300s\"\n\
+         [[kubectl.allow]]\nverbs = [\"{verb}\"]\nresources = [\"{resource}\"]\n\
+         namespaces = [\"production\"]\n\
+         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+         [ssh.commands]\nid = {{ run = \"id\", effect = \"read\" }}\n\
+         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n"
+    )
+}
+
 /// Alertmanager's delivery of HighErrorRate on `api` (fingerprint `fingerprint`), firing
 /// with `annotations` or resolved.
 fn high_error_rate_alert(status: &str, fingerprint: &str, annotations: Value) -> String {
@@ -153,13 +167,7 @@ async fn two_incidents_never_change_one_deployment_at_once() {
     env.policy(
         "probe",
         "probe",
-        "mode = \"auto\"\ntimeout = \"300s\"\n\
-         [[kubectl.allow]]\nverbs = [\"rollout restart\"]\nresources = [\"deployments\"]\n\
-         namespaces = [\"production\"]\n\
-         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
-         [ssh.commands]\nid = { run = \"id\", effect = \"read\" }\n\
-         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
-         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/hold\"]\n",
+        &probe_policy("auto", "rollout restart", "deployments"),
     );
     let app = Running::start_configured(env).await;
 
@@ -437,16 +445,7 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
     env.config.incidents.group_by = quell::config::GroupBy::Alertmanager;
     // Joins wait for a batch that never comes due here: they must not hold anything up.
     env.config.notify.batch = quell::config::HumanDuration(Duration::from_secs(3600));
-    env.policy(
-        "probe",
-        "probe",
-        "mode = \"diagnose\"\ntimeout = \"30s\"\n\
-         [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"production\"]\n\
-         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
-         [ssh.commands]\nid = { run = \"id\", effect = \"read\" }\n\
-         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
-         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
-    );
+    env.policy("probe", "probe", &probe_policy("diagnose", "get", "pods"));
     let app = Running::start_configured(env).await;
 
     let (status, answer) = app
@@ -624,5 +623,128 @@ async fn alerts_joining_an_incident_are_told_in_one_reply_per_batch() {
         .filter(|m| m.path == "/api/chat.postMessage" && m.body["thread_ts"].is_null())
         .count();
     assert_eq!(roots, 1, "one thread for the group");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_with_the_same_values_of_the_grouping_labels_are_one_incident() {
+    let mut env = Env::new();
+    daemon_config(&mut env);
+    env.config.incidents.group_by = quell::config::GroupBy::Labels(vec!["cluster".to_owned()]);
+    let app = Running::start_configured(env).await;
+    // Two Alertmanager groups (different alertnames), one cluster: one incident.
+    let alert = |name: &str, cluster: &str, fingerprint: &str| {
+        json!({
+            "receiver": "quell", "status": "firing", "version": "4",
+            "groupKey": format!("{{}}:{{alertname=\"{name}\"}}"), "truncatedAlerts": 0,
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+            "externalURL": "http://alertmanager:9093",
+            "alerts": [{
+                "status": "firing",
+                "labels": {"alertname": name, "cluster": cluster},
+                "annotations": {}, "startsAt": "2026-11-30T03:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://p/g",
+                "fingerprint": fingerprint,
+            }],
+        })
+        .to_string()
+    };
+    let mut incidents = Vec::new();
+    for (name, cluster, fingerprint) in [
+        ("DiskFull", "eu-1", "f1"),
+        ("HighLatency", "eu-1", "f2"),
+        ("DiskFull", "us-1", "f3"),
+    ] {
+        let (status, answer) = app
+            .post("/webhooks/alertmanager", alert(name, cluster, fingerprint))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        incidents.push((
+            answer["alerts"][0]["incident"].as_str().unwrap().to_owned(),
+            answer["alerts"][0]["action"].as_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(incidents[0].0, incidents[1].0, "one cluster, one incident");
+    assert_eq!(incidents[1].1, "joined");
+    assert_ne!(incidents[0].0, incidents[2].0, "another cluster, another");
+    let detail = app.incident(&incidents[0].0).await;
+    assert_eq!(detail["alerts"].as_array().unwrap().len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_global_write_budget_stops_writes_across_runbooks() {
+    let sim = KubeSim::start().unwrap();
+    sim.add_service("production", "api", Scenario::healthy(1));
+    sim.add_service("production", "web", Scenario::healthy(1));
+    let mut env = Env::new().kube(&sim);
+    daemon_config(&mut env);
+    env.config.pipeline.max_writes = Some(quell::config::Budget {
+        count: 1,
+        per: quell::config::HumanDuration(Duration::from_secs(3600)),
+    });
+    env.policy(
+        "probe",
+        "probe",
+        &probe_policy("auto", "rollout restart", "deployments"),
+    );
+    let app = Running::start_configured(env).await;
+    let restart = |name: &str| {
+        json!([{"kubectl": {"verb": "rollout restart", "resource": "deployments",
+                            "namespace": "production", "name": name}}])
+        .to_string()
+    };
+    let mut ids = Vec::new();
+    for (fingerprint, target) in [("one", "api"), ("two", "web")] {
+        let (status, answer) = app
+            .post(
+                "/webhooks/alertmanager",
+                payload(
+                    "firing",
+                    fingerprint,
+                    "2026-11-30T03:00:00Z",
+                    json!({"quell.test/remediate-calls": restart(target)}),
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+        // One after the other: which one gets the budget is then known.
+        app.wait_for(&id, "the remediation to end", |d| {
+            settled_after(d, "remediated") || settled_after(d, "remediation-failed")
+        })
+        .await;
+        ids.push(id);
+    }
+    let decisions: Vec<(String, String)> = {
+        let mut out = Vec::new();
+        for id in &ids {
+            let detail = app.incident(id).await;
+            for run in detail["runs"].as_array().unwrap() {
+                for call in run["calls"].as_array().unwrap() {
+                    out.push((
+                        call["decision"].as_str().unwrap().to_owned(),
+                        call["rule"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+        }
+        out
+    };
+    assert_eq!(decisions[0].0, "allowed", "{decisions:?}");
+    assert_eq!(
+        decisions[1],
+        (
+            "denied".to_owned(),
+            "the global write budget is spent: at most 1 writes per 1h ([pipeline] max_writes)"
+                .to_owned()
+        )
+    );
+    let patches = sim
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "PATCH")
+        .count();
+    assert_eq!(patches, 1, "one write ran");
     app.stop().await;
 }
