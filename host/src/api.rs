@@ -2,8 +2,8 @@
 //!
 //! Every error is JSON, `{"error": "..."}`, and says what is wrong.
 
-mod auth;
-mod incidents;
+pub(crate) mod auth;
+pub(crate) mod incidents;
 mod openapi;
 pub mod slack;
 mod webhooks;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// False until start-up finished and again once shutdown begins.
     pub ready: AtomicBool,
+    /// The console's signed-in browsers.
+    pub sessions: crate::console::session::Sessions,
 }
 
 /// The router for `state`.
@@ -70,6 +72,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(webhooks::routes(&state))
         .route("/slack/interactions", post(slack::interactions))
         .route("/metrics", get(metrics))
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
         .layer(axum::middleware::from_fn_with_state(slots, shed));
     // Health answers even when everything else is shed: an orchestrator must not restart a

@@ -138,6 +138,7 @@ impl Daemon {
             metrics,
             config,
             ready: false.into(),
+            sessions: crate::console::session::Sessions::default(),
         });
         let (stop, stopped) = watch::channel(false);
         let mut workers = pipeline.spawn_workers(stopped.clone());

@@ -26,6 +26,7 @@ pub mod api;
 pub mod capabilities;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod files;
 pub mod incident;

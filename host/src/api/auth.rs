@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use super::{ApiError, AppState};
 use crate::config::{BasicCredential, SourceConfig};
+use crate::console::session::Role;
 
 /// Equal without leaking where the first difference is (or the secret's length).
 fn same(given: &[u8], expected: &[u8]) -> bool {
@@ -82,6 +83,21 @@ pub fn unauthorized() -> Response {
     response
 }
 
+/// The role a request's bearer token carries: operator (`[auth] api_tokens`), viewer
+/// (`viewer_tokens`), or none. Both lists are checked, so the time taken does not say which
+/// one matched.
+pub fn role(headers: &HeaderMap, auth: &crate::config::AuthConfig) -> Option<Role> {
+    let (operator, viewer) = (
+        token_ok(headers, &auth.api_tokens),
+        token_ok(headers, &auth.viewer_tokens),
+    );
+    match (operator, viewer) {
+        (true, _) => Some(Role::Operator),
+        (false, true) => Some(Role::Viewer),
+        (false, false) => None,
+    }
+}
+
 /// Middleware for `/api/*` when any token is set: an operator token (`[auth] api_tokens`)
 /// may do anything; a viewer token (`[auth] viewer_tokens`) may only read.
 pub async fn api(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -89,17 +105,11 @@ pub async fn api(State(app): State<Arc<AppState>>, request: Request, next: Next)
     if auth.api_tokens.is_empty() && auth.viewer_tokens.is_empty() {
         return next.run(request).await;
     }
-    let headers = request.headers();
-    // Both lists are checked, so the time taken does not say which one matched.
-    let (operator, viewer) = (
-        token_ok(headers, &auth.api_tokens),
-        token_ok(headers, &auth.viewer_tokens),
-    );
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    match (operator, viewer) {
-        (true, _) => next.run(request).await,
-        (false, true) if reads => next.run(request).await,
-        (false, true) => {
+    match role(request.headers(), auth) {
+        Some(Role::Operator) => next.run(request).await,
+        Some(Role::Viewer) if reads => next.run(request).await,
+        Some(Role::Viewer) => {
             tracing::warn!(path = %request.uri().path(), method = %request.method(), "API request refused: a viewer token may only read");
             ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -112,7 +122,7 @@ pub async fn api(State(app): State<Arc<AppState>>, request: Request, next: Next)
             )
             .into_response()
         }
-        (false, false) => {
+        None => {
             tracing::warn!(path = %request.uri().path(), "API request refused: bad or missing token");
             unauthorized()
         }

@@ -123,13 +123,13 @@ pub async fn postmortem(
 /// Optional body of the incident actions.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ActionBody {
+pub(crate) struct ActionBody {
     /// Who is acting (shown on the timeline); default `api`.
-    by: Option<String>,
+    pub by: Option<String>,
     /// approve / reject: only this runbook's plan.
-    runbook: Option<String>,
+    pub runbook: Option<String>,
     /// Free text for the timeline.
-    note: Option<String>,
+    pub note: Option<String>,
 }
 
 fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
@@ -147,13 +147,20 @@ pub async fn act(
     bytes: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ActionBody = body(&bytes)?;
-    let who: String = request
-        .by
-        .unwrap_or_else(|| "api".to_owned())
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(100)
-        .collect();
+    let who = request.by.clone().unwrap_or_else(|| "api".to_owned());
+    Ok(Json(perform(&app, id, &action, &who, request).await?).into_response())
+}
+
+/// An action on an incident, for the API and the console: `ack`, `resolve`, `approve` or
+/// `reject` (only `runbook`'s plan, when named); `who` and the note go on the timeline.
+pub(crate) async fn perform(
+    app: &AppState,
+    id: String,
+    action: &str,
+    who: &str,
+    request: ActionBody,
+) -> Result<serde_json::Value, ApiError> {
+    let who: String = who.chars().filter(|c| !c.is_control()).take(100).collect();
     let note = request.note.map(|n| format!(": {n}")).unwrap_or_default();
     let exists = app
         .store
@@ -164,7 +171,7 @@ pub async fn act(
         return Err(not_found(&id));
     }
     let incident = id.clone();
-    let answer = match action.as_str() {
+    let answer = match action {
         "ack" => {
             let changed = app
                 .store
@@ -231,11 +238,16 @@ pub async fn act(
             ));
         }
     };
-    Ok(Json(answer).into_response())
+    Ok(answer)
 }
 
 /// `GET /api/runbooks`
 pub async fn runbooks(State(app): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    Ok(Json(runbooks_json(&app).await?).into_response())
+}
+
+/// The loaded runbooks with their policies and budgets, and the files that did not load.
+pub(crate) async fn runbooks_json(app: &AppState) -> Result<serde_json::Value, ApiError> {
     let runbooks = app.pipeline.runbooks();
     let budgeted: Vec<(String, u32, String, i64)> = runbooks
         .loaded
@@ -288,7 +300,7 @@ pub async fn runbooks(State(app): State<Arc<AppState>>) -> Result<Response, ApiE
         .iter()
         .map(|e| json!({"path": e.path, "error": e.message}))
         .collect();
-    Ok(Json(json!({"runbooks": loaded, "errors": errors})).into_response())
+    Ok(json!({"runbooks": loaded, "errors": errors}))
 }
 
 /// `POST /api/reload`: re-read runbooks and policies; a bad file keeps its last good

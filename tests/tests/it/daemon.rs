@@ -103,6 +103,19 @@ impl Running {
         detail
     }
 
+    /// The incident, read with bearer `token`.
+    pub async fn incident_with(&self, id: &str, token: &str) -> Value {
+        self.client
+            .get(format!("{}/api/incidents/{id}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Polls the incident until `done` holds (a minute at most: a hang guard, not a timing).
     pub async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
