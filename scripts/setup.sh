@@ -9,6 +9,8 @@ command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need_apt+=(openssh-s
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
+# The console's tests drive headless Chromium.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The end-to-end webhook test runs the real Alertmanager; the package also installs the
 # templates its Debian build hard-codes (/usr/share/prometheus/alertmanager/*.tmpl).
 [ -x /usr/bin/prometheus-alertmanager ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ] \
