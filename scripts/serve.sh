@@ -28,7 +28,8 @@ timeout = "10s"
 TOML
 
 cat <<'TEXT'
-Quell listens on http://127.0.0.1:8080. In another terminal:
+Quell listens on http://127.0.0.1:8080 (the console is at that address). In another
+terminal:
 
   curl -s -XPOST localhost:8080/webhooks/alertmanager -d @examples/alerts/high-error-rate.json
   target/debug/quell incidents
