@@ -210,6 +210,8 @@ async fn logout(
 struct ListQuery {
     status: Option<String>,
     severity: Option<String>,
+    since: Option<String>,
+    before: Option<String>,
     fragment: Option<String>,
 }
 
@@ -224,22 +226,51 @@ async fn incidents(
     };
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let (status, severity) = (nonempty(query.status), nonempty(query.severity));
+    let since = nonempty(query.since);
+    let since_ms = match since
+        .as_deref()
+        .map(crate::api::incidents::since_ms)
+        .transpose()
+    {
+        Ok(ms) => ms,
+        Err(e) => return e.into_response(),
+    };
     let filter = crate::store::IncidentFilter {
         status: status.clone(),
         severity: severity.clone(),
-        since_ms: None,
-        limit: 100,
-        before: None,
+        since_ms,
+        limit: 50,
+        before: nonempty(query.before),
     };
-    let list = match app.store.list_incidents(filter).await {
-        Ok(page) => page.map(|p| p.incidents).unwrap_or_default(),
+    let (list, next) = match app.store.list_incidents(filter).await {
+        Ok(page) => page.map(|p| (p.incidents, p.next)).unwrap_or_default(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let table = pages::incidents_table(&list);
     let response = if query.fragment.is_some() {
         page(table)
     } else {
-        let body = maud::html! { (pages::filters(status.as_deref(), severity.as_deref())) (table) };
+        // The filters again, for the next page's link (the same cursor as the API's).
+        let kept: String = [
+            ("status", &status),
+            ("severity", &severity),
+            ("since", &since),
+        ]
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref().map(|v| {
+                format!(
+                    "{k}={}&",
+                    url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()
+                )
+            })
+        })
+        .collect();
+        let body = maud::html! {
+            (pages::filters(status.as_deref(), severity.as_deref(), since.as_deref()))
+            (table)
+            (pages::older(next.as_deref(), &kept))
+        };
         page(pages::layout(
             "Incidents",
             Some((session.role, &session.csrf)),

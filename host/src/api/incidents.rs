@@ -27,7 +27,7 @@ pub struct ListQuery {
     before: Option<String>,
 }
 
-fn since_ms(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn since_ms(text: &str) -> Result<i64, ApiError> {
     if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp_millis());
     }

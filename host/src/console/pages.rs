@@ -53,6 +53,15 @@ pub fn login(error: Option<&str>) -> Markup {
     }
 }
 
+/// The link to the next (older) page of the list, keeping the filters.
+pub fn older(next: Option<&str>, query: &str) -> Markup {
+    html! {
+        @if let Some(next) = next {
+            p { a href={ "/?" (query) "before=" (next) } { "Older incidents" } }
+        }
+    }
+}
+
 /// The incidents table (also what the page's script refreshes).
 pub fn incidents_table(incidents: &[IncidentSummary]) -> Markup {
     html! {
@@ -75,7 +84,7 @@ pub fn incidents_table(incidents: &[IncidentSummary]) -> Markup {
 }
 
 /// The filter form above the incidents table.
-pub fn filters(status: Option<&str>, severity: Option<&str>) -> Markup {
+pub fn filters(status: Option<&str>, severity: Option<&str>, since: Option<&str>) -> Markup {
     let option = |value: &str, current: Option<&str>| {
         html! { option value=(value) selected[current == Some(value)] { (if value.is_empty() { "any" } else { value }) } }
     };
@@ -88,6 +97,10 @@ pub fn filters(status: Option<&str>, severity: Option<&str>) -> Markup {
             label for="severity" { "Severity" }
             select id="severity" name="severity" {
                 @for s in ["", "critical", "high", "medium", "low", "info"] { (option(s, severity)) }
+            }
+            label for="since" { "Since" }
+            select id="since" name="since" {
+                @for s in ["", "1h", "24h", "7d", "30d"] { (option(s, since)) }
             }
             button type="submit" { "Filter" }
         }

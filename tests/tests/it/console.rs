@@ -127,6 +127,23 @@ async fn on_call_signs_in_reads_the_incident_and_approves_its_plan() {
         "{csp}"
     );
     assert!(list.text().await.unwrap().contains(&id));
+    // Filters: by time too, with a clear refusal of a bad value.
+    let recent = operator
+        .get("/?status=open&since=1h")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(recent.contains(&id), "{recent}");
+    let none = operator
+        .get("/?status=resolved")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!none.contains(&id));
+    let bad = operator.get("/?since=yesterday").await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 
     // The plan waits; the page shows the rendered kubectl command and the approve button.
     let page = format!("/incidents/{id}");
