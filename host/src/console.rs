@@ -333,15 +333,15 @@ async fn runbooks(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         Ok(found) => found,
         Err(response) => return *response,
     };
-    let (listed, paused) = match (
-        crate::api::incidents::runbooks_json(&app).await,
-        app.store.paused().await,
-    ) {
-        (Ok(listed), Ok(paused)) => (listed, paused),
-        (Err(e), _) => return e.into_response(),
-        (_, Err(e)) => return ApiError::from(e).into_response(),
+    let listed = match crate::api::incidents::runbooks_json(&app).await {
+        Ok(listed) => listed,
+        Err(e) => return e.into_response(),
     };
-    let body = pages::runbooks(&listed, paused, session.role, &session.csrf);
+    let (runs, paused) = match (app.store.recent_runs(200).await, app.store.paused().await) {
+        (Ok(runs), Ok(paused)) => (runs, paused),
+        (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
+    };
+    let body = pages::runbooks(&listed, &runs, paused, session.role, &session.csrf);
     with_cookie(
         &app,
         page(pages::layout(

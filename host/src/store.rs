@@ -39,7 +39,7 @@ pub use queries::{
     AlertCounts, AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter,
     IncidentPage, IncidentSummary, JobSummary, Run,
 };
-pub use runs::WriteClaim;
+pub use runs::{RecentRun, WriteClaim};
 pub use slack::SlackDigest;
 
 use crate::capabilities::CallRecord;
@@ -517,6 +517,11 @@ impl Store {
         self.db
             .read(move |conn| queries::alert_counts(conn, &incident))
             .await
+    }
+
+    /// The newest `limit` runs of every runbook, newest first.
+    pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
+        self.db.read(move |conn| runs::recent(conn, limit)).await
     }
 
     /// Figures for `/metrics` that live in the database.

@@ -5,7 +5,7 @@ use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
 use super::session::Role;
-use crate::store::{IncidentDetail, IncidentSummary};
+use crate::store::{IncidentDetail, IncidentSummary, RecentRun};
 
 /// A page: the navigation, `title`, and `body`.
 pub fn layout(title: &str, signed_in: Option<(Role, &str)>, body: Markup) -> Markup {
@@ -196,8 +196,14 @@ pub fn incident(detail: &IncidentDetail, role: Role, csrf: &str, postmortem: &st
     }
 }
 
-/// The runbooks, and the pause switch.
-pub fn runbooks(runbooks: &Value, paused: bool, role: Role, csrf: &str) -> Markup {
+/// The runbooks with their recent runs, and the pause switch.
+pub fn runbooks(
+    runbooks: &Value,
+    runs: &[RecentRun],
+    paused: bool,
+    role: Role,
+    csrf: &str,
+) -> Markup {
     html! {
         p { "Remediation is " strong { (if paused { "paused" } else { "running" }) } "." }
         @if role == Role::Operator {
@@ -208,13 +214,24 @@ pub fn runbooks(runbooks: &Value, paused: bool, role: Role, csrf: &str) -> Marku
             }
         }
         table {
-            thead { tr { th scope="col" { "Runbook" } th scope="col" { "Mode" } th scope="col" { "Digest" } th scope="col" { "Policy" } } }
+            thead { tr { th scope="col" { "Runbook" } th scope="col" { "Mode" } th scope="col" { "Digest" } th scope="col" { "Budget used" } th scope="col" { "Recent runs" } th scope="col" { "Policy" } } }
             tbody {
                 @for r in runbooks["runbooks"].as_array().into_iter().flatten() {
+                    @let name = r["name"].as_str().unwrap_or("");
                     tr {
-                        td { (r["name"].as_str().unwrap_or("")) }
+                        td { (name) }
                         td { (r["mode"].as_str().unwrap_or("")) }
                         td { code { (r["digest"].as_str().unwrap_or("").get(..12).unwrap_or("")) } }
+                        td {
+                            @if let Some(b) = r["budget"].as_object() {
+                                (b["used"]) " of " (b["count"]) " per " (b["per"].as_str().unwrap_or(""))
+                            } @else { "no budget" }
+                        }
+                        td {
+                            ul { @for run in runs.iter().filter(|run| run.runbook == name).take(5) {
+                                li { a href={ "/incidents/" (run.incident) } { (run.incident) } " " (run.phase) " → " (run.outcome) " " time { (run.started_at) } }
+                            } }
+                        }
                         td { details { summary { "policy" } pre { (serde_json::to_string_pretty(r).unwrap_or_default()) } } }
                     }
                 }

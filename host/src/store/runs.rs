@@ -173,3 +173,37 @@ pub(super) fn release_targets(conn: &Connection, run: i64) -> Result<(), StoreEr
         .execute([run])?;
     Ok(())
 }
+
+/// One run, as the console's runbook page lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentRun {
+    /// The runbook.
+    pub runbook: String,
+    /// The incident.
+    pub incident: String,
+    /// `diagnose`, `remediate` or `verify`.
+    pub phase: String,
+    /// How it ended.
+    pub outcome: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+/// The newest `limit` runs of every runbook, newest first.
+pub(super) fn recent(conn: &Connection, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT runbook, incident_id, phase, outcome, started_at FROM runs
+             ORDER BY id DESC LIMIT ?1",
+        )?
+        .query_map([limit], |row| {
+            Ok(RecentRun {
+                runbook: row.get(0)?,
+                incident: row.get(1)?,
+                phase: row.get(2)?,
+                outcome: row.get(3)?,
+                started_at: row.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?)
+}

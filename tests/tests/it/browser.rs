@@ -200,6 +200,13 @@ async fn on_call_works_an_incident_in_a_real_browser() {
     wait_for_text(&page, "Rolled back deployment/api", true).await;
     screenshot(&page, "incident-remediated").await;
 
+    page.goto(format!("{}/runbooks", app.base)).await.unwrap();
+    wait_for_text(&page, "Pause remediation", false).await;
+    screenshot(&page, "runbooks").await;
+    page.goto(format!("{}/dead", app.base)).await.unwrap();
+    wait_for_text(&page, "dead letters", false).await;
+    screenshot(&page, "dead-letters").await;
+
     // A POST without the CSRF token is refused.
     let forged = post_from_page(&page, &format!("/incidents/{id}/ack"), "").await;
     assert_eq!(forged, 403);

@@ -190,6 +190,20 @@ async fn on_call_signs_in_reads_the_incident_and_approves_its_plan() {
     };
     assert!(done.contains("approved"), "the timeline says who approved");
 
+    // The runbooks page: recent runs, and the pause switch for an operator.
+    let runbooks = operator.get("/runbooks").await.text().await.unwrap();
+    assert!(
+        runbooks.contains("remediate → remediated") && runbooks.contains(&id),
+        "{runbooks}"
+    );
+    let csrf = operator.csrf("/runbooks").await;
+    let paused = operator
+        .post("/remediation", &[("csrf", &csrf), ("paused", "true")])
+        .await;
+    assert_eq!(paused.status(), StatusCode::SEE_OTHER);
+    let runbooks = operator.get("/runbooks").await.text().await.unwrap();
+    assert!(runbooks.contains("Remediation is <strong>paused</strong>"), "{runbooks}");
+
     // A viewer reads, sees no action, and cannot act with its own token.
     let mut viewer = Browser::new(&app);
     assert_eq!(
