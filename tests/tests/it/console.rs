@@ -202,7 +202,10 @@ async fn on_call_signs_in_reads_the_incident_and_approves_its_plan() {
         .await;
     assert_eq!(paused.status(), StatusCode::SEE_OTHER);
     let runbooks = operator.get("/runbooks").await.text().await.unwrap();
-    assert!(runbooks.contains("Remediation is <strong>paused</strong>"), "{runbooks}");
+    assert!(
+        runbooks.contains("Remediation is <strong>paused</strong>"),
+        "{runbooks}"
+    );
 
     // A viewer reads, sees no action, and cannot act with its own token.
     let mut viewer = Browser::new(&app);
