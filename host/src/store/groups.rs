@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::StoreError;
 use super::apply::{escalate, run};
 use super::incidents::{
-    Arrival, Effect, fire as fire_incident, incident_event, incident_notice, is_at_or_after,
+    Arrival, Effect, NO_RUNBOOK, announce, fire as fire_incident, incident_event, is_at_or_after,
     is_earlier, open_incident,
 };
 use super::jobs::enqueue;
@@ -150,15 +150,12 @@ pub(super) fn fire(
     }
     let count = firing(conn, &id)?;
     let message = format!("{} joined ({count} alerts firing)", alert.title);
-    run(
+    announce(
         conn,
         (at, ms),
         &id,
-        None,
-        &[
-            incident_event(EventKind::AlertJoined, message.clone()),
-            incident_notice(NoticeKind::AlertJoined, message),
-        ],
+        (EventKind::AlertJoined, NoticeKind::AlertJoined),
+        message,
     )?;
     for runbook in &arrival.runbooks {
         enqueue(conn, &id, &alert.fingerprint, runbook, (at, ms))?;
@@ -168,12 +165,7 @@ pub(super) fn fire(
             .prepare_cached("SELECT escalated FROM incidents WHERE id = ?1")?
             .query_row([&id], |row| row.get(0))?;
         if !escalated {
-            escalate(
-                conn,
-                &id,
-                at,
-                "no runbook matches this alert: manual response needed",
-            )?;
+            escalate(conn, &id, at, NO_RUNBOOK)?;
         }
     }
     Ok(Effect::Joined(id))

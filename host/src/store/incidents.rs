@@ -349,26 +349,18 @@ pub(super) fn fire(
     } else {
         let id = insert(conn, arrival, at, ms)?;
         let message = format!("Alert: {}", alert.title);
-        run(
+        announce(
             conn,
             (at, ms),
             &id,
-            None,
-            &[
-                incident_event(EventKind::Created, message.clone()),
-                incident_notice(NoticeKind::Created, message),
-            ],
+            (EventKind::Created, NoticeKind::Created),
+            message,
         )?;
         Effect::Created(id)
     };
     let id = effect.incident().unwrap_or_default().to_owned();
     if arrival.runbooks.is_empty() {
-        escalate(
-            conn,
-            &id,
-            at,
-            "no runbook matches this alert: manual response needed",
-        )?;
+        escalate(conn, &id, at, NO_RUNBOOK)?;
     }
     for runbook in &arrival.runbooks {
         super::jobs::enqueue(conn, &id, member, runbook, (at, ms))?;
@@ -465,6 +457,30 @@ fn resolve_alert(
     conn.prepare_cached("UPDATE incidents SET ended_at = ?2 WHERE id = ?1")?
         .execute(params![open.id, alert.ends_at])?;
     Ok(Effect::Resolved(open.id))
+}
+
+/// Why an alert no runbook matches goes to on-call.
+pub(super) const NO_RUNBOOK: &str = "no runbook matches this alert: manual response needed";
+
+/// An incident-level timeline entry and the notice telling the same `message`.
+pub(super) fn announce(
+    conn: &Connection,
+    (at, ms): (&str, i64),
+    id: &str,
+    (event, notice): (EventKind, NoticeKind),
+    message: String,
+) -> Result<(), StoreError> {
+    run(
+        conn,
+        (at, ms),
+        id,
+        None,
+        &[
+            incident_event(event, message.clone()),
+            incident_notice(notice, message),
+        ],
+    )
+    .map(|_| ())
 }
 
 pub(super) fn incident_event(kind: EventKind, message: impl Into<String>) -> Step {

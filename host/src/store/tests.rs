@@ -342,10 +342,19 @@ fn grafana(status: &str, org: u32) -> crate::sources::Delivery {
 }
 
 async fn ingest(store: &Store, delivery: crate::sources::Delivery) -> Effect {
+    ingest_selecting(store, delivery, &[]).await
+}
+
+/// Ingests `delivery` with `runbooks` selected for each alert; the first alert's effect.
+async fn ingest_selecting(
+    store: &Store,
+    delivery: crate::sources::Delivery,
+    runbooks: &[Selected],
+) -> Effect {
     let arrivals = delivery
         .alerts
         .into_iter()
-        .map(|alert| Arrival::new(alert, Vec::new()))
+        .map(|alert| Arrival::new(alert, runbooks.to_vec()))
         .collect();
     store
         .ingest(Delivery {

@@ -436,6 +436,20 @@ fn group_delivery(group: &str, alerts: &[(&str, &str)]) -> String {
     .to_string()
 }
 
+/// Posts group `group`'s notification of `alerts`; what each alert did.
+async fn group_actions(app: &Running, group: &str, alerts: &[(&str, &str)]) -> Vec<String> {
+    let (status, answer) = app
+        .post("/webhooks/alertmanager", group_delivery(group, alerts))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    answer["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
     let slack = Arc::new(Slack::start().unwrap());
@@ -459,18 +473,12 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
     assert_eq!(answer["alerts"][1]["incident"], id.as_str());
     assert_eq!(answer["alerts"][1]["action"], "joined");
     // The group's next notification repeats both and adds a third.
-    let (_, answer) = app
-        .post(
-            "/webhooks/alertmanager",
-            group_delivery("eu", &[("a", "firing"), ("b", "firing"), ("c", "firing")]),
-        )
-        .await;
-    let actions: Vec<&str> = answer["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let actions = group_actions(
+        &app,
+        "eu",
+        &[("a", "firing"), ("b", "firing"), ("c", "firing")],
+    )
+    .await;
     assert_eq!(actions, ["re-fired", "re-fired", "joined"]);
     // Another group is another incident.
     let (_, other) = app
@@ -517,41 +525,24 @@ async fn an_alertmanager_group_is_one_incident_whose_runbooks_run_per_alert() {
     );
 
     // Two resolve: the incident stays open. The last resolves it.
-    let (_, answer) = app
-        .post(
-            "/webhooks/alertmanager",
-            group_delivery(
-                "eu",
-                &[("a", "resolved"), ("b", "resolved"), ("c", "firing")],
-            ),
-        )
-        .await;
-    let actions: Vec<&str> = answer["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
+    let actions = group_actions(
+        &app,
+        "eu",
+        &[("a", "resolved"), ("b", "resolved"), ("c", "firing")],
+    )
+    .await;
     assert_eq!(actions, ["alert-resolved", "alert-resolved", "re-fired"]);
     assert_ne!(app.incident(&id).await["status"], "resolved");
     // A late firing re-send of a resolved alert (same start) does not bring it back.
-    let (_, answer) = app
-        .post(
-            "/webhooks/alertmanager",
-            group_delivery("eu", &[("a", "firing"), ("c", "firing")]),
-        )
-        .await;
-    assert_eq!(answer["alerts"][0]["action"], "stale");
-    let (_, answer) = app
-        .post(
-            "/webhooks/alertmanager",
-            group_delivery(
-                "eu",
-                &[("a", "resolved"), ("b", "resolved"), ("c", "resolved")],
-            ),
-        )
-        .await;
-    assert_eq!(answer["alerts"][2]["action"], "resolved");
+    let actions = group_actions(&app, "eu", &[("a", "firing"), ("c", "firing")]).await;
+    assert_eq!(actions[0], "stale");
+    let actions = group_actions(
+        &app,
+        "eu",
+        &[("a", "resolved"), ("b", "resolved"), ("c", "resolved")],
+    )
+    .await;
+    assert_eq!(actions[2], "resolved");
     assert_eq!(app.incident(&id).await["status"], "resolved");
 
     // Three diagnose-mode escalations, one page; then its resolve.

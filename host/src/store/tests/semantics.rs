@@ -15,31 +15,11 @@ async fn store() -> (tempfile::TempDir, Store) {
 /// Opens an incident (Grafana org `org`) with runbooks `a` (priority 100) and `b` (priority
 /// 50); returns its id.
 async fn incident_with_two_runbooks(store: &Store, org: u32) -> String {
-    let delivery = super::grafana("firing", org);
-    let arrivals = delivery
-        .alerts
-        .into_iter()
-        .map(|alert| {
-            let selected = [("a", 100), ("b", 50)]
-                .map(|(name, priority)| Selected {
-                    name: name.to_owned(),
-                    priority,
-                })
-                .to_vec();
-            Arrival::new(alert, selected)
-        })
-        .collect();
-    let mut ingested = store
-        .ingest(Delivery {
-            source: "grafana",
-            body: b"{}".to_vec(),
-            truncated: 0,
-            arrivals,
-            reopen_window_ms: 0,
-        })
-        .await
-        .unwrap();
-    match ingested.effects.remove(0) {
+    let selected = [("a", 100), ("b", 50)].map(|(name, priority)| Selected {
+        name: name.to_owned(),
+        priority,
+    });
+    match super::ingest_selecting(store, super::grafana("firing", org), &selected).await {
         Effect::Created(id) => id,
         other => panic!("{other:?}"),
     }
@@ -169,6 +149,15 @@ async fn remediation_waits_for_every_diagnosis_then_runs_one_at_a_time_by_priori
     );
 }
 
+/// Run `run` of `incident` writes to deployment/api, and so holds it.
+async fn hold(store: &Store, run: i64, incident: &str) {
+    let held = store
+        .journal_write(write(run, incident, "b", "api"))
+        .await
+        .unwrap();
+    assert!(held.is_ok(), "{held:?}");
+}
+
 fn write(run: i64, incident: &str, runbook: &str, target: &str) -> WriteClaim {
     WriteClaim {
         run,
@@ -216,11 +205,7 @@ async fn a_target_is_held_by_one_run_until_it_ends() {
     let (incident, fix, run) = remediating(&store, 1).await;
     let (other_incident, _, other) = remediating(&store, 2).await;
 
-    let held = store
-        .journal_write(write(run, &incident, "b", "api"))
-        .await
-        .unwrap();
-    assert!(held.is_ok(), "{held:?}");
+    hold(&store, run, &incident).await;
     let again = store
         .journal_write(write(run, &incident, "b", "api"))
         .await
@@ -276,11 +261,7 @@ async fn the_global_write_budget_refuses_writes_past_it() {
 async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
     let (_dir, store) = store().await;
     let (incident, _, run) = remediating(&store, 1).await;
-    let held = store
-        .journal_write(write(run, &incident, "b", "api"))
-        .await
-        .unwrap();
-    assert!(held.is_ok(), "{held:?}");
+    hold(&store, run, &incident).await;
     let (other_incident, _, other) = remediating(&store, 2).await;
     let recovery = store.recover().await.unwrap();
     assert_eq!(recovery.interrupted, 2);
@@ -299,11 +280,7 @@ async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
 async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone() {
     let (_dir, store) = store().await;
     let (incident, _, run) = remediating(&store, 1).await;
-    let held = store
-        .journal_write(write(run, &incident, "b", "api"))
-        .await
-        .unwrap();
-    assert!(held.is_ok(), "{held:?}");
+    hold(&store, run, &incident).await;
     // Another incident's diagnosis is running meanwhile.
     incident_with_two_runbooks(&store, 2).await;
     let other = claim(&store).await.unwrap();
