@@ -66,6 +66,18 @@ fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Runs `read` in one deferred transaction, rolled back after: the snapshot is taken at its
+/// first query and kept to its last.
+fn snapshot<T>(
+    conn: &Connection,
+    read: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let result = read(&tx);
+    tx.rollback()?;
+    result
+}
+
 impl Sqlite {
     /// Opens (creating if needed) the database and starts the writer thread.
     pub(super) fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<Self> {
@@ -121,6 +133,10 @@ impl Sqlite {
     }
 
     /// Runs `read` on a reader connection (WAL: it sees the last commit, never blocks writes).
+    ///
+    /// The whole read is one transaction, so one snapshot: a read of several queries (an
+    /// incident with its jobs, runs and timeline) never sees half of a commit that landed
+    /// between two of them.
     pub(super) async fn read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -128,7 +144,7 @@ impl Sqlite {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = store.take_reader()?;
-            let result = read(&conn);
+            let result = snapshot(&conn, read);
             store.give_back(conn);
             result
         })

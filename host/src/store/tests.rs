@@ -47,6 +47,38 @@ async fn concurrent_writes_share_commits_and_all_land() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_sees_one_snapshot_even_when_a_write_commits_halfway() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    insert_setting(store.clone(), "before").await.unwrap();
+    let writer = store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let (first, second) = store
+        .db
+        .read(move |conn| {
+            let count = |conn: &rusqlite::Connection| -> Result<i64, StoreError> {
+                Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?)
+            };
+            let first = count(conn)?;
+            // A write commits between the read's two queries (this is a blocking thread).
+            runtime.block_on(insert_setting(writer, "between"))?;
+            Ok((first, count(conn)?))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        first, second,
+        "both queries of one read see the same commit"
+    );
+    let after: i64 = store
+        .db
+        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(after, first + 1, "the next read sees the write");
+}
+
 /// Inserts the setting `key` (a write that fails on a duplicate).
 async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
     store
