@@ -1,5 +1,6 @@
-// Refreshes the incidents table in place every few seconds (the page's only script; the
-// Content-Security-Policy allows no other).
+// Refreshes the incidents table in place every few seconds when it changed, keeping the
+// keyboard focus where it was (the page's only script; the Content-Security-Policy allows no
+// other).
 document.addEventListener("DOMContentLoaded", () => {
   const table = document.getElementById("incidents");
   if (!table) return;
@@ -13,7 +14,17 @@ document.addEventListener("DOMContentLoaded", () => {
       const holder = document.createElement("div");
       holder.innerHTML = await response.text();
       const fresh = holder.querySelector("#incidents");
-      if (fresh) document.getElementById("incidents").replaceWith(fresh);
+      const current = document.getElementById("incidents");
+      if (!fresh || fresh.outerHTML === current.outerHTML) return;
+      // Keep a keyboard user's place: focus the same link in the new table.
+      const focused = current.contains(document.activeElement)
+        ? document.activeElement.getAttribute("href") : null;
+      current.replaceWith(fresh);
+      if (focused) {
+        const again = [...fresh.querySelectorAll("a[href]")]
+          .find((a) => a.getAttribute("href") === focused);
+        if (again) again.focus();
+      }
     } catch (_) { /* the next tick tries again */ }
   }, every);
 });

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chromiumoxide::browser::{Browser, BrowserConfig};
+use chromiumoxide::cdp::browser_protocol::emulation::MediaFeature;
 use chromiumoxide::page::{Page, ScreenshotParams};
 use futures_util::StreamExt;
 use quell_tests::kube_sim::{KubeSim, Scenario};
@@ -41,7 +42,8 @@ async fn wait_for_text(page: &Page, text: &str, reload: bool) -> String {
         if reload {
             page.reload().await.unwrap();
         }
-        let html = page.content().await.unwrap();
+        // Mid-navigation there is no document to read yet.
+        let html = page.content().await.unwrap_or_default();
         if html.contains(text) {
             return html;
         }
@@ -55,12 +57,11 @@ async fn wait_for_path(page: &Page, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let url = page.url().await.unwrap().unwrap_or_default();
-        let state: String = page
-            .evaluate("document.readyState")
-            .await
-            .unwrap()
-            .into_value()
-            .unwrap_or_default();
+        // Mid-navigation the old document's context is gone: not there yet.
+        let state: String = match page.evaluate("document.readyState").await {
+            Ok(state) => state.into_value().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
         if url.ends_with(path) && state == "complete" {
             return;
         }
@@ -102,6 +103,98 @@ async fn post_from_page(page: &Page, path: &str, form: &str) -> i64 {
     page.evaluate(script).await.unwrap().into_value().unwrap()
 }
 
+/// Every visible run of text whose WCAG 2 contrast with the background under it is below AA
+/// (4.5:1; 3:1 for large text), as `tag "text": ratio < need`.
+const LOW_CONTRAST: &str = r#"(() => {
+  const rgba = (c) => { const v = (c.match(/[\d.]+/g) || []).map(Number);
+    return { r: v[0] || 0, g: v[1] || 0, b: v[2] || 0, a: v.length > 3 ? v[3] : 1 }; };
+  const over = (top, under) => ({ r: top.r * top.a + under.r * (1 - top.a),
+    g: top.g * top.a + under.g * (1 - top.a), b: top.b * top.a + under.b * (1 - top.a), a: 1 });
+  const luminance = ({ r, g, b }) => { const f = (v) => { v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const background = (el) => {
+    const layers = [];
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgba(getComputedStyle(e).backgroundColor);
+      if (c.a > 0) layers.push(c);
+      if (c.a >= 1) break;
+    }
+    let bg = { r: 255, g: 255, b: 255, a: 1 };
+    for (const layer of layers.reverse()) bg = over(layer, bg);
+    return bg;
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const text = [...el.childNodes].filter((n) => n.nodeType === 3)
+      .map((n) => n.textContent.trim()).join(" ").trim();
+    const style = getComputedStyle(el);
+    if (!text || !el.getClientRects().length || style.visibility === "hidden") continue;
+    const bg = background(el);
+    const fg = over(rgba(style.color), bg);
+    const [hi, lo] = [luminance(fg), luminance(bg)].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const need = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) low.push(`${el.tagName.toLowerCase()} "${text.slice(0, 40)}": ${ratio.toFixed(2)} < ${need}`);
+  }
+  return low;
+})()"#;
+
+/// Checks the page's contrast in the light and the dark scheme (the console follows
+/// `prefers-color-scheme`), leaving the page in the light one.
+async fn assert_readable(page: &Page, what: &str) {
+    for scheme in ["dark", "light"] {
+        page.emulate_media_features(vec![MediaFeature {
+            name: "prefers-color-scheme".to_owned(),
+            value: scheme.to_owned(),
+        }])
+        .await
+        .unwrap();
+        let low: Vec<String> = page
+            .evaluate(LOW_CONTRAST)
+            .await
+            .unwrap()
+            .into_value()
+            .unwrap();
+        assert!(
+            low.is_empty(),
+            "{what} ({scheme}): contrast below AA: {low:#?}"
+        );
+    }
+}
+
+/// Presses Tab until the focused element's text is `target` (at most 100 times), and checks
+/// that every control on the way showed a focus indicator. Returns the texts passed.
+async fn tab_to(page: &Page, target: &str) -> Vec<String> {
+    let mut passed = Vec::new();
+    for _ in 0..100 {
+        page.find_element("body")
+            .await
+            .unwrap()
+            .press_key("Tab")
+            .await
+            .unwrap();
+        let (text, outline): (String, String) = page
+            .evaluate(
+                "(() => { const e = document.activeElement; const s = getComputedStyle(e);
+                   return [(e.textContent || e.value || e.tagName).trim().slice(0, 60),
+                           s.outlineStyle === 'none' || s.outlineWidth === '0px'
+                             ? 'none' : s.outlineStyle]; })()",
+            )
+            .await
+            .unwrap()
+            .into_value()
+            .unwrap();
+        assert_ne!(outline, "none", "{text:?} shows no focus indicator");
+        if text == target {
+            return passed;
+        }
+        passed.push(text);
+    }
+    panic!("Tab never reached {target:?}; it went through {passed:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_call_works_an_incident_in_a_real_browser() {
     let sim = KubeSim::start().unwrap();
@@ -141,9 +234,23 @@ async fn on_call_works_an_incident_in_a_real_browser() {
     let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
     let page = browser.new_page("about:blank").await.unwrap();
 
-    // Sign in; the list is empty.
-    sign_in(&page, &app.base, OPERATOR).await;
+    // The sign-in page is readable, and works from the keyboard alone.
+    page.goto(format!("{}/login", app.base)).await.unwrap();
+    wait_for_path(&page, "/login").await;
+    assert_readable(&page, "sign-in").await;
+    tab_to(&page, "INPUT").await; // the token field
+    page.find_element("#token")
+        .await
+        .unwrap()
+        .type_str(OPERATOR)
+        .await
+        .unwrap()
+        .press_key("Enter")
+        .await
+        .unwrap();
+    wait_for_path(&page, "/").await;
     screenshot(&page, "incidents-empty").await;
+    assert_readable(&page, "incidents").await;
 
     // Accessibility: every form control has a label or text, and Tab reaches the controls.
     let unlabelled: i64 = page
@@ -178,6 +285,39 @@ async fn on_call_works_an_incident_in_a_real_browser() {
     wait_for_text(&page, &id, false).await;
     screenshot(&page, "incidents").await;
 
+    // A keyboard user keeps their place while the list refreshes under them.
+    tab_to(&page, &id).await;
+    let other = json!({
+        "receiver": "quell", "status": "firing", "version": "4",
+        "groupKey": "{}:{alertname=\"QueueBacklog\"}", "truncatedAlerts": 0,
+        "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [{
+            "status": "firing", "labels": {"alertname": "QueueBacklog", "severity": "low"},
+            "annotations": {}, "startsAt": "2026-11-30T03:01:00Z",
+            "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "backlog",
+        }],
+    });
+    let (status, answer) = app.post("/webhooks/alertmanager", other.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    wait_for_text(
+        &page,
+        answer["alerts"][0]["incident"].as_str().unwrap(),
+        false,
+    )
+    .await;
+    let focused: String = page
+        .evaluate("document.activeElement.getAttribute('href') || ''")
+        .await
+        .unwrap()
+        .into_value()
+        .unwrap();
+    assert_eq!(
+        focused,
+        format!("/incidents/{id}"),
+        "focus survives the refresh"
+    );
+
     // The incident: the rendered kubectl commands, and the plan to approve.
     page.goto(format!("{}/incidents/{id}", app.base))
         .await
@@ -188,10 +328,17 @@ async fn on_call_works_an_incident_in_a_real_browser() {
         "the calls as the host ran them: {html}"
     );
     screenshot(&page, "incident-plan").await;
-    page.find_element("form[action$='/approve'] button")
+    assert_readable(&page, "an incident").await;
+    // Approve from the keyboard: Tab to the button, Enter.
+    let passed = tab_to(&page, "Approve high-error-rate's plan").await;
+    assert!(
+        passed.contains(&"Acknowledge".to_owned()),
+        "Tab passes the other actions first: {passed:?}"
+    );
+    page.find_element("body")
         .await
         .unwrap()
-        .click()
+        .press_key("Enter")
         .await
         .unwrap();
     // The form posts and the page comes back with the decision on the timeline (no reload
@@ -203,9 +350,11 @@ async fn on_call_works_an_incident_in_a_real_browser() {
     page.goto(format!("{}/runbooks", app.base)).await.unwrap();
     wait_for_text(&page, "Pause remediation", false).await;
     screenshot(&page, "runbooks").await;
+    assert_readable(&page, "runbooks").await;
     page.goto(format!("{}/dead", app.base)).await.unwrap();
     wait_for_text(&page, "dead letters", false).await;
     screenshot(&page, "dead-letters").await;
+    assert_readable(&page, "dead letters").await;
 
     // A POST without the CSRF token is refused.
     let forged = post_from_page(&page, &format!("/incidents/{id}/ack"), "").await;
