@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use notice::{FindingView, IncidentView, Notice};
+pub use notice::{CommandView, FindingView, IncidentView, Notice};
 pub use run::{DiagnosisOutcome, RemediationOutcome, RunRecord};
 pub use step::{
     Applied, Facts, Halt, Step, cancelled_by_resolution, decided, expired, interrupted,

@@ -489,6 +489,7 @@ mod tests {
             message: String::new(),
             findings: Vec::new(),
             plan: Vec::new(),
+            commands: Vec::new(),
         }
     }
 

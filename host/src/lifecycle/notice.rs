@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::NoticeKind;
+use crate::capabilities::CallRecord;
 
 /// The incident as a notice shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +38,33 @@ pub struct FindingView {
     pub summary: String,
 }
 
+/// A capability call as a notice shows it: the command the host ran (or would have run), and
+/// what the policy decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandView {
+    /// The rendered command: `kubectl rollout undo deployment/api --namespace=production`.
+    pub command: String,
+    /// `allowed`, `denied` or `dry-run`.
+    pub decision: String,
+    /// The rule that allowed it, or why it was refused.
+    pub rule: String,
+}
+
+impl CommandView {
+    /// The view of a recorded call; a call with no rendered form (refused before it could
+    /// be rendered) shows its capability and request.
+    pub fn of(call: &CallRecord) -> Self {
+        Self {
+            command: call
+                .command
+                .clone()
+                .unwrap_or_else(|| format!("{} {}", call.capability, call.request)),
+            decision: call.decision.to_string(),
+            rule: call.rule.clone(),
+        }
+    }
+}
+
 /// One thing to tell people.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notice {
@@ -57,4 +85,7 @@ pub struct Notice {
     /// A plan's steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plan: Vec<String>,
+    /// A remediation's capability calls, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandView>,
 }

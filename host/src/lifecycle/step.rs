@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{EventKind, FindingView, IncidentStatus, JobState, NoticeKind, RunRecord};
+use super::{CommandView, EventKind, FindingView, IncidentStatus, JobState, NoticeKind, RunRecord};
 
 /// One thing a transition writes. The store applies them in order, in one transaction.
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub enum Step {
         findings: Vec<FindingView>,
         /// A plan's steps.
         plan: Vec<String>,
+        /// A remediation's calls.
+        commands: Vec<CommandView>,
     },
     /// On-call is needed: the incident is marked escalated, with a timeline entry and a
     /// notice saying why.
@@ -140,6 +142,19 @@ pub(super) fn notice(kind: NoticeKind, runbook: bool, message: impl Into<String>
         message: message.into(),
         findings: Vec::new(),
         plan: Vec::new(),
+        commands: Vec::new(),
+    }
+}
+
+/// A notice about a remediation run, carrying the commands it ran.
+pub(super) fn run_notice(kind: NoticeKind, message: impl Into<String>, run: &RunRecord) -> Step {
+    Step::Notice {
+        kind,
+        runbook: true,
+        message: message.into(),
+        findings: Vec::new(),
+        plan: Vec::new(),
+        commands: run.calls.iter().map(CommandView::of).collect(),
     }
 }
 
@@ -150,6 +165,7 @@ pub(super) fn plan_notice(message: &str, plan: &[String]) -> Step {
         message: message.to_owned(),
         findings: Vec::new(),
         plan: plan.to_vec(),
+        commands: Vec::new(),
     }
 }
 

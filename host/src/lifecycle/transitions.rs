@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::step::{detailed, event, incident_event, notice, plan_notice};
+use super::step::{detailed, event, incident_event, notice, plan_notice, run_notice};
 use super::{
     DiagnosisOutcome, EventKind, Facts, Gate, Hold, IncidentStatus, JobState, NoticeKind,
     RemediationOutcome, RunRecord, Step, Verification, cancelled_by_resolution, gate, resolution,
@@ -302,6 +302,7 @@ fn diagnosed<F: Facts>(
                 message: summary.clone(),
                 findings: findings.clone(),
                 plan: Vec::new(),
+                commands: Vec::new(),
             });
             if facts.status()? == IncidentStatus::Resolved {
                 steps.push(Step::Job(JobState::Done));
@@ -447,10 +448,10 @@ fn remediated(
                 format!("{action}{dry}"),
                 json!({"details": details}),
             ));
-            steps.push(notice(
+            steps.push(run_notice(
                 NoticeKind::Remediated,
-                true,
                 format!("{action}{dry}\n{details}"),
+                run,
             ));
         }
         RemediationOutcome::Done {
@@ -464,10 +465,10 @@ fn remediated(
                 format!("{action}{dry}"),
                 json!({"details": details}),
             ));
-            steps.push(notice(
+            steps.push(run_notice(
                 NoticeKind::RemediationFailed,
-                true,
                 format!("{action}{dry}: {details}"),
+                run,
             ));
             steps.push(Step::Escalate(format!("{name}: {details}")));
         }

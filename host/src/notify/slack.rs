@@ -100,8 +100,12 @@ pub fn message(notice: &Notice) -> String {
                 }
             )
         }
-        "remediated" => format!("✅ Auto-remediated: {}", notice.message),
-        "remediation-failed" => format!("⚠️ Auto-remediation failed: {}", notice.message),
+        "remediated" => format!("✅ Auto-remediated: {}{}", notice.message, commands(notice)),
+        "remediation-failed" => format!(
+            "⚠️ Auto-remediation failed: {}{}",
+            notice.message,
+            commands(notice)
+        ),
         "escalated" => format!("⚠️ {}\nPaging on-call engineer.", notice.message),
         "acknowledged" => format!("👀 {}", notice.message),
         "alert-joined" => format!("➕ {}", notice.message),
@@ -111,6 +115,34 @@ pub fn message(notice: &Notice) -> String {
         "resolved" => format!("✅ Resolved: {}", notice.message),
         _ => notice.message.clone(),
     }
+}
+
+/// Commands a notice lists at most; the incident page has them all.
+const COMMANDS_SHOWN: usize = 10;
+
+/// A remediation's calls as the host ran them, one per line in a code block, each with its
+/// decision (and, when refused, why); empty when the notice has none.
+fn commands(notice: &Notice) -> String {
+    if notice.commands.is_empty() {
+        return String::new();
+    }
+    let mut lines: Vec<String> = notice
+        .commands
+        .iter()
+        .take(COMMANDS_SHOWN)
+        .map(|c| match c.decision.as_str() {
+            "denied" => format!("✗ {} (denied: {})", c.command, c.rule),
+            "dry-run" => format!("$ {} (dry run: not executed)", c.command),
+            _ => format!("$ {}", c.command),
+        })
+        .collect();
+    if notice.commands.len() > COMMANDS_SHOWN {
+        lines.push(format!(
+            "… and {} more on the incident page",
+            notice.commands.len() - COMMANDS_SHOWN
+        ));
+    }
+    format!("\n```{}```", lines.join("\n").replace("```", "'''"))
 }
 
 fn time_of(created_at: &str) -> String {

@@ -136,9 +136,16 @@ pub(super) fn run(
                 message,
                 findings,
                 plan,
+                commands,
             } => {
+                let said = outbox::Said {
+                    message,
+                    findings,
+                    plan,
+                    commands,
+                };
                 let runbook = runbook.filter(|_| *about_runbook);
-                outbox::record(conn, incident, *kind, runbook, message, findings, plan)?;
+                outbox::record(conn, incident, *kind, runbook, &said)?;
             }
             Step::Escalate(reason) => {
                 escalate(conn, incident, at, reason)?;
@@ -214,7 +221,13 @@ pub(super) fn escalate(
     conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
         .execute(params![id, at])?;
     event(conn, id, at, EventKind::Escalated, None, reason, None)?;
-    outbox::record(conn, id, NoticeKind::Escalated, None, reason, &[], &[])
+    outbox::record(
+        conn,
+        id,
+        NoticeKind::Escalated,
+        None,
+        &outbox::Said::message(reason),
+    )
 }
 
 /// Appends a timeline event.

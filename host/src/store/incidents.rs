@@ -499,6 +499,7 @@ pub(super) fn incident_notice(kind: NoticeKind, message: impl Into<String>) -> S
         message: message.into(),
         findings: Vec::new(),
         plan: Vec::new(),
+        commands: Vec::new(),
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{StoreError, now};
-use crate::lifecycle::{FindingView, IncidentView, Notice, NoticeKind};
+use crate::lifecycle::{CommandView, FindingView, IncidentView, Notice, NoticeKind};
 
 /// Records which destinations are configured (`settings.notify`), so that with none no
 /// notice is written at all.
@@ -49,6 +49,30 @@ fn enabled(conn: &Connection) -> Result<bool, StoreError> {
         .is_some_and(|v| !v.is_empty()))
 }
 
+/// What a notice says, beside its kind and incident.
+pub(super) struct Said<'a> {
+    /// In a sentence.
+    pub message: &'a str,
+    /// A diagnosis's findings.
+    pub findings: &'a [FindingView],
+    /// A plan's steps.
+    pub plan: &'a [String],
+    /// A remediation's calls.
+    pub commands: &'a [CommandView],
+}
+
+impl<'a> Said<'a> {
+    /// Only a sentence.
+    pub fn message(message: &'a str) -> Self {
+        Self {
+            message,
+            findings: &[],
+            plan: &[],
+            commands: &[],
+        }
+    }
+}
+
 /// Writes a notice for `incident` into the outbox, inside the caller's transaction (nothing
 /// when no destination is configured).
 pub(super) fn record(
@@ -56,9 +80,7 @@ pub(super) fn record(
     incident: &str,
     kind: NoticeKind,
     runbook: Option<&str>,
-    message: &str,
-    findings: &[FindingView],
-    plan: &[String],
+    said: &Said<'_>,
 ) -> Result<(), StoreError> {
     if !enabled(conn)? {
         return Ok(());
@@ -90,9 +112,10 @@ pub(super) fn record(
         at: at.clone(),
         incident: view,
         runbook: runbook.map(str::to_owned),
-        message: message.to_owned(),
-        findings: findings.to_vec(),
-        plan: plan.to_vec(),
+        message: said.message.to_owned(),
+        findings: said.findings.to_vec(),
+        plan: said.plan.to_vec(),
+        commands: said.commands.to_vec(),
     };
     conn.prepare_cached(
         "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
@@ -461,8 +484,8 @@ mod tests {
                      VALUES ('INC-1', 's', 'f', 'open', 'high', 't', '{}', '{}', '{}', 'x', 0, 'x')",
                     [],
                 )?;
-                record(conn, "INC-1", NoticeKind::Created, None, "m", &[], &[])?;
-                record(conn, "INC-1", NoticeKind::Escalated, None, "m", &[], &[])
+                record(conn, "INC-1", NoticeKind::Created, None, &Said::message("m"))?;
+                record(conn, "INC-1", NoticeKind::Escalated, None, &Said::message("m"))
             })
             .await
             .unwrap();

@@ -331,7 +331,17 @@ async fn a_remediation_whose_checks_pass_again_mitigates_without_a_page() {
         )
     })
     .await;
-    assert!(!messages.is_empty());
+    // The remediation's reply shows the command the host ran, not request JSON.
+    let remediated = messages
+        .iter()
+        .map(|m| m.body.to_string())
+        .find(|text| text.contains("Auto-remediated"))
+        .expect("a remediation reply");
+    assert!(
+        remediated.contains("$ kubectl rollout undo deployment/api --namespace=production"),
+        "{remediated}"
+    );
+    assert!(!remediated.contains("RolloutUndo"), "{remediated}");
     assert!(
         world
             .pagerduty

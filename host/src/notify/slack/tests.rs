@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::lifecycle::CommandView;
 use crate::notify::{FindingView, IncidentView};
 
 fn notice(
@@ -29,6 +30,15 @@ fn notice(
         message,
         findings,
         plan,
+        commands: Vec::new(),
+    }
+}
+
+fn command(command: &str, decision: &str, rule: &str) -> CommandView {
+    CommandView {
+        command: command.to_owned(),
+        decision: decision.to_owned(),
+        rule: rule.to_owned(),
     }
 }
 
@@ -114,6 +124,51 @@ fn plans_carry_buttons_only_with_a_bot() {
     );
 }
 
+#[test]
+fn a_remediation_shows_the_commands_it_ran_with_their_decisions() {
+    let mut n = notice(
+        "remediated",
+        "api down".to_owned(),
+        "Rolled back deployment/api".to_owned(),
+        vec![],
+        vec![],
+    );
+    n.commands = vec![
+        command(
+            "kubectl rollout undo deployment/api --namespace=production",
+            "allowed",
+            "kubectl.allow[0]",
+        ),
+        command(
+            "kubectl delete deployment/api --namespace=production",
+            "denied",
+            "verb delete is not allowed",
+        ),
+        command("kubectl scale deployment/api --replicas=3", "dry-run", "r"),
+    ];
+    let text = message(&n);
+    assert!(
+        text.contains("$ kubectl rollout undo deployment/api --namespace=production\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("✗ kubectl delete deployment/api --namespace=production (denied: verb delete is not allowed)"),
+        "{text}"
+    );
+    assert!(text.contains("(dry run: not executed)"), "{text}");
+    assert!(!text.contains("RolloutUndo"), "no request JSON: {text}");
+
+    n.commands = (0..14)
+        .map(|i| command(&format!("kubectl get pod/p{i}"), "allowed", "r"))
+        .collect();
+    let text = message(&n);
+    assert!(
+        text.contains("pod/p9") && !text.contains("pod/p10"),
+        "{text}"
+    );
+    assert!(text.contains("… and 4 more on the incident page"), "{text}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
     #[test]
@@ -122,6 +177,7 @@ proptest! {
         message in ".{0,20000}",
         findings in proptest::collection::vec((".{0,60}", any::<bool>(), ".{0,3000}"), 0..40),
         plan in proptest::collection::vec(".{0,500}", 0..30),
+        commands in proptest::collection::vec((".{0,3000}", ".{0,300}"), 0..20),
         kind in prop::sample::select(KINDS.iter().map(|k| k.as_str()).collect::<Vec<_>>()),
         buttons in any::<bool>(),
     ) {
@@ -129,7 +185,11 @@ proptest! {
             .into_iter()
             .map(|(name, ok, summary)| FindingView { name, ok, summary })
             .collect();
-        let n = notice(kind, title, message, findings, plan);
+        let mut n = notice(kind, title, message, findings, plan);
+        n.commands = commands
+            .into_iter()
+            .map(|(c, rule)| command(&c, "denied", &rule))
+            .collect();
         let p = payload(&n, buttons);
         let wrong = violations(&p);
         prop_assert!(wrong.is_empty(), "{wrong:?}");
