@@ -15,7 +15,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # templates its Debian build hard-codes (/usr/share/prometheus/alertmanager/*.tmpl).
 [ -x /usr/bin/prometheus-alertmanager ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ] \
   || need_apt+=(prometheus-alertmanager)
-# scripts/validate-deploy.sh checks the Kubernetes manifests with a tool from PyPI, in a venv.
+# scripts/validate-deploy.sh (kubernetes-validate) and Python runbooks (componentize-py,
+# pytest) use tools from PyPI, in venvs.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}"
@@ -30,4 +31,12 @@ fi
 toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy --target wasm32-wasip2 >/dev/null
 rustup target add --toolchain "$toolchain" wasm32-wasip2 >/dev/null
+
+# Python runbooks are built with componentize-py, and their unit tests run with pytest, from
+# the project's own venv (the wheel carries CPython for wasm: nothing is fetched at build).
+venv=.quell/venv-python
+if [ ! -x "$venv/bin/componentize-py" ] || [ ! -x "$venv/bin/pytest" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'componentize-py==0.25.1' 'pytest==9.2.0'
+fi
 scripts/build-runbooks.sh

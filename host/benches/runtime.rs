@@ -22,6 +22,14 @@ fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// A guest's component: a Rust test guest in target/, or the Python guest beside its app.py.
+fn component(guest: &str) -> PathBuf {
+    if guest == "python-hostile" {
+        return workspace().join("tests/python-guests/python-hostile/python_hostile.wasm");
+    }
+    workspace().join(format!("target/wasm32-wasip2/wasm/{guest}.wasm"))
+}
+
 fn setup(
     dir: &Path,
     guest: &str,
@@ -31,7 +39,7 @@ fn setup(
     quell::sandbox::LoadedRunbook,
     quell::incident::Incident,
 ) {
-    let probe = workspace().join(format!("target/wasm32-wasip2/wasm/{guest}.wasm"));
+    let probe = component(guest);
     assert!(
         probe.is_file(),
         "{} is missing: run scripts/build-runbooks.sh",
@@ -55,7 +63,7 @@ fn setup(
     let runbook = runtime.load(&policy).unwrap();
     let alert = serde_json::json!({
         "labels": { "alertname": "Bench", "service": "api", "namespace": "kube-system" },
-        "annotations": { "quell.test/diagnose-calls": calls },
+        "annotations": { "quell.test/diagnose-calls": calls, "quell.test/python": "one-call" },
     });
     let incident = quell::incident::from_alert_json(&alert.to_string(), "bench")
         .unwrap()
@@ -87,6 +95,8 @@ fn bench(c: &mut Criterion) {
             "probe",
             r#"[{"kubectl": {"verb": "get", "resource": "pods", "namespace": "kube-system"}}]"#,
         ),
+        // componentize-py: 18 MB, CPython pre-initialised, 12 MiB of initial memory.
+        ("python guest, kubectl denied", "python-hostile", ""),
     ];
     let mut group = c.benchmark_group("fresh instance + matches + diagnose");
     for (name, guest, calls) in cases {

@@ -208,6 +208,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for error in &errors {
                 eprintln!("error: runbook not loaded: {error}");
             }
+            for rb in &loaded {
+                for note in &rb.notes {
+                    eprintln!("note: {}: {note}", rb.name);
+                }
+            }
             if let Some(only) = &runbook {
                 loaded.retain(|rb| &rb.name == only);
                 if loaded.is_empty() {
@@ -313,6 +318,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             policy.runbook.mode,
                             granted.join(", ")
                         );
+                        for note in component_notes(file, &policy) {
+                            println!("  note: {note}");
+                        }
                     }
                     Err(e) => {
                         failed = true;
@@ -326,6 +334,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// What loading would note about the component beside `policy_file` (nothing when it is not
+/// built yet: the policy alone is what is checked).
+fn component_notes(policy_file: &Path, policy: &Policy) -> Vec<String> {
+    let component = policy_file
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&policy.runbook.component);
+    match crate::files::read(&component, crate::sandbox::MAX_COMPONENT_SIZE) {
+        Ok(wasm) => crate::sandbox::import_notes(&wasm, policy)
+            .unwrap_or_else(|e| vec![format!("component {}: {e}", component.display())]),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -233,13 +233,18 @@ impl RunReport {
             if !rb.calls.is_empty() {
                 let _ = writeln!(out, "  capability calls:");
                 for call in &rb.calls {
+                    // The command the host ran, as an engineer reads it; the request JSON
+                    // only for a call refused before it could be rendered.
+                    let shown = call
+                        .command
+                        .clone()
+                        .unwrap_or_else(|| compact(&call.request).to_string());
                     let _ = writeln!(
                         out,
-                        "    {:<9} {:<8} {:<7} {} — {}",
+                        "    {:<9} {:<8} {:<7} {shown} — {}",
                         call.phase.to_string(),
                         call.capability,
                         call.decision.to_string(),
-                        compact(&call.request),
                         call.rule
                     );
                 }

@@ -31,7 +31,7 @@ use crate::incident::{Incident, Severity};
 use crate::policy::Policy;
 
 use limits::{Limits, bounded, past_deadline};
-pub use loader::LoadError;
+pub use loader::{LoadError, MAX_COMPONENT_SIZE, import_notes};
 use output::CappedPipe;
 
 /// `matches` must be cheap; it never gets more than this, whatever the policy's timeout.
@@ -72,6 +72,9 @@ pub struct LoadedRunbook {
     pub digest: String,
     /// The capabilities the component imports.
     pub imports: Vec<Capability>,
+    /// What the load noticed and let pass: an import the policy does not grant (every call
+    /// through it is denied).
+    pub notes: Vec<String>,
     pre: RunbookPre<RunState>,
     http_client: reqwest::Client,
 }
@@ -385,10 +388,15 @@ impl Runtime {
         (stdout, stderr): (&CappedPipe, &CappedPipe),
         journal: Option<Journal>,
     ) -> Store<RunState> {
+        // Nothing is granted: the builder's defaults, spelt out where they matter.
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .max_random_size(64 << 10)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
         let mut table = ResourceTable::new();
         table.set_max_capacity(1_000);
@@ -458,46 +466,14 @@ fn classify_trap(
     InvokeError::Trap(format!("{error:#}"))
 }
 
-/// Links only the WASI interfaces a Rust runbook needs, all backed by an empty context:
-/// no environment, arguments, preopened directories or sockets. A component importing
-/// `wasi:filesystem`, `wasi:sockets` or `wasi:http` is refused at load.
+/// Links WASI 0.2, every interface backed by an empty context that grants nothing: no
+/// environment, arguments or stdin, no preopened directory (so `wasi:filesystem` reaches no
+/// file), and sockets with TCP, UDP and name lookup off and every address refused. Rust
+/// runbooks import only the clocks, random and stdio; componentize-py links the whole of
+/// WASI into every Python runbook, used or not. `wasi:http` is not linked: a component that
+/// imports it is refused at load.
 fn link_wasi(linker: &mut Linker<RunState>) -> wasmtime::Result<()> {
-    use wasmtime_wasi::cli::{WasiCli, WasiCliView};
-    use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView};
-    use wasmtime_wasi::p2::bindings::{cli, clocks, random};
-    use wasmtime_wasi::random::WasiRandom;
-
-    struct HasIo;
-    impl wasmtime::component::HasData for HasIo {
-        type Data<'a> = &'a mut ResourceTable;
-    }
-    fn table(state: &mut RunState) -> &mut ResourceTable {
-        &mut state.table
-    }
-    fn rng(state: &mut RunState) -> &mut wasmtime_wasi::random::WasiRandomCtx {
-        state.ctx().ctx.random()
-    }
-
-    let l = linker;
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<RunState, HasIo>(l, table)?;
-    wasmtime_wasi_io::bindings::wasi::io::poll::add_to_linker::<RunState, HasIo>(l, table)?;
-    wasmtime_wasi_io::bindings::wasi::io::streams::add_to_linker::<RunState, HasIo>(l, table)?;
-    clocks::wall_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
-    clocks::monotonic_clock::add_to_linker::<RunState, WasiClocks>(l, RunState::clocks)?;
-    random::random::add_to_linker::<RunState, WasiRandom>(l, rng)?;
-    random::insecure::add_to_linker::<RunState, WasiRandom>(l, rng)?;
-    random::insecure_seed::add_to_linker::<RunState, WasiRandom>(l, rng)?;
-    cli::exit::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::environment::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::terminal_input::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::terminal_output::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::terminal_stdin::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::terminal_stdout::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    cli::terminal_stderr::add_to_linker::<RunState, WasiCli>(l, RunState::cli)?;
-    Ok(())
+    wasmtime_wasi::p2::add_to_linker_async(linker)
 }
 
 /// The sandbox boundary: the incident as the WIT world carries it to a runbook.

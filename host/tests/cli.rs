@@ -70,9 +70,17 @@ fn shipped_runbooks_run_on_a_shipped_alert_against_a_cluster() {
         stdout.contains("- roll back deployment/api"),
         "plan missing: {stdout}"
     );
+    // The write is shown as the command the host would have run, for both twins.
+    let write =
+        "remediate kubectl  dry-run kubectl rollout undo deployment/api --namespace=production";
+    assert_eq!(
+        stdout.matches(write).count(),
+        2,
+        "dry-run write not shown for the Rust and the Python runbook: {stdout}"
+    );
     assert!(
-        stdout.contains("remediate kubectl  dry-run"),
-        "dry-run write not shown: {stdout}"
+        stdout.contains("runbook high-error-rate-py (mode auto, dry run"),
+        "{stdout}"
     );
     assert!(
         stdout.contains("runbook disk-space") && stdout.contains("not matched"),

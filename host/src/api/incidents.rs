@@ -291,6 +291,7 @@ pub(crate) async fn runbooks_json(app: &AppState) -> Result<serde_json::Value, A
                 "timeout": policy.timeout.to_string(),
                 "description": policy.description,
                 "capabilities": r.imports.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "notes": r.notes,
                 "budget": budget,
             })
         })

@@ -16,8 +16,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn build(config: &SandboxConfig) -> anyhow::Result<Engine> {
     let instances = config.max_instances.max(1);
     let mut pool = PoolingAllocationConfig::new();
+    // A Rust runbook instantiates 3 core modules; a componentize-py one 14 (CPython, its
+    // libc and the WASI adapters). Every slot may hold a Python runbook, so Python runs
+    // never leave a Rust one waiting for core instances.
     pool.total_component_instances(instances)
-        .total_core_instances(instances * 8)
+        .total_core_instances(instances * 16)
         .total_memories(instances * 2)
         .total_tables(instances * 4)
         .total_stacks(instances)

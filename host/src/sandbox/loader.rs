@@ -33,6 +33,16 @@ const PROVIDED_WASI: &[&str] = &[
     "wasi:cli/terminal-stdin",
     "wasi:cli/terminal-stdout",
     "wasi:cli/terminal-stderr",
+    // Linked to nothing: no preopened directory, no network (componentize-py imports them).
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
 ];
 
 /// The largest component file Quell reads (runbooks are a few hundred KiB).
@@ -91,7 +101,7 @@ impl Runtime {
         let component = self
             .compile(&wasm, &digest)
             .map_err(|e| fail(format!("component {}: {e:#}", component_path.display())))?;
-        let imports = check_imports(&self.engine, &component, &policy).map_err(fail)?;
+        let (imports, notes) = check_imports(&self.engine, &component, &policy).map_err(fail)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -113,12 +123,16 @@ impl Runtime {
                 tracing::warn!(runbook = %policy.runbook.name, %capability, "policy grants a capability the component does not import");
             }
         }
+        for note in &notes {
+            tracing::info!(runbook = %policy.runbook.name, "{note}");
+        }
         Ok(LoadedRunbook {
             name: policy.runbook.name.to_string(),
             policy: Arc::new(policy),
             policy_path: policy_path.to_owned(),
             digest,
             imports,
+            notes,
             pre,
             http_client,
         })
@@ -188,21 +202,60 @@ pub(super) fn private_dir(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Compares the component's imports with the policy's grants; names the missing grant.
+/// The note for a capability the component imports and the policy does not grant.
+fn ungranted(import: &str, capability: Capability) -> String {
+    format!(
+        "the component imports {import}, but the policy grants no {capability}: every {capability} call is denied (add {} to allow it)",
+        capability.section()
+    )
+}
+
+/// The notes [`Runtime::load`] would make about `wasm`'s imports under `policy`, read
+/// without compiling it (for `quell policy check`).
+pub fn import_notes(wasm: &[u8], policy: &Policy) -> Result<Vec<String>, String> {
+    use wasmparser::{Parser, Payload};
+    let granted = policy.granted();
+    let mut notes = Vec::new();
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(|e| format!("not a component: {e}"))? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports {
+                    let name = import
+                        .map_err(|e| format!("not a component: {e}"))?
+                        .name
+                        .name;
+                    if let Some(capability) = Capability::from_import(name)
+                        && !granted.contains(&capability)
+                    {
+                        notes.push(ungranted(name, capability));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(notes)
+}
+
+/// Compares the component's imports with the policy's grants: the capabilities it imports,
+/// and a note for each one the policy does not grant. Such an import is linked all the same
+/// and every call through it is denied by the policy, as any call outside the grants is:
+/// componentize-py imports the whole world, so refusing the load would force grants.
 fn check_imports(
     engine: &wasmtime::Engine,
     component: &Component,
     policy: &Policy,
-) -> Result<Vec<Capability>, String> {
+) -> Result<(Vec<Capability>, Vec<String>), String> {
     let granted = policy.granted();
     let mut imported = Vec::new();
+    let mut notes = Vec::new();
     for (name, item) in component.component_type().imports(engine) {
         if let Some(capability) = Capability::from_import(name) {
             if !granted.contains(&capability) {
-                return Err(format!(
-                    "the component imports {name}, but the policy grants no {capability}: add {} to allow it",
-                    capability.section()
-                ));
+                notes.push(ungranted(name, capability));
             }
             imported.push(capability);
         } else if name.starts_with("wasi:") {
@@ -222,7 +275,7 @@ fn check_imports(
     }
     imported.sort();
     imported.dedup();
-    Ok(imported)
+    Ok((imported, notes))
 }
 
 #[cfg(test)]

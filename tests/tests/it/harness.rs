@@ -20,6 +20,17 @@ pub fn workspace() -> PathBuf {
 
 /// A built component, by crate name (`probe`, `high_error_rate`).
 pub fn component(name: &str) -> PathBuf {
+    // A Python runbook's component is built beside its app.py.
+    let python = workspace().join("runbooks").join(name.replace('_', "-"));
+    if python.join("app.py").is_file() {
+        let path = python.join(format!("{name}.wasm"));
+        assert!(
+            path.is_file(),
+            "{} is missing: run scripts/build-runbooks.sh (scripts/test.sh does)",
+            path.display()
+        );
+        return path;
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| workspace().join("target"), PathBuf::from);
     let path = target
@@ -99,12 +110,10 @@ impl Env {
         )
         .expect("shipped policy");
         let crate_name = runbook.replace('-', "_");
+        let built = component(&crate_name);
         let text = text.replace(
             &format!("component = \"{crate_name}.wasm\""),
-            &format!(
-                "component = {:?}",
-                component(&crate_name).display().to_string()
-            ),
+            &format!("component = {:?}", built.display().to_string()),
         );
         let dir = self.dir.path().join(runbook);
         std::fs::create_dir_all(&dir).expect("runbook dir");

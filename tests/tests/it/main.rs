@@ -20,6 +20,7 @@ mod hostile;
 mod notify;
 mod policy_fixtures;
 mod policy_gate;
+mod python;
 mod runbooks;
 mod semantics;
 mod sources;

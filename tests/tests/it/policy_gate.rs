@@ -324,18 +324,43 @@ async fn ssh_templates_allowed_and_injection_refused() {
 }
 
 #[tokio::test]
-async fn a_capability_the_policy_does_not_grant_is_refused_at_load() {
+async fn a_capability_the_policy_does_not_grant_is_noted_at_load_and_denied_at_every_call() {
     let env = Env::new();
-    let runtime = env.runtime();
     // The probe imports ssh; this policy has no [ssh] section.
     let policy = probe_policy("").split("[ssh]").next().unwrap().to_owned()
         + "[[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://x.internal/\"]\n";
-    let error = runtime
+    let loaded = env
+        .runtime()
         .load(&env.policy("probe", "probe", &policy))
-        .unwrap_err();
+        .unwrap();
     assert_eq!(
-        error.message,
-        "the component imports quell:runbook/ssh@0.1.0, but the policy grants no ssh: add [ssh] with hosts and [ssh.commands] to allow it"
+        loaded.notes,
+        [
+            "the component imports quell:runbook/ssh@0.1.0, but the policy grants no ssh: every ssh call is denied (add [ssh] with hosts and [ssh.commands] to allow it)"
+        ]
+    );
+    // `quell policy check` says the same without compiling the component.
+    let wasm = std::fs::read(crate::harness::component("probe")).unwrap();
+    assert_eq!(
+        quell::sandbox::import_notes(&wasm, &loaded.policy).unwrap(),
+        loaded.notes
+    );
+    // Fail-closed: the import is linked, and every call through it is refused by policy.
+    let ssh =
+        json!({ "ssh": { "host": "127.0.0.1", "command": "echo", "params": {"word": "hi"} } });
+    let report = probe(
+        &env,
+        &policy,
+        json!([ssh]),
+        json!([ssh]),
+        RunOptions::default(),
+    )
+    .await;
+    assert!(summaries(&report)[0].starts_with("denied: "), "{report:#?}");
+    assert!(
+        report.calls.iter().all(|c| c.decision == Decision::Denied),
+        "{:#?}",
+        report.calls
     );
 }
 

@@ -19,9 +19,17 @@ fn image(sim: &KubeSim) -> String {
         .to_owned()
 }
 
+/// The high-error-rate runbook in Rust and its twin in Python: every scenario runs against
+/// both, and both must decide alike.
+const TWINS: [&str; 2] = ["high-error-rate", "high-error-rate-py"];
+
 /// The shipped high-error-rate policy, plus loopback named for the test's health server.
 pub fn high_error_rate(env: &Env) -> std::path::PathBuf {
-    env.shipped_policy("high-error-rate", |text| {
+    twin_policy(env, "high-error-rate")
+}
+
+fn twin_policy(env: &Env, twin: &str) -> std::path::PathBuf {
+    env.shipped_policy(twin, |text| {
         text.replace(
             "networks = [\"10.0.0.0/8\"]",
             "networks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]",
@@ -33,10 +41,10 @@ pub fn high_error_rate(env: &Env) -> std::path::PathBuf {
     })
 }
 
-async fn run_high_error_rate(sim: &KubeSim, health_url: &str) -> RunbookReport {
+async fn run_high_error_rate(twin: &str, sim: &KubeSim, health_url: &str) -> RunbookReport {
     let env = Env::new().kube(sim);
     let runtime = env.runtime();
-    let runbook = load(&runtime, &high_error_rate(&env));
+    let runbook = load(&runtime, &twin_policy(&env, twin));
     let incident = incident(
         &[
             ("alertname", "HighErrorRate"),
@@ -58,102 +66,117 @@ fn remediation(report: &RunbookReport) -> (bool, String) {
 
 #[tokio::test]
 async fn crash_looping_service_is_rolled_back() {
-    let sim = KubeSim::start().unwrap();
-    sim.add_service("production", "api", Scenario::crash_looping(5));
-    let health =
-        HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
-    assert_eq!(image(&sim), "api:v2");
+    for twin in TWINS {
+        let sim = KubeSim::start().unwrap();
+        sim.add_service("production", "api", Scenario::crash_looping(5));
+        let health =
+            HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
+        assert_eq!(image(&sim), "api:v2");
 
-    let report = run_high_error_rate(&sim, &health.url("/health")).await;
+        let report = run_high_error_rate(twin, &sim, &health.url("/health")).await;
 
-    assert_eq!(
-        remediation(&report),
-        (true, "Rolled back deployment/api".to_owned())
-    );
-    // The real kubectl sent the rollback and the simulated cluster now runs the old template.
-    assert_eq!(image(&sim), "api:v1");
-    let patches: Vec<_> = sim
-        .writes()
-        .into_iter()
-        .filter(|w| w.method == "PATCH")
-        .collect();
-    assert_eq!(patches.len(), 1, "{patches:?}");
-    assert_eq!(
-        patches[0].content_type.as_deref(),
-        Some("application/json-patch+json")
-    );
-    // Diagnosis only read; the one write happened in remediate and was allowed by rule #2.
-    let writes: Vec<_> = report
-        .calls
-        .iter()
-        .filter(|c| c.request["verb"] == "RolloutUndo")
-        .collect();
-    assert_eq!(writes.len(), 1);
-    assert_eq!(
-        (writes[0].phase, writes[0].decision),
-        (Phase::Remediate, Decision::Allowed)
-    );
-    assert_eq!(writes[0].rule, "[[kubectl.allow]] #2");
-    assert_eq!(writes[0].exit_status, Some(0));
+        assert_eq!(
+            remediation(&report),
+            (true, "Rolled back deployment/api".to_owned()),
+            "{twin}"
+        );
+        // The real kubectl sent the rollback and the simulated cluster now runs the old
+        // template.
+        assert_eq!(image(&sim), "api:v1", "{twin}");
+        let patches: Vec<_> = sim
+            .writes()
+            .into_iter()
+            .filter(|w| w.method == "PATCH")
+            .collect();
+        assert_eq!(patches.len(), 1, "{twin}: {patches:?}");
+        assert_eq!(
+            patches[0].content_type.as_deref(),
+            Some("application/json-patch+json")
+        );
+        // Diagnosis only read; the one write happened in remediate, allowed by rule #2.
+        let writes: Vec<_> = report
+            .calls
+            .iter()
+            .filter(|c| c.request["verb"] == "RolloutUndo")
+            .collect();
+        assert_eq!(writes.len(), 1, "{twin}");
+        assert_eq!(
+            (writes[0].phase, writes[0].decision),
+            (Phase::Remediate, Decision::Allowed)
+        );
+        assert_eq!(writes[0].rule, "[[kubectl.allow]] #2");
+        assert_eq!(writes[0].exit_status, Some(0));
+    }
 }
 
 #[tokio::test]
 async fn unreachable_service_is_restarted() {
-    let sim = KubeSim::start().unwrap();
-    sim.add_service("production", "api", Scenario::healthy(2));
-    // A port nobody listens on: the health check is refused, i.e. unreachable.
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    for twin in TWINS {
+        let sim = KubeSim::start().unwrap();
+        sim.add_service("production", "api", Scenario::healthy(2));
+        // A port nobody listens on: the health check is refused, i.e. unreachable.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
 
-    let report = run_high_error_rate(&sim, &format!("http://127.0.0.1:{closed}/health")).await;
+        let url = format!("http://127.0.0.1:{closed}/health");
+        let report = run_high_error_rate(twin, &sim, &url).await;
 
-    assert_eq!(
-        remediation(&report),
-        (true, "Restarted deployment/api".to_owned())
-    );
-    let deployment = sim.deployment("production", "api").unwrap();
-    let restarted = &deployment["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
-    assert!(
-        restarted.is_string(),
-        "no restart annotation: {deployment:#}"
-    );
-    assert_eq!(image(&sim), "api:v2", "a restart must not roll back");
+        assert_eq!(
+            remediation(&report),
+            (true, "Restarted deployment/api".to_owned()),
+            "{twin}"
+        );
+        let deployment = sim.deployment("production", "api").unwrap();
+        let restarted = &deployment["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
+        assert!(
+            restarted.is_string(),
+            "{twin}: no restart annotation: {deployment:#}"
+        );
+        assert_eq!(
+            image(&sim),
+            "api:v2",
+            "{twin}: a restart must not roll back"
+        );
+    }
 }
 
 #[tokio::test]
 async fn healthy_service_gets_no_write() {
-    let sim = KubeSim::start().unwrap();
-    sim.add_service("production", "api", Scenario::healthy(2));
-    let health =
-        HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
+    for twin in TWINS {
+        let sim = KubeSim::start().unwrap();
+        sim.add_service("production", "api", Scenario::healthy(2));
+        let health =
+            HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), TestRoutes::new().router()).unwrap();
 
-    let report = run_high_error_rate(&sim, &health.url("/health")).await;
+        let report = run_high_error_rate(twin, &sim, &health.url("/health")).await;
 
-    assert_eq!(
-        remediation(&report),
-        (false, "No automatic remediation available".to_owned())
-    );
-    assert!(
-        sim.writes().is_empty(),
-        "unexpected writes: {:?}",
-        sim.writes()
-    );
-    assert!(
-        report.calls.iter().all(|c| c.phase == Phase::Diagnose),
-        "{:?}",
-        report.calls
-    );
-    let diagnosis = report.diagnosis.unwrap().unwrap();
-    assert!(
-        diagnosis
-            .findings
-            .iter()
-            .any(|f| f.name == "health" && f.ok),
-        "{diagnosis:?}"
-    );
+        assert_eq!(
+            remediation(&report),
+            (false, "No automatic remediation available".to_owned()),
+            "{twin}"
+        );
+        assert!(
+            sim.writes().is_empty(),
+            "{twin}: unexpected writes: {:?}",
+            sim.writes()
+        );
+        assert!(
+            report.calls.iter().all(|c| c.phase == Phase::Diagnose),
+            "{twin}: {:?}",
+            report.calls
+        );
+        let diagnosis = report.diagnosis.unwrap().unwrap();
+        assert!(
+            diagnosis
+                .findings
+                .iter()
+                .any(|f| f.name == "health" && f.ok),
+            "{twin}: {diagnosis:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -206,97 +229,99 @@ async fn k8s_context_gathers_logs_events_and_history_without_writing() {
 
 #[tokio::test]
 async fn disk_space_cleans_the_host_over_real_ssh() {
-    let dir = tempfile::tempdir().unwrap();
-    let sshd = Sshd::start(dir.path()).unwrap();
-    let data = dir.path().join("data");
-    for sub in ["tmp", "log", "journal"] {
-        std::fs::create_dir_all(data.join(sub)).unwrap();
-    }
-    // Old and new files in each place the runbook cleans.
-    for (path, age_days) in [
-        ("tmp/old", 10),
-        ("tmp/new", 0),
-        ("log/app.1.gz", 40),
-        ("log/app.log", 40),
-        ("journal/old.journal", 5),
-        ("journal/new.journal", 1),
-    ] {
-        let file = data.join(path);
-        std::fs::write(&file, "x").unwrap();
-        let status = std::process::Command::new("touch")
-            .arg("-d")
-            .arg(format!("{age_days} days ago"))
-            .arg(&file)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let env = Env::new().ssh(&sshd);
-    let d = data.display();
-    // The runbook's command ids, mapped to the test's directory instead of the machine's /tmp.
-    let body = format!(
-        "mode = \"approve\"\n\
-         [ssh]\nuser = \"{user}\"\nhosts = [\"127.0.0.1\"]\n\
-         [ssh.commands]\n\
-         disk-usage = {{ run = \"du -s {d}\", effect = \"read\" }}\n\
-         clean-tmp = {{ run = \"find {d}/tmp -type f -mtime +7 -delete\", effect = \"write\" }}\n\
-         vacuum-journal = {{ run = \"find {d}/journal -type f -mtime +{{days}} -delete\", params = {{ days = \"[0-9]{{1,3}}\" }}, effect = \"write\" }}\n\
-         clean-old-logs = {{ run = \"find {d}/log -name '*.gz' -mtime +30 -delete\", effect = \"write\" }}\n",
-        user = sshd.user()
-    );
-    let runtime = env.runtime();
-    let runbook = load(&runtime, &env.policy("disk-space", "disk_space", &body));
-    let incident = incident(
-        &[
-            ("alertname", "DiskSpaceLow"),
-            ("instance", "127.0.0.1:9100"),
-        ],
-        &[("value", "93")],
-    );
+    for twin in ["disk_space", "disk_space_py"] {
+        let dir = tempfile::tempdir().unwrap();
+        let sshd = Sshd::start(dir.path()).unwrap();
+        let data = dir.path().join("data");
+        for sub in ["tmp", "log", "journal"] {
+            std::fs::create_dir_all(data.join(sub)).unwrap();
+        }
+        // Old and new files in each place the runbook cleans.
+        for (path, age_days) in [
+            ("tmp/old", 10),
+            ("tmp/new", 0),
+            ("log/app.1.gz", 40),
+            ("log/app.log", 40),
+            ("journal/old.journal", 5),
+            ("journal/new.journal", 1),
+        ] {
+            let file = data.join(path);
+            std::fs::write(&file, "x").unwrap();
+            let status = std::process::Command::new("touch")
+                .arg("-d")
+                .arg(format!("{age_days} days ago"))
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let env = Env::new().ssh(&sshd);
+        let d = data.display();
+        // The runbook's command ids, mapped to the test's directory instead of the machine's /tmp.
+        let body = format!(
+            "mode = \"approve\"\n\
+             [ssh]\nuser = \"{user}\"\nhosts = [\"127.0.0.1\"]\n\
+             [ssh.commands]\n\
+             disk-usage = {{ run = \"du -s {d}\", effect = \"read\" }}\n\
+             clean-tmp = {{ run = \"find {d}/tmp -type f -mtime +7 -delete\", effect = \"write\" }}\n\
+             vacuum-journal = {{ run = \"find {d}/journal -type f -mtime +{{days}} -delete\", params = {{ days = \"[0-9]{{1,3}}\" }}, effect = \"write\" }}\n\
+             clean-old-logs = {{ run = \"find {d}/log -name '*.gz' -mtime +30 -delete\", effect = \"write\" }}\n",
+            user = sshd.user()
+        );
+        let runtime = env.runtime();
+        let runbook = load(&runtime, &env.policy("disk-space", twin, &body));
+        let incident = incident(
+            &[
+                ("alertname", "DiskSpaceLow"),
+                ("instance", "127.0.0.1:9100"),
+            ],
+            &[("value", "93")],
+        );
 
-    // approve mode: without approval nothing runs.
-    let waiting = run(
-        &runtime,
-        std::slice::from_ref(&runbook),
-        &incident,
-        &RunOptions::default(),
-    )
-    .await;
-    assert!(
-        waiting.runbooks[0]
-            .remediation_skipped
-            .as_deref()
-            .unwrap_or_default()
-            .contains("awaits approval")
-    );
-    assert!(data.join("tmp/old").exists());
+        // approve mode: without approval nothing runs.
+        let waiting = run(
+            &runtime,
+            std::slice::from_ref(&runbook),
+            &incident,
+            &RunOptions::default(),
+        )
+        .await;
+        assert!(
+            waiting.runbooks[0]
+                .remediation_skipped
+                .as_deref()
+                .unwrap_or_default()
+                .contains("awaits approval")
+        );
+        assert!(data.join("tmp/old").exists());
 
-    let options = RunOptions {
-        approve: true,
-        ..RunOptions::default()
-    };
-    let mut report = run(&runtime, &[runbook], &incident, &options).await;
-    let report = report.runbooks.remove(0);
+        let options = RunOptions {
+            approve: true,
+            ..RunOptions::default()
+        };
+        let mut report = run(&runtime, &[runbook], &incident, &options).await;
+        let report = report.runbooks.remove(0);
 
-    let (success, action) = remediation(&report);
-    assert!(success, "{report:#?}");
-    assert_eq!(action, "Cleaned disk on 127.0.0.1");
-    for gone in ["tmp/old", "log/app.1.gz", "journal/old.journal"] {
-        assert!(!data.join(gone).exists(), "{gone} survived");
-    }
-    for kept in ["tmp/new", "log/app.log", "journal/new.journal"] {
-        assert!(data.join(kept).exists(), "{kept} was deleted");
-    }
-    let ssh_calls: Vec<_> = report
-        .calls
-        .iter()
-        .filter(|c| c.capability == "ssh")
-        .collect();
-    assert_eq!(ssh_calls.len(), 4, "{ssh_calls:#?}");
-    assert!(
-        ssh_calls
+        let (success, action) = remediation(&report);
+        assert!(success, "{twin}: {report:#?}");
+        assert_eq!(action, "Cleaned disk on 127.0.0.1");
+        for gone in ["tmp/old", "log/app.1.gz", "journal/old.journal"] {
+            assert!(!data.join(gone).exists(), "{gone} survived");
+        }
+        for kept in ["tmp/new", "log/app.log", "journal/new.journal"] {
+            assert!(data.join(kept).exists(), "{kept} was deleted");
+        }
+        let ssh_calls: Vec<_> = report
+            .calls
             .iter()
-            .all(|c| c.decision == Decision::Allowed && c.exit_status == Some(0)),
-        "{ssh_calls:#?}"
-    );
+            .filter(|c| c.capability == "ssh")
+            .collect();
+        assert_eq!(ssh_calls.len(), 4, "{ssh_calls:#?}");
+        assert!(
+            ssh_calls
+                .iter()
+                .all(|c| c.decision == Decision::Allowed && c.exit_status == Some(0)),
+            "{ssh_calls:#?}"
+        );
+    }
 }

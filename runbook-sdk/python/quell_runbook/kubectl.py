@@ -1,0 +1,134 @@
+"""Structured kubectl requests. The host renders the argv and pins the kubeconfig and
+context; a runbook names a verb, a resource and its target, never a command line.
+
+Verbs are written as the policy writes them: ``get``, ``describe``, ``logs``, ``top``,
+``rollout history``, ``rollout status``, ``rollout undo``, ``rollout restart``, ``scale``,
+``delete``, ``cordon``, ``uncordon``. Writes are allowed only in ``remediate``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import _host
+from ._types import CommandOutput, Failed
+
+
+@dataclass
+class Request:
+    """One kubectl request."""
+
+    verb: str
+    #: A resource kind such as ``pods``, ``deployments``, ``events``.
+    resource: str
+    #: Required for namespaced resources.
+    namespace: Optional[str] = None
+    name: Optional[str] = None
+    #: A label selector such as ``app=api,tier=web``.
+    selector: Optional[str] = None
+    #: ``json``, ``yaml``, ``wide`` or ``name``.
+    output: Optional[str] = None
+    #: ``logs``: only the last N lines.
+    tail_lines: Optional[int] = None
+    #: ``logs``: the container to read.
+    container: Optional[str] = None
+    #: ``logs``: the previous (crashed) container instance.
+    previous: bool = False
+    #: ``rollout undo``: the revision to go back to.
+    to_revision: Optional[int] = None
+    #: ``scale``: the new replica count.
+    replicas: Optional[int] = None
+
+
+def run(request: Request) -> CommandOutput:
+    """Sends one request. A non-zero exit is still returned: check ``exit_code``."""
+    return _host.current().kubectl(request)
+
+
+def checked(request: Request) -> CommandOutput:
+    """Sends one request; a non-zero exit raises :class:`Failed` with what kubectl said."""
+    output = run(request)
+    if output.exit_code != 0:
+        said = output.stderr.strip() or output.stdout.strip()
+        raise Failed(f"kubectl {request.verb} exited {output.exit_code}: {said}")
+    return output
+
+
+def get_json(resource: str, namespace: str, selector: Optional[str] = None,
+             name: Optional[str] = None) -> Any:
+    """``kubectl get <resource>[/<name>] -n <namespace> [-l <selector>] -o json``, parsed."""
+    output = checked(Request("get", resource, namespace, name, selector, output="json"))
+    try:
+        return json.loads(output.stdout)
+    except ValueError as e:
+        raise Failed(f"kubectl printed invalid JSON: {e}") from None
+
+
+@dataclass
+class PodStatus:
+    """What :func:`get_pods` reports of one pod."""
+
+    name: str
+    #: ``Pending``, ``Running``, ``Succeeded``, ``Failed`` or ``Unknown``.
+    phase: str
+    #: ``restartCount`` summed over the pod's containers.
+    restarts: int
+    #: Whether the pod's ``Ready`` condition is ``True``.
+    ready: bool
+    #: Why a container is waiting (``CrashLoopBackOff``, ``ImagePullBackOff``), if one is.
+    waiting_reason: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, pod: Any) -> "PodStatus":
+        """From one item of ``kubectl get pods -o json``."""
+        status = pod.get("status") or {}
+        containers = status.get("containerStatuses") or []
+        waiting = [
+            (c.get("state") or {}).get("waiting", {}).get("reason")
+            for c in containers
+            if (c.get("state") or {}).get("waiting")
+        ]
+        return cls(
+            name=(pod.get("metadata") or {}).get("name", ""),
+            phase=status.get("phase", "Unknown"),
+            restarts=sum(int(c.get("restartCount", 0)) for c in containers),
+            ready=any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or []
+            ),
+            waiting_reason=next((r for r in waiting if r), None),
+        )
+
+
+def get_pods(namespace: str, selector: Optional[str] = None) -> list[PodStatus]:
+    """The pods in ``namespace`` matching ``selector`` (e.g. ``app=api``)."""
+    listing = get_json("pods", namespace, selector)
+    return [PodStatus.from_json(item) for item in listing.get("items") or []]
+
+
+def rollout_history(namespace: str, deployment: str) -> list[str]:
+    """``kubectl rollout history deployments/<deployment>``: the non-empty lines."""
+    output = checked(Request("rollout history", "deployments", namespace, deployment))
+    return [line.rstrip() for line in output.stdout.splitlines() if line.strip()]
+
+
+def rollout_undo(namespace: str, deployment: str,
+                 to_revision: Optional[int] = None) -> CommandOutput:
+    """``kubectl rollout undo deployments/<deployment>``. A write."""
+    return checked(Request("rollout undo", "deployments", namespace, deployment,
+                           to_revision=to_revision))
+
+
+def rollout_restart(namespace: str, deployment: str) -> CommandOutput:
+    """``kubectl rollout restart deployments/<deployment>``. A write."""
+    return checked(Request("rollout restart", "deployments", namespace, deployment))
+
+
+def logs(namespace: str, pod: str, tail_lines: Optional[int] = None,
+         previous: bool = False, container: Optional[str] = None) -> str:
+    """``kubectl logs <pod> [--tail=N] [--previous]``: what the pod printed."""
+    request = Request("logs", "pods", namespace, pod, tail_lines=tail_lines,
+                      previous=previous, container=container)
+    return checked(request).stdout

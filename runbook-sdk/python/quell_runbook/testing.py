@@ -1,0 +1,166 @@
+"""A scripted host for native unit tests of runbooks (``pytest``), mirroring the Rust SDK's
+``testing`` module: no wasm is built; each handler answers one capability, and every call
+is recorded so a test can assert what a runbook asked for as well as what it decided.
+A capability with no handler is denied, like a policy that grants nothing::
+
+    from quell_runbook import kubectl, testing
+
+    def test_rolls_back():
+        host = testing.MockHost(
+            kubectl=lambda req: testing.stdout("rolled back\\n")
+            if req.verb == "rollout undo" else testing.exit(1, "not found"),
+        )
+        with host:
+            kubectl.rollout_undo("production", "api")
+        assert host.kubectl_verbs() == ["rollout undo"]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Union
+
+from . import _host
+from ._types import CommandOutput, Denied, Incident
+from .http import Request as HttpRequest
+from .http import Response
+from .kubectl import PodStatus
+from .kubectl import Request as KubectlRequest
+
+
+@dataclass
+class Ssh:
+    """An ``ssh.run`` call."""
+
+    host: str
+    command: str
+    params: list[tuple[str, str]]
+
+
+@dataclass
+class Note:
+    """A ``timeline.note`` call."""
+
+    text: str
+
+
+Call = Union[KubectlRequest, Ssh, HttpRequest, Note]
+
+
+@dataclass
+class MockHost:
+    """Answers capability calls while installed (``with host:`` or :meth:`install`)."""
+
+    kubectl: Optional[Callable[[KubectlRequest], CommandOutput]] = None
+    ssh: Optional[Callable[[str, str, dict[str, str]], CommandOutput]] = None
+    http: Optional[Callable[[HttpRequest], Response]] = None
+    #: Every call, in order.
+    calls: list[Call] = field(default_factory=list)
+    _previous: list[Any] = field(default_factory=list, repr=False)
+
+    def install(self) -> "MockHost":
+        """Makes this the host until :meth:`uninstall`."""
+        self._previous.append(_host.install(_Answering(self)))
+        return self
+
+    def uninstall(self) -> None:
+        """Puts back the host that was installed before."""
+        _host.install(self._previous.pop())
+
+    def __enter__(self) -> "MockHost":
+        return self.install()
+
+    def __exit__(self, *_: object) -> None:
+        self.uninstall()
+
+    def kubectl_requests(self) -> list[KubectlRequest]:
+        """The kubectl requests, in order."""
+        return [c for c in self.calls if isinstance(c, KubectlRequest)]
+
+    def kubectl_verbs(self) -> list[str]:
+        """The kubectl verbs, in order."""
+        return [c.verb for c in self.kubectl_requests()]
+
+    def http_requests(self) -> list[HttpRequest]:
+        """The HTTP requests, in order."""
+        return [c for c in self.calls if isinstance(c, HttpRequest)]
+
+    def ssh_commands(self) -> list[tuple[str, str]]:
+        """``(host, command)`` of each ssh call, in order."""
+        return [(c.host, c.command) for c in self.calls if isinstance(c, Ssh)]
+
+    def notes(self) -> list[str]:
+        """The timeline notes, in order."""
+        return [c.text for c in self.calls if isinstance(c, Note)]
+
+
+class _Answering:
+    """The installed form of a MockHost: records, then asks its handler."""
+
+    def __init__(self, mock: MockHost) -> None:
+        self.mock = mock
+
+    def kubectl(self, request: KubectlRequest) -> CommandOutput:
+        self.mock.calls.append(request)
+        if self.mock.kubectl is None:
+            raise Denied("the MockHost has no kubectl handler")
+        return self.mock.kubectl(request)
+
+    def ssh(self, host: str, command: str, params: list[tuple[str, str]]) -> CommandOutput:
+        self.mock.calls.append(Ssh(host, command, params))
+        if self.mock.ssh is None:
+            raise Denied("the MockHost has no ssh handler")
+        return self.mock.ssh(host, command, dict(params))
+
+    def http(self, request: HttpRequest) -> Response:
+        self.mock.calls.append(request)
+        if self.mock.http is None:
+            raise Denied("the MockHost has no http handler")
+        return self.mock.http(request)
+
+    def note(self, text: str) -> None:
+        self.mock.calls.append(Note(text))
+
+
+def stdout(text: str) -> CommandOutput:
+    """A command that printed ``text`` and exited 0."""
+    return CommandOutput(0, text, "", False)
+
+
+def exit(code: int, stderr: str) -> CommandOutput:  # noqa: A001: the Rust SDK's name
+    """A command that exited ``code`` saying ``stderr``."""
+    return CommandOutput(code, "", stderr, False)
+
+
+def response(status: int, body: Union[str, bytes] = b"") -> Response:
+    """An HTTP response."""
+    return Response(status, [], body.encode() if isinstance(body, str) else body)
+
+
+def pod(name: str, phase: str = "Running", restarts: int = 0,
+        waiting_reason: Optional[str] = None) -> PodStatus:
+    """A pod as :func:`quell_runbook.kubectl.get_pods` reports it."""
+    return PodStatus(name, phase, restarts, phase == "Running" and not waiting_reason,
+                     waiting_reason)
+
+
+def pod_list_json(pods: list[PodStatus]) -> str:
+    """``kubectl get pods -o json`` listing ``pods``."""
+    items = []
+    for p in pods:
+        state = {"waiting": {"reason": p.waiting_reason}} if p.waiting_reason else {"running": {}}
+        items.append({
+            "metadata": {"name": p.name},
+            "status": {
+                "phase": p.phase,
+                "containerStatuses": [{"restartCount": p.restarts, "state": state}],
+                "conditions": [{"type": "Ready", "status": "True" if p.ready else "False"}],
+            },
+        })
+    return json.dumps({"kind": "List", "items": items})
+
+
+def incident(**labels: str) -> Incident:
+    """An incident with ``labels`` (annotations: set ``.annotations``)."""
+    return Incident(title=labels.get("alertname", ""), labels=dict(labels))

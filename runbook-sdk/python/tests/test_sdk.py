@@ -1,0 +1,70 @@
+"""The Python SDK's own tests: ``.quell/venv-python/bin/pytest runbook-sdk/python``."""
+
+import json
+
+import pytest
+
+from quell_runbook import Denied, Failed, http, kubectl, ssh, testing, timeline
+from quell_runbook.kubectl import PodStatus
+
+
+def test_without_a_host_every_call_is_denied_and_notes_are_dropped():
+    with pytest.raises(Denied, match="no host"):
+        kubectl.get_pods("production")
+    with pytest.raises(Denied):
+        ssh.run("db-1", "df")
+    with pytest.raises(Denied):
+        http.get("http://api.internal/health")
+    timeline.note("nobody hears this")
+
+
+def test_a_mock_host_answers_records_and_uninstalls():
+    host = testing.MockHost(
+        kubectl=lambda req: testing.stdout("rolled back\n")
+        if req.verb == "rollout undo" else testing.exit(1, "Error from server (NotFound)"),
+        ssh=lambda host, command, params: testing.stdout(f"{command} {params['path']}\n"),
+    )
+    with host:
+        assert kubectl.rollout_undo("production", "api").stdout == "rolled back\n"
+        with pytest.raises(Failed, match=r"kubectl rollout restart exited 1: Error from server"):
+            kubectl.rollout_restart("production", "api")
+        assert ssh.run("db-1", "du", path="/var").stdout == "du /var\n"
+        with pytest.raises(Denied, match="no http handler"):
+            http.get("http://x")
+        timeline.note("rolled back deployment/api")
+    assert host.kubectl_verbs() == ["rollout undo", "rollout restart"]
+    assert host.ssh_commands() == [("db-1", "du")]
+    assert host.notes() == ["rolled back deployment/api"]
+    assert [r.url for r in host.http_requests()] == ["http://x"]
+    with pytest.raises(Denied):  # uninstalled
+        kubectl.rollout_undo("production", "api")
+
+
+def test_pods_report_restarts_readiness_and_why_a_container_waits():
+    listing = testing.pod_list_json([
+        testing.pod("api-1", restarts=7, waiting_reason="CrashLoopBackOff"),
+        testing.pod("api-2"),
+    ])
+    host = testing.MockHost(kubectl=lambda req: testing.stdout(listing))
+    with host:
+        pods = kubectl.get_pods("production", "app=api")
+    assert pods == [
+        PodStatus("api-1", "Running", 7, False, "CrashLoopBackOff"),
+        PodStatus("api-2", "Running", 0, True, None),
+    ]
+    request = host.kubectl_requests()[0]
+    assert (request.verb, request.resource, request.selector, request.output) == (
+        "get", "pods", "app=api", "json")
+
+
+def test_invalid_json_from_kubectl_is_a_failure_not_a_crash():
+    with testing.MockHost(kubectl=lambda req: testing.stdout("not json")):
+        with pytest.raises(Failed, match="invalid JSON"):
+            kubectl.get_json("pods", "production")
+
+
+def test_responses_read_headers_any_case_and_text_leniently():
+    response = http.Response(200, [("Content-Type", "text/plain")], b"ok \xff")
+    assert response.ok and response.header("content-type") == "text/plain"
+    assert response.text() == "ok \ufffd"
+    assert json.loads(testing.pod_list_json([]))["items"] == []
