@@ -9,11 +9,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$(cd "${1:?usage: build-python-runbook.sh <runbook dir>}" && pwd)"
 name=$(basename "$dir")
 out="$dir/${name//-/_}.wasm"
+"$root/scripts/python-venv.sh"
 py="$root/.quell/venv-python/bin/componentize-py"
-if [ ! -x "$py" ]; then
-  echo "error: $py is missing: run scripts/setup.sh (it installs componentize-py)" >&2
-  exit 1
-fi
 if [ -f "$out" ] && [ -z "$(find "$dir" "$root/runbook-sdk/python/quell_runbook" "$root/runbook-sdk/wit" \
       -name '*.py' -newer "$out" -o -name '*.wit' -newer "$out" | head -1)" ]; then
   echo "$out is up to date"

@@ -32,11 +32,5 @@ toolchain=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 rustup toolchain install "$toolchain" --profile minimal --component rustfmt,clippy --target wasm32-wasip2 >/dev/null
 rustup target add --toolchain "$toolchain" wasm32-wasip2 >/dev/null
 
-# Python runbooks are built with componentize-py, and their unit tests run with pytest, from
-# the project's own venv (the wheel carries CPython for wasm: nothing is fetched at build).
-venv=.quell/venv-python
-if [ ! -x "$venv/bin/componentize-py" ] || [ ! -x "$venv/bin/pytest" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'componentize-py==0.25.1' 'pytest==9.2.0'
-fi
+scripts/python-venv.sh
 scripts/build-runbooks.sh

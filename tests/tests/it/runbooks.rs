@@ -30,14 +30,16 @@ pub fn high_error_rate(env: &Env) -> std::path::PathBuf {
 
 fn twin_policy(env: &Env, twin: &str) -> std::path::PathBuf {
     env.shipped_policy(twin, |text| {
-        text.replace(
-            "networks = [\"10.0.0.0/8\"]",
-            "networks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]",
-        )
-        .replace(
-            "urls = [\"http://*.internal/health\"]",
-            "urls = [\"http://*.internal/health\", \"http://127.0.0.1:*/health\"]",
-        )
+        // The Python twin ships in mode diagnose beside the Rust one; here it acts.
+        text.replace("mode = \"diagnose\"", "mode = \"auto\"")
+            .replace(
+                "networks = [\"10.0.0.0/8\"]",
+                "networks = [\"10.0.0.0/8\", \"127.0.0.1/32\"]",
+            )
+            .replace(
+                "urls = [\"http://*.internal/health\"]",
+                "urls = [\"http://*.internal/health\", \"http://127.0.0.1:*/health\"]",
+            )
     })
 }
 
