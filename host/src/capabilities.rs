@@ -107,6 +107,9 @@ pub struct CallContext {
     pub dropped_calls: u64,
     /// Bytes of results recorded so far, against [`RECORD_BUDGET`].
     pub recorded_bytes: usize,
+    /// When replaying a recorded incident (`quell replay`): every call that passes the gate is
+    /// answered from the recording instead of being run.
+    pub replay: Option<Arc<crate::replay::Recording>>,
     /// Where each record also goes the moment it is made (the daemon journals remediation
     /// calls to the database as they happen, so a crash cannot lose what was done); a write
     /// is journaled as started, and waits for that to be durable, before it runs.
@@ -186,6 +189,25 @@ impl CallContext {
             (Effect::Write, _, false) => Verdict::Write(rule),
             (Effect::Read, _, _) => Verdict::Execute(rule),
         }
+    }
+
+    /// The recorded answer to a call that passed the gate, when replaying; `None` otherwise.
+    /// The request is looked up as it would be recorded (bounded, secrets redacted).
+    pub(crate) fn replayed<T: serde::de::DeserializeOwned>(
+        &self,
+        capability: Capability,
+        request: &serde_json::Value,
+    ) -> Option<Result<T, HostError>> {
+        let recording = self.replay.as_ref()?;
+        let mut request = request.clone();
+        bound_json(&mut request);
+        self.caps.redact.json(&mut request);
+        Some(recording.answer(
+            &self.runbook,
+            &self.phase.to_string(),
+            capability.name(),
+            &request,
+        ))
     }
 
     /// Journals a write as started, and waits until that is durable, before it runs: a
@@ -423,7 +445,15 @@ pub(crate) async fn run_command(
         (spec, shown)
     });
     let redact = &ctx.caps.redact;
+    let replayed = match &verdict {
+        Verdict::Deny(_) => None,
+        _ => ctx.replayed::<CommandOutput>(capability, &request),
+    };
     let (result, exit, bytes) = match (&verdict, spec, journaled) {
+        (_, _, _) if let Some(result) = replayed => {
+            let exit = result.as_ref().ok().map(|o| o.exit_code);
+            (result, exit, 0)
+        }
         (Verdict::Deny(_), _, _) if size > MAX_COMMAND_REQUEST => {
             (Err(HostError::TooLarge), None, 0)
         }
@@ -501,6 +531,7 @@ pub(crate) mod testing {
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             dropped_calls: 0,
             recorded_bytes: 0,
+            replay: None,
             journal: None,
         }
     }

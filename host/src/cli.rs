@@ -2,6 +2,7 @@
 //! `quell incident`, `quell postmortem` against a running daemon.
 
 mod remote;
+mod replay;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -113,6 +114,42 @@ enum Command {
         id: String,
         #[command(flatten)]
         remote: Remote,
+    },
+    /// Write a recorded incident (the alert, every run, every capability call with its
+    /// request, decision and result) to one JSON file, from a running daemon or, with
+    /// `--database`, from the database file offline. Secrets are redacted.
+    Export {
+        /// `INC-XXXXXXXX`
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+        /// Read the SQLite database file instead of asking a daemon.
+        #[arg(long)]
+        database: Option<PathBuf>,
+        /// Host configuration (its `[secrets]` are redacted from the export).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Re-run a recorded incident against the runbooks in `--runbooks`, offline: every
+    /// capability call is answered from the recording (nothing is executed, writes included),
+    /// and what the runbooks decide differently is printed. Exits 1 when a decision differs.
+    Replay {
+        /// An export file (`quell export`), or an incident id to export from the daemon.
+        source: String,
+        /// Directory of runbooks (`<dir>/*/policy.toml`).
+        #[arg(long)]
+        runbooks: PathBuf,
+        #[command(flatten)]
+        remote: Remote,
+        /// Host configuration.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the comparison as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Validate capability policy files.
     Policy {
@@ -303,6 +340,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export {
+            id,
+            remote,
+            database,
+            config,
+            output,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let export = replay::export(&id, &remote, database.as_deref(), &config).await?;
+            replay::write(&export, output.as_ref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            source,
+            runbooks,
+            remote,
+            config,
+            json,
+        } => replay::replay(&source, &runbooks, &remote, config.as_deref(), json).await,
         Command::Policy {
             command: PolicyCommand::Check { files },
         } => {

@@ -36,6 +36,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod policy;
 pub mod postmortem;
+pub mod replay;
 pub mod runner;
 pub mod sandbox;
 pub mod sources;

@@ -49,6 +49,8 @@ pub struct Runtime {
     cache_dir: PathBuf,
     output_cap: usize,
     max_memory: u64,
+    /// Set by [`Runtime::replaying`]: calls are answered from a recorded incident.
+    replay: Option<Arc<crate::replay::Recording>>,
     _ticker: engine::Ticker,
 }
 
@@ -183,9 +185,17 @@ impl Runtime {
             cache_dir,
             output_cap: config.sandbox.output_cap.as_usize(),
             max_memory: config.sandbox.max_memory.0,
+            replay: None,
             engine,
             linker,
         })
+    }
+
+    /// This runtime, answering every capability call that passes the policy from
+    /// `recording` instead of running it (`quell replay`): nothing reaches the world.
+    pub fn replaying(mut self, recording: Arc<crate::replay::Recording>) -> Self {
+        self.replay = Some(recording);
+        self
     }
 
     /// The engine every runbook is compiled for and instantiated in.
@@ -425,6 +435,7 @@ impl Runtime {
                 deadline: Instant::now() + deadline,
                 dropped_calls: 0,
                 recorded_bytes: 0,
+                replay: self.replay.clone(),
                 journal,
             },
         };

@@ -358,6 +358,14 @@ fn oversized(req: &Request) -> Option<Refusal> {
     Some(Refusal::Denied(format!("{TOO_LARGE}{why}")))
 }
 
+/// A response as a call record holds it (the body as text), read back by a replay.
+#[derive(serde::Deserialize)]
+struct RecordedResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
 impl Host for CallContext {
     async fn send(&mut self, req: Request) -> Result<Response, HostError> {
         let started = Instant::now();
@@ -389,7 +397,21 @@ impl Host for CallContext {
         let (verdict, journaled) = self
             .journal_start(Capability::Http, &request, verdict, Some(&command), lock)
             .await;
+        // Replaying a recorded incident: the answer comes from the recording, as recorded.
+        let replayed = match &verdict {
+            Verdict::Deny(_) => None,
+            _ => self.replayed::<RecordedResponse>(Capability::Http, &request),
+        };
         let (result, status, bytes) = match (&verdict, target, journaled) {
+            (_, _, _) if let Some(result) = replayed => {
+                let result = result.map(|r| Response {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body.into_bytes(),
+                });
+                let status = result.as_ref().ok().map(|r| i32::from(r.status));
+                (result, status, 0)
+            }
             (Verdict::Deny(reason), _, _) if reason.starts_with(TOO_LARGE) => {
                 (Err(HostError::TooLarge), None, 0)
             }
