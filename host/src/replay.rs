@@ -358,3 +358,87 @@ fn remediation(r: Option<&(bool, String)>) -> String {
         Some((false, action)) => format!("failed: {action}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::bindings::quell::runbook::types::CommandOutput;
+
+    fn export(calls: Value) -> Export {
+        Export::new(json!({
+            "id": "INC-1", "source": "alertmanager", "alert": {},
+            "runs": [{"runbook": "rb", "phase": "diagnose", "outcome": "diagnosed", "calls": calls}],
+        }))
+    }
+
+    fn call(request: Value, result: Value) -> Value {
+        json!({"runbook": "rb", "phase": "diagnose", "capability": "kubectl",
+               "request": request, "result": result})
+    }
+
+    fn output(stdout: &str) -> Value {
+        json!({"ok": {"exit_code": 0, "stdout": stdout, "stderr": "", "truncated": false}})
+    }
+
+    #[test]
+    fn the_same_request_is_answered_in_recorded_order_and_the_last_answer_repeats() {
+        let request = json!({"verb": "Get", "resource": "pods"});
+        let recording = Recording::of(&export(json!([
+            call(request.clone(), output("first")),
+            call(request.clone(), output("second")),
+        ])));
+        let answers: Vec<String> = (0..3)
+            .map(|_| {
+                recording
+                    .answer::<CommandOutput>("rb", "diagnose", "kubectl", &request)
+                    .unwrap()
+                    .stdout
+            })
+            .collect();
+        assert_eq!(answers, ["first", "second", "second"]);
+        assert!(recording.unrecorded().is_empty());
+    }
+
+    #[test]
+    fn recorded_errors_come_back_as_errors_and_unknown_calls_fail_and_are_reported() {
+        let denied = json!({"verb": "Delete"});
+        let slow = json!({"verb": "Logs"});
+        let recording = Recording::of(&export(json!([
+            call(denied.clone(), json!({"error": {"denied": "no rule"}})),
+            call(slow.clone(), json!({"error": "timeout"})),
+        ])));
+        let ask = |request: &Value, phase: &str| {
+            recording.answer::<CommandOutput>("rb", phase, "kubectl", request)
+        };
+        assert!(matches!(ask(&denied, "diagnose"), Err(HostError::Denied(r)) if r == "no rule"));
+        assert!(matches!(ask(&slow, "diagnose"), Err(HostError::Timeout)));
+        // The same request in another phase is another call.
+        assert!(
+            matches!(ask(&denied, "remediate"), Err(HostError::Failed(r)) if r == "not in the recording")
+        );
+        assert_eq!(recording.unrecorded().len(), 1);
+        assert!(recording.unrecorded()[0].starts_with("rb remediate kubectl"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_an_export_says_what_it_is_missing() {
+        assert!(
+            Export::parse("{}")
+                .unwrap_err()
+                .contains("not a quell export")
+        );
+        let wrong = json!({"quell_export": 9, "exported_at": "", "incident": {}}).to_string();
+        assert!(
+            Export::parse(&wrong)
+                .unwrap_err()
+                .contains("export format 9")
+        );
+        let partial = json!({"quell_export": 1, "exported_at": "", "incident": {"id": "x"}});
+        assert_eq!(
+            Export::parse(&partial.to_string()).unwrap_err(),
+            "the export's incident has no \"alert\""
+        );
+    }
+}

@@ -195,6 +195,10 @@ fn a_recorded_incident_replays_offline_and_a_changed_runbook_is_caught() {
         exported.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // Kept as an artifact: a recorded incident, as a runbook's test fixture is made.
+    let artifacts = workspace().join("target/test-artifacts/replay");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    std::fs::copy(&exported, artifacts.join("crash-loop.json")).unwrap();
     drop(daemon);
     let offline = quell(&["export", &id, "--database", database.to_str().unwrap()]);
     assert!(offline.status.success(), "{}", text(&offline.stderr));

@@ -38,6 +38,9 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+mod recorded;
+pub use recorded::incident_of;
+
 use crate::kubectl::{PodStatus, Verb};
 use crate::{CommandOutput, HostError, Incident, Severity, http, kubectl};
 

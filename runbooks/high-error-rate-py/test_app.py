@@ -1,6 +1,9 @@
 """Unit tests of high-error-rate-py, natively with the SDK's MockHost (no wasm built):
 ``.quell/venv-python/bin/pytest runbooks/high-error-rate-py``."""
 
+import json
+from pathlib import Path
+
 from quell_runbook import Denied, Failed, testing
 
 from app import HighErrorRate
@@ -88,3 +91,23 @@ def test_a_healthy_service_gets_no_write():
     assert diagnosis.plan == ["no automatic remediation"]
     assert (done.success, done.action) == (False, "No automatic remediation available")
     assert [v for v in host.kubectl_verbs() if v.startswith("rollout") and v != "rollout history"] == []
+
+
+def test_a_recorded_incident_is_decided_the_same():
+    """examples/incidents/crash-loop.json is a real incident, recorded by the daemon test
+    suite (`quell export`): the Rust high-error-rate rolled back a crash-looping deployment.
+    This runbook, answered from that recording, makes the same decisions."""
+    fixture = str(Path(__file__).parents[2] / "examples" / "incidents" / "crash-loop.json")
+    recorded = json.load(open(fixture, encoding="utf-8"))["incident"]["runs"]
+    host = testing.from_export(fixture, runbook="high-error-rate")
+    incident = testing.incident_of(fixture)
+    with host:
+        diagnosis = HighErrorRate().diagnose(incident)
+        done = HighErrorRate().remediate(incident, diagnosis)
+    assert diagnosis.plan == recorded[0]["result"]["plan"]
+    assert [(f.name, f.ok) for f in diagnosis.findings] == [
+        (f["name"], f["ok"]) for f in recorded[0]["result"]["findings"]
+    ]
+    assert (done.success, done.action) == (
+        recorded[1]["result"]["success"], recorded[1]["result"]["action_taken"])
+    assert host.kubectl_verbs() == ["rollout history", "get", "rollout undo"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
 from . import _host
-from ._types import CommandOutput, Denied, Incident
+from ._types import CommandOutput, Denied, Failed, Incident, Timeout, TooLarge
 from .http import Request as HttpRequest
 from .http import Response
 from .kubectl import PodStatus
@@ -121,6 +121,106 @@ class _Answering:
 
     def note(self, text: str) -> None:
         self.mock.calls.append(Note(text))
+
+
+def from_export(export: Union[str, dict], runbook: Optional[str] = None) -> MockHost:
+    """A MockHost answering from a recorded incident (a ``quell export`` file's path, or its
+    parsed JSON): each call gets what the same request got when the incident happened, in the
+    recorded order (the last answer repeating), and a call the recording lacks is refused with
+    ``Failed("not in the recording")``. ``runbook`` keeps only that runbook's calls."""
+    if isinstance(export, str):
+        with open(export, encoding="utf-8") as f:
+            export = json.load(f)
+    answers: dict[tuple[str, str], list[Any]] = {}
+    for run in export["incident"]["runs"]:
+        for call in run.get("calls") or []:
+            if runbook is not None and call.get("runbook") != runbook:
+                continue
+            key = (call["capability"], _canonical(call["request"]))
+            answers.setdefault(key, []).append(call["result"])
+
+    def answer(capability: str, request: Any) -> Any:
+        queue = answers.get((capability, _canonical(request)))
+        if not queue:
+            raise Failed("not in the recording")
+        result = queue.pop(0) if len(queue) > 1 else queue[0]
+        if "ok" in result:
+            return result["ok"]
+        raise _recorded_error(result.get("error"))
+
+    def kubectl(req: KubectlRequest) -> CommandOutput:
+        return CommandOutput(**answer("kubectl", _kubectl_request(req)))
+
+    def ssh(host: str, command: str, params: dict[str, str]) -> CommandOutput:
+        request = {"host": host, "command": command, "params": [list(p) for p in params.items()]}
+        return CommandOutput(**answer("ssh", request))
+
+    def http(req: HttpRequest) -> Response:
+        request = {"method": req.method.upper(), "url": req.url,
+                   "headers": [k for k, _ in req.headers], "body_bytes": len(req.body or b"")}
+        ok = answer("http", request)
+        return Response(ok["status"], [tuple(h) for h in ok["headers"]], ok["body"].encode())
+
+    return MockHost(kubectl=kubectl, ssh=ssh, http=http)
+
+
+def incident_of(export: Union[str, dict]) -> Incident:
+    """The incident of a recorded export (its labels, annotations and alert)."""
+    if isinstance(export, str):
+        with open(export, encoding="utf-8") as f:
+            export = json.load(f)
+    recorded = export["incident"]
+    return Incident(
+        id=recorded["id"],
+        title=recorded.get("title", ""),
+        severity=recorded.get("severity", "critical"),
+        source=recorded.get("source", "alertmanager"),
+        labels=dict(recorded.get("labels") or {}),
+        annotations=dict(recorded.get("annotations") or {}),
+        fingerprint=recorded.get("fingerprint", ""),
+        alert_json=json.dumps(recorded.get("alert")),
+    )
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_VERBS = {"get": "Get", "describe": "Describe", "logs": "Logs", "top": "Top",
+          "rollout history": "RolloutHistory", "rollout status": "RolloutStatus",
+          "rollout undo": "RolloutUndo", "rollout restart": "RolloutRestart", "scale": "Scale",
+          "delete": "Delete", "cordon": "Cordon", "uncordon": "Uncordon"}
+
+
+def _kubectl_request(req: KubectlRequest) -> dict[str, Any]:
+    """The request as the host records it."""
+    return {
+        "verb": _VERBS.get(req.verb, req.verb),
+        "resource": req.resource,
+        "namespace": req.namespace,
+        "name": req.name,
+        "selector": req.selector,
+        "options": {
+            "output": req.output.capitalize() if req.output else None,
+            "tail_lines": req.tail_lines,
+            "container": req.container,
+            "previous": req.previous,
+            "to_revision": req.to_revision,
+            "replicas": req.replicas,
+        },
+    }
+
+
+def _recorded_error(error: Any) -> Exception:
+    if error == "timeout":
+        return Timeout()
+    if error == "too-large":
+        return TooLarge()
+    if isinstance(error, dict) and "denied" in error:
+        return Denied(error["denied"])
+    if isinstance(error, dict) and "failed" in error:
+        return Failed(error["failed"])
+    return Failed(f"the recording holds no answer: {error!r}")
 
 
 def stdout(text: str) -> CommandOutput:

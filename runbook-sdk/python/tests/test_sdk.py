@@ -68,3 +68,33 @@ def test_responses_read_headers_any_case_and_text_leniently():
     assert response.ok and response.header("content-type") == "text/plain"
     assert response.text() == "ok \ufffd"
     assert json.loads(testing.pod_list_json([]))["items"] == []
+
+
+def test_a_recorded_incident_answers_by_request_and_refuses_what_it_lacks():
+    export = {"incident": {"runs": [{"calls": [
+        {"runbook": "rb", "capability": "kubectl",
+         "request": {"verb": "RolloutUndo", "resource": "deployments", "namespace": "production",
+                     "name": "api", "selector": None,
+                     "options": {"output": None, "tail_lines": None, "container": None,
+                                 "previous": False, "to_revision": None, "replicas": None}},
+         "result": {"ok": {"exit_code": 0, "stdout": "rolled back\n", "stderr": "",
+                           "truncated": False}}},
+        {"runbook": "rb", "capability": "ssh",
+         "request": {"host": "db-1", "command": "df", "params": []},
+         "result": {"error": {"denied": "no [ssh] section"}}},
+        {"runbook": "other", "capability": "http",
+         "request": {"method": "GET", "url": "http://x/health", "headers": [], "body_bytes": 0},
+         "result": {"ok": {"status": 503, "headers": [["retry-after", "5"]], "body": "down"}}},
+    ]}]}}
+    with testing.from_export(export):
+        assert kubectl.rollout_undo("production", "api").stdout == "rolled back\n"
+        with pytest.raises(Denied, match=r"no \[ssh\] section"):
+            ssh.run("db-1", "df")
+        response = http.get("http://x/health")
+        assert (response.status, response.header("Retry-After"), response.text()) == (
+            503, "5", "down")
+        with pytest.raises(Failed, match="not in the recording"):
+            kubectl.rollout_restart("production", "api")
+    with testing.from_export(export, runbook="rb"):
+        with pytest.raises(Failed, match="not in the recording"):
+            http.get("http://x/health")

@@ -256,3 +256,38 @@ fn three_restarts_are_not_a_crash_loop() -> Result<(), String> {
     assert!(!remediation.success);
     Ok(())
 }
+
+/// `examples/incidents/crash-loop.json` is a real incident recorded by the daemon test suite
+/// (`quell export`): this runbook rolled back a crash-looping deployment. Answered from that
+/// recording, the runbook makes the same decisions, call for call.
+#[test]
+fn a_recorded_incident_is_decided_the_same() {
+    let fixture = include_str!("../../../examples/incidents/crash-loop.json");
+    let recorded: serde_json::Value = serde_json::from_str(fixture).unwrap();
+    let runs = &recorded["incident"]["runs"];
+    let host = MockHost::from_export(fixture, Some("high-error-rate")).unwrap();
+    let incident = testing::incident_of(fixture).unwrap();
+    let (diagnosis, remediation) = {
+        let _guard = host.install();
+        let diagnosis = HighErrorRate::diagnose(&incident).unwrap();
+        let remediation = HighErrorRate::remediate(&incident, &diagnosis).unwrap();
+        (diagnosis, remediation)
+    };
+    assert_eq!(
+        host.kubectl_verbs(),
+        [Verb::RolloutHistory, Verb::Get, Verb::RolloutUndo]
+    );
+    assert_eq!(
+        serde_json::json!(diagnosis.plan),
+        runs[0]["result"]["plan"],
+        "{diagnosis:?}"
+    );
+    assert_eq!(remediation.success, runs[1]["result"]["success"]);
+    assert_eq!(remediation.action_taken, runs[1]["result"]["action_taken"]);
+    // Not the recorded world? A call it lacks fails, and says so.
+    let _guard = MockHost::from_export(fixture, Some("another-runbook"))
+        .unwrap()
+        .install();
+    let error = quell_runbook_sdk::kubectl::rollout_restart("production", "api").unwrap_err();
+    assert_eq!(error, HostError::Failed("not in the recording".to_owned()));
+}
