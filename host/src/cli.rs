@@ -3,6 +3,7 @@
 
 mod remote;
 mod replay;
+mod scaffold;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -150,6 +151,34 @@ enum Command {
         /// Print the comparison as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Create a runbook: `<dir>/<name>/` with the code, a unit test, a policy that grants
+    /// nothing yet, and an example alert.
+    New {
+        /// The runbook's name: lowercase letters, digits and dashes (`replica-mismatch`).
+        name: String,
+        /// Rust or Python.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: scaffold::Lang,
+        /// Where to create it.
+        #[arg(long, default_value = "runbooks")]
+        dir: PathBuf,
+        /// The `alertname` it matches; default: the name in CamelCase (`ReplicaMismatch`).
+        #[arg(long)]
+        alertname: Option<String>,
+        /// The `runbook-sdk` directory; default: found above `--dir` (a Quell checkout).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the runbook in a directory (Rust: cargo for wasm32-wasip2; Python:
+    /// componentize-py) and put its component beside its policy.toml.
+    Build {
+        /// The runbook's directory.
+        dir: PathBuf,
+        /// The `runbook-sdk` directory (Python); default: found above the runbook or the
+        /// current directory.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
     /// Validate capability policy files.
     Policy {
@@ -338,6 +367,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = format!("/api/incidents/{}/postmortem", remote::segment(&id));
             let text = remote::get_text(&remote.url, remote.token.as_deref(), &path).await?;
             print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New {
+            name,
+            lang,
+            dir,
+            alertname,
+            sdk,
+        } => {
+            let made = scaffold::new(&name, lang, &dir, alertname.as_deref(), sdk.as_deref())?;
+            let d = made.display();
+            let test = match lang {
+                scaffold::Lang::Rust => format!("cargo test --manifest-path {d}/Cargo.toml"),
+                scaffold::Lang::Python => format!(".quell/venv-python/bin/pytest {d}"),
+            };
+            println!("created {d}\nnext:");
+            println!("  {test}");
+            println!("  quell build {d}");
+            println!(
+                "  quell run --runbooks {} --runbook {name} --alert {d}/alert.json",
+                dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { dir, sdk } => {
+            let built = scaffold::build(&dir, sdk.as_deref())?;
+            println!("built {}", built.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from quell_runbook import (
+    Denied,
     Diagnosis,
     Finding,
     HostError,
@@ -53,6 +54,10 @@ def describe(host: str, command: str, params: dict[str, str]) -> str:
 def disk_usage(host: str) -> tuple[Optional[str], Finding]:
     try:
         output = ssh.run(host, DISK_USAGE)
+    except Denied as denied:
+        # Not granted is a choice of the platform team, not a symptom.
+        return None, Finding.passed(
+            "disk-usage", f"not collected: the policy does not allow it ({denied.reason})")
     except HostError as error:
         return None, Finding.failed("disk-usage", f"{DISK_USAGE} on {host}: {error}")
     if output.exit_code != 0:

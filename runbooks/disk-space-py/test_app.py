@@ -60,3 +60,12 @@ def test_without_an_instance_nothing_is_cleaned():
         done = DiskSpace().remediate(bare, diagnosis)
     assert not done.success
     assert host.ssh_commands() == []
+
+
+def test_a_refused_df_is_noted_not_counted_as_a_symptom():
+    host = testing.MockHost(ssh=lambda h, c, p: (_ for _ in ()).throw(Denied("no disk-usage")))
+    with host:
+        diagnosis = DiskSpace().diagnose(alert())
+    usage = diagnosis.findings[1]
+    assert usage.ok
+    assert usage.summary == "not collected: the policy does not allow it (no disk-usage)"

@@ -123,8 +123,8 @@ def check_health(url: str) -> tuple[dict[str, Any], Finding]:
     try:
         response = http.get(url)
     except Denied as denied:
-        return ({"status": "denied", "reason": str(denied)},
-                Finding.failed("health", f"health check denied: {denied}"))
+        return ({"status": "denied", "reason": denied.reason},
+                Finding.failed("health", f"health check denied: {denied.reason}"))
     except HostError as error:
         return ({"status": "unreachable", "error": str(error)},
                 Finding.failed("health", f"GET {url} unreachable: {error}"))

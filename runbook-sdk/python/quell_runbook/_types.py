@@ -8,11 +8,23 @@ from typing import Any, Optional
 
 
 class HostError(Exception):
-    """A capability call that did not produce a result."""
+    """A capability call that did not produce a result. ``reason`` is the host's text;
+    ``str()`` reads as the Rust SDK's errors do (``denied: …``, ``failed: …``)."""
+
+    kind = "failed"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.reason}"
 
 
 class Denied(HostError):
-    """The policy refused the call; the message names the rule that would allow it."""
+    """The policy refused the call; ``reason`` names the rule that would allow it."""
+
+    kind = "denied"
 
 
 class Failed(HostError):
@@ -23,15 +35,15 @@ class Failed(HostError):
 class Timeout(HostError):
     """The call ran past its deadline and was stopped."""
 
-    def __init__(self, message: str = "the call ran past its deadline") -> None:
-        super().__init__(message)
+    def __str__(self) -> str:
+        return "timed out"
 
 
 class TooLarge(HostError):
     """A value crossing the sandbox was larger than the host's cap."""
 
-    def __init__(self, message: str = "larger than the host's cap") -> None:
-        super().__init__(message)
+    def __str__(self) -> str:
+        return "result too large"
 
 
 @dataclass

@@ -49,9 +49,9 @@ def _error(value: object) -> HostError:
     if isinstance(value, wit_types.HostError_Failed):
         return Failed(value.value)
     if isinstance(value, wit_types.HostError_Timeout):
-        return Timeout()
+        return Timeout("timeout")
     if isinstance(value, wit_types.HostError_TooLarge):
-        return TooLarge()
+        return TooLarge("too-large")
     return Failed(f"unknown host error {value!r}")
 
 

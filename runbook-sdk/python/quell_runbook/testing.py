@@ -213,9 +213,9 @@ def _kubectl_request(req: KubectlRequest) -> dict[str, Any]:
 
 def _recorded_error(error: Any) -> Exception:
     if error == "timeout":
-        return Timeout()
+        return Timeout("timeout")
     if error == "too-large":
-        return TooLarge()
+        return TooLarge("too-large")
     if isinstance(error, dict) and "denied" in error:
         return Denied(error["denied"])
     if isinstance(error, dict) and "failed" in error:

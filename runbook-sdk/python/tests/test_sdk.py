@@ -98,3 +98,11 @@ def test_a_recorded_incident_answers_by_request_and_refuses_what_it_lacks():
     with testing.from_export(export, runbook="rb"):
         with pytest.raises(Failed, match="not in the recording"):
             http.get("http://x/health")
+
+
+def test_errors_read_as_the_rust_sdk_prints_them():
+    assert str(Denied("no rule")) == "denied: no rule"
+    assert Denied("no rule").reason == "no rule"
+    assert str(Failed("exit 1")) == "failed: exit 1"
+    assert str(testing._recorded_error("timeout")) == "timed out"
+    assert str(testing._recorded_error("too-large")) == "result too large"
