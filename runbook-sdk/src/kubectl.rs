@@ -66,11 +66,21 @@ pub struct PodStatus {
     pub restarts: u32,
     /// Whether the pod's `Ready` condition is `True`.
     pub ready: bool,
+    /// Why a container is waiting (`CrashLoopBackOff`, `ImagePullBackOff`, …), if one is.
+    #[serde(default)]
+    pub waiting_reason: Option<String>,
 }
 
 impl PodStatus {
-    fn from_json(pod: &Value) -> Self {
+    /// From one item of `kubectl get pods -o json`.
+    pub fn from_json(pod: &Value) -> Self {
         let status = &pod["status"];
+        let waiting_reason = status["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|container| container["state"]["waiting"]["reason"].as_str())
+            .map(str::to_owned);
         let restarts = status["containerStatuses"]
             .as_array()
             .into_iter()
@@ -91,6 +101,7 @@ impl PodStatus {
             phase: status["phase"].as_str().unwrap_or("Unknown").to_owned(),
             restarts,
             ready,
+            waiting_reason,
         }
     }
 }
@@ -105,6 +116,101 @@ pub fn get_pods(namespace: &str, selector: Option<&str>) -> Result<Vec<PodStatus
         .flatten()
         .map(PodStatus::from_json)
         .collect())
+}
+
+/// `kubectl get <resource>/<name> -n <namespace> -o json`: one object, parsed.
+///
+/// # Errors
+/// The host's refusal, kubectl's verdict (e.g. `NotFound`), or output that is not JSON.
+pub fn get(resource: &str, namespace: &str, name: &str) -> Result<Value, HostError> {
+    let request = Request::new(Verb::Get, resource)
+        .namespace(namespace)
+        .name(name)
+        .output(OutputFormat::Json);
+    let output = checked(&request)?;
+    serde_json::from_str(&output.stdout)
+        .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
+}
+
+/// What [`get_deployment`] reports of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.replicas`: how many pods it wants.
+    pub desired: u32,
+    /// `status.readyReplicas`.
+    pub ready: u32,
+    /// `status.updatedReplicas`: pods of the current revision.
+    pub updated: u32,
+    /// `status.availableReplicas`.
+    pub available: u32,
+    /// `spec.selector` as a label selector for [`get_pods`]: `matchLabels` and
+    /// `matchExpressions` (`In`, `NotIn`, `Exists`, `DoesNotExist`) joined with commas.
+    pub selector: String,
+}
+
+impl DeploymentStatus {
+    /// From `kubectl get deployment -o json`.
+    pub fn from_json(deployment: &Value) -> Self {
+        let count = |v: &Value| v.as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+        let status = &deployment["status"];
+        Self {
+            name: deployment["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            desired: deployment["spec"]["replicas"]
+                .as_u64()
+                .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+            ready: count(&status["readyReplicas"]),
+            updated: count(&status["updatedReplicas"]),
+            available: count(&status["availableReplicas"]),
+            selector: selector(&deployment["spec"]["selector"]),
+        }
+    }
+}
+
+/// A `LabelSelector` object as the text `kubectl -l` takes.
+fn selector(selector: &Value) -> String {
+    let mut parts: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    for expression in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = expression["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> = expression["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        parts.push(match expression["operator"].as_str().unwrap_or_default() {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "DoesNotExist" => format!("!{key}"),
+            _ => key.to_owned(),
+        });
+    }
+    parts.join(",")
+}
+
+/// One deployment's desired and ready replicas, and its pod selector.
+///
+/// # Errors
+/// As [`get`].
+pub fn get_deployment(namespace: &str, name: &str) -> Result<DeploymentStatus, HostError> {
+    Ok(DeploymentStatus::from_json(&get(
+        "deployments",
+        namespace,
+        name,
+    )?))
 }
 
 /// `kubectl rollout history deployments/<deployment>`: the non-empty output lines.
@@ -159,8 +265,12 @@ pub fn logs(
     Ok(checked(&request)?.stdout)
 }
 
-/// Runs the request and turns a non-zero exit into [`HostError::Failed`].
-fn checked(request: &Request) -> Result<CommandOutput, HostError> {
+/// Runs the request and turns a non-zero exit into [`HostError::Failed`] with kubectl's verdict
+/// (the last line it printed on stderr).
+///
+/// # Errors
+/// The host's refusal or failure, or the non-zero exit.
+pub fn checked(request: &Request) -> Result<CommandOutput, HostError> {
     let output = run(request)?;
     if output.succeeded() {
         return Ok(output);

@@ -331,7 +331,13 @@ pub fn pod_list_json(pods: &[PodStatus]) -> String {
                 "status": {
                     "phase": pod.phase,
                     "conditions": [{ "type": "Ready", "status": if pod.ready { "True" } else { "False" } }],
-                    "containerStatuses": [{ "name": "main", "restartCount": pod.restarts, "ready": pod.ready }],
+                    "containerStatuses": [{
+                        "name": "main", "restartCount": pod.restarts, "ready": pod.ready,
+                        "state": match &pod.waiting_reason {
+                            Some(reason) => serde_json::json!({ "waiting": { "reason": reason } }),
+                            None => serde_json::json!({ "running": {} }),
+                        },
+                    }],
                 },
             })
         })
@@ -346,7 +352,43 @@ pub fn pod(name: &str, phase: &str, restarts: u32) -> PodStatus {
         phase: phase.to_owned(),
         restarts,
         ready: phase == "Running" && restarts == 0,
+        waiting_reason: None,
     }
+}
+
+/// A pod for [`pod_list_json`] whose container waits for `reason` (`CrashLoopBackOff`,
+/// `ImagePullBackOff`, …): not ready; `Pending` for a pull that fails, else `Running`.
+pub fn pod_waiting(name: &str, reason: &str, restarts: u32) -> PodStatus {
+    let phase = if reason.contains("Pull") || reason == "ContainerCreating" {
+        "Pending"
+    } else {
+        "Running"
+    };
+    PodStatus {
+        name: name.to_owned(),
+        phase: phase.to_owned(),
+        restarts,
+        ready: false,
+        waiting_reason: Some(reason.to_owned()),
+    }
+}
+
+/// A `kubectl get deployment -o json` document, as [`kubectl::get_deployment`] reads it back:
+/// `desired` replicas of which `ready` are ready (and updated, and available), selecting
+/// pods by `labels`.
+pub fn deployment_json(name: &str, desired: u32, ready: u32, labels: &[(&str, &str)]) -> String {
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name },
+        "spec": { "replicas": desired, "selector": { "matchLabels": labels } },
+        "status": { "replicas": desired, "readyReplicas": ready, "updatedReplicas": ready,
+                    "availableReplicas": ready },
+    })
+    .to_string()
 }
 
 /// Starts an [`Incident`] for a test: a firing `high` alert from `cli`, no labels.

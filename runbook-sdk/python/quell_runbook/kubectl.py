@@ -48,11 +48,13 @@ def run(request: Request) -> CommandOutput:
 
 
 def checked(request: Request) -> CommandOutput:
-    """Sends one request; a non-zero exit raises :class:`Failed` with what kubectl said."""
+    """Sends one request; a non-zero exit raises :class:`Failed` with kubectl's verdict (the
+    last line it printed on stderr), as the Rust SDK does."""
     output = run(request)
     if output.exit_code != 0:
-        said = output.stderr.strip() or output.stdout.strip()
-        raise Failed(f"kubectl {request.verb} exited {output.exit_code}: {said}")
+        lines = output.stderr.strip().splitlines()
+        verdict = lines[-1].strip() if lines else ""
+        raise Failed(verdict or f"kubectl {request.verb} exited with status {output.exit_code}")
     return output
 
 
@@ -64,6 +66,58 @@ def get_json(resource: str, namespace: str, selector: Optional[str] = None,
         return json.loads(output.stdout)
     except ValueError as e:
         raise Failed(f"kubectl printed invalid JSON: {e}") from None
+
+
+def get(resource: str, namespace: str, name: str) -> Any:
+    """``kubectl get <resource>/<name> -n <namespace> -o json``: one object, parsed."""
+    return get_json(resource, namespace, name=name)
+
+
+@dataclass
+class DeploymentStatus:
+    """What :func:`get_deployment` reports of a deployment."""
+
+    name: str
+    #: ``spec.replicas``: how many pods it wants.
+    desired: int
+    #: ``status.readyReplicas``.
+    ready: int
+    #: ``status.updatedReplicas``: pods of the current revision.
+    updated: int
+    #: ``status.availableReplicas``.
+    available: int
+    #: ``spec.selector`` as a label selector for :func:`get_pods` (``matchLabels`` and
+    #: ``matchExpressions``).
+    selector: str
+
+    @classmethod
+    def from_json(cls, deployment: Any) -> "DeploymentStatus":
+        """From ``kubectl get deployment -o json``."""
+        status = deployment.get("status") or {}
+        spec = deployment.get("spec") or {}
+        return cls(
+            name=(deployment.get("metadata") or {}).get("name", ""),
+            desired=int(spec.get("replicas", 1)),
+            ready=int(status.get("readyReplicas", 0)),
+            updated=int(status.get("updatedReplicas", 0)),
+            available=int(status.get("availableReplicas", 0)),
+            selector=_selector(spec.get("selector") or {}),
+        )
+
+
+def _selector(selector: Any) -> str:
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, values = expression.get("key", ""), ",".join(expression.get("values") or [])
+        operator = expression.get("operator")
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})",
+                      "DoesNotExist": f"!{key}"}.get(operator, key))
+    return ",".join(parts)
+
+
+def get_deployment(namespace: str, name: str) -> DeploymentStatus:
+    """One deployment's desired and ready replicas, and its pod selector."""
+    return DeploymentStatus.from_json(get("deployments", namespace, name))
 
 
 @dataclass

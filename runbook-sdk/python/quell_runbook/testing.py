@@ -245,6 +245,23 @@ def pod(name: str, phase: str = "Running", restarts: int = 0,
                      waiting_reason)
 
 
+def pod_waiting(name: str, reason: str, restarts: int = 0) -> PodStatus:
+    """A pod whose container waits for ``reason`` (``CrashLoopBackOff``, ``ImagePullBackOff``):
+    not ready; ``Pending`` for a pull that fails, else ``Running``."""
+    phase = "Pending" if "Pull" in reason or reason == "ContainerCreating" else "Running"
+    return PodStatus(name, phase, restarts, False, reason)
+
+
+def deployment_json(name: str, desired: int, ready: int, labels: dict[str, str]) -> str:
+    """``kubectl get deployment -o json``: ``desired`` replicas, ``ready`` of them ready."""
+    return json.dumps({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": desired, "selector": {"matchLabels": labels}},
+        "status": {"replicas": desired, "readyReplicas": ready, "updatedReplicas": ready,
+                   "availableReplicas": ready},
+    })
+
+
 def pod_list_json(pods: list[PodStatus]) -> str:
     """``kubectl get pods -o json`` listing ``pods``."""
     items = []

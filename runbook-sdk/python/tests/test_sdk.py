@@ -26,7 +26,7 @@ def test_a_mock_host_answers_records_and_uninstalls():
     )
     with host:
         assert kubectl.rollout_undo("production", "api").stdout == "rolled back\n"
-        with pytest.raises(Failed, match=r"kubectl rollout restart exited 1: Error from server"):
+        with pytest.raises(Failed, match=r"Error from server \(NotFound\)"):
             kubectl.rollout_restart("production", "api")
         assert ssh.run("db-1", "du", path="/var").stdout == "du /var\n"
         with pytest.raises(Denied, match="no http handler"):
@@ -106,3 +106,35 @@ def test_errors_read_as_the_rust_sdk_prints_them():
     assert str(Failed("exit 1")) == "failed: exit 1"
     assert str(testing._recorded_error("timeout")) == "timed out"
     assert str(testing._recorded_error("too-large")) == "result too large"
+
+
+def test_one_object_and_a_deployment_view_with_its_selector():
+    deployment = json.dumps({
+        "metadata": {"name": "api"},
+        "spec": {"replicas": 3, "selector": {
+            "matchLabels": {"app": "api"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "edge"]},
+                                 {"key": "canary", "operator": "DoesNotExist"}]}},
+        "status": {"readyReplicas": 1, "updatedReplicas": 2, "availableReplicas": 1},
+    })
+    host = testing.MockHost(kubectl=lambda req: testing.stdout(deployment))
+    with host:
+        status = kubectl.get_deployment("production", "api")
+    assert status == kubectl.DeploymentStatus("api", 3, 1, 2, 1, "app=api,tier in (web,edge),!canary")
+    request = host.kubectl_requests()[0]
+    assert (request.verb, request.resource, request.name, request.output) == (
+        "get", "deployments", "api", "json")
+    with testing.MockHost(kubectl=lambda req: testing.stdout(
+            testing.deployment_json("web", 2, 2, {"app": "web"}))):
+        assert kubectl.get_deployment("production", "web").selector == "app=web"
+
+
+def test_a_non_zero_exit_is_kubectls_last_word():
+    stderr = "E1130 retrying\nError from server (NotFound): deployments.apps \"x\" not found\n"
+    with testing.MockHost(kubectl=lambda req: testing.exit(1, stderr)):
+        with pytest.raises(Failed) as raised:
+            kubectl.get("deployments", "production", "x")
+    assert raised.value.reason == 'Error from server (NotFound): deployments.apps "x" not found'
+    with testing.MockHost(kubectl=lambda req: testing.exit(2, "")):
+        with pytest.raises(Failed, match="kubectl rollout undo exited with status 2"):
+            kubectl.rollout_undo("production", "api")

@@ -32,13 +32,15 @@ fn get_pods_sums_restarts_and_reads_readiness() -> Result<(), HostError> {
                 name: "api-1".into(),
                 phase: "Running".into(),
                 restarts: 5,
-                ready: true
+                ready: true,
+                waiting_reason: None,
             },
             PodStatus {
                 name: "api-2".into(),
                 phase: "Pending".into(),
                 restarts: 0,
-                ready: false
+                ready: false,
+                waiting_reason: None,
             },
         ]
     );
@@ -55,6 +57,8 @@ fn pod_list_fixture_round_trips() -> Result<(), HostError> {
     let pods = vec![
         testing::pod("a", "Running", 0),
         testing::pod("b", "Running", 7),
+        testing::pod_waiting("c", "CrashLoopBackOff", 9),
+        testing::pod_waiting("d", "ImagePullBackOff", 0),
     ];
     let json = testing::pod_list_json(&pods);
     let _guard = MockHost::new()
@@ -192,4 +196,51 @@ fn guards_nest_and_restore() {
     assert_eq!(run(&request).map(|o| o.stdout), Ok("outer".to_owned()));
     assert_eq!(outer.calls().len(), 1);
     assert_eq!(inner.calls().len(), 1);
+}
+
+#[test]
+fn one_object_and_a_deployment_view_with_its_selector() -> Result<(), HostError> {
+    let deployment = serde_json::json!({
+        "metadata": { "name": "api" },
+        "spec": { "replicas": 3, "selector": {
+            "matchLabels": { "app": "api" },
+            "matchExpressions": [
+                { "key": "tier", "operator": "In", "values": ["web", "edge"] },
+                { "key": "canary", "operator": "DoesNotExist" },
+            ],
+        } },
+        "status": { "readyReplicas": 1, "updatedReplicas": 2, "availableReplicas": 1 },
+    })
+    .to_string();
+    let host = MockHost::new().kubectl(move |_| Ok(testing::stdout(deployment.clone())));
+    let _guard = host.install();
+    let status = get_deployment("production", "api")?;
+    assert_eq!(
+        status,
+        DeploymentStatus {
+            name: "api".into(),
+            desired: 3,
+            ready: 1,
+            updated: 2,
+            available: 1,
+            selector: "app=api,tier in (web,edge),!canary".into(),
+        }
+    );
+    let expected = Request::new(Verb::Get, "deployments")
+        .namespace("production")
+        .name("api")
+        .output(OutputFormat::Json);
+    assert_eq!(host.kubectl_requests(), [expected]);
+    drop(_guard);
+
+    let fixture = testing::deployment_json("web", 2, 2, &[("app", "web")]);
+    let _guard = MockHost::new()
+        .kubectl(move |_| Ok(testing::stdout(fixture.clone())))
+        .install();
+    let web = get_deployment("production", "web")?;
+    assert_eq!(
+        (web.desired, web.ready, web.selector.as_str()),
+        (2, 2, "app=web")
+    );
+    Ok(())
 }

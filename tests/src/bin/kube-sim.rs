@@ -1,9 +1,11 @@
-//! `kube-sim [KUBECONFIG]`: a simulated cluster for trying runbooks and kubectl by hand.
+//! `kube-sim [KUBECONFIG] [--scenario healthy|crash-looping|image-pull-failing]`: a simulated
+//! cluster for trying runbooks and kubectl by hand, one branch at a time.
 //!
-//! Serves a `production` namespace with deployment `api` crash-looping (one pod, 5 restarts,
-//! logs, a `BackOff` event), writes a kubeconfig (default `./kube-sim.kubeconfig`, context
-//! `kube-sim`) and prints every request it receives until Ctrl-C. `SIGUSR1` toggles stall
-//! mode (requests are accepted and never answered).
+//! Serves a `production` namespace with deployment `api` in the scenario (default
+//! `crash-looping`: one pod, 5 restarts, logs, a `BackOff` event; `healthy`: two ready pods;
+//! `image-pull-failing`: one pod `Pending` in `ImagePullBackOff`), writes a kubeconfig
+//! (default `./kube-sim.kubeconfig`, context `kube-sim`) and prints every request it receives
+//! until Ctrl-C. `SIGUSR1` toggles stall mode (requests are accepted and never answered).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,13 +15,21 @@ use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    let path = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "./kube-sim.kubeconfig".to_owned()),
-    );
+    let mut path = PathBuf::from("./kube-sim.kubeconfig");
+    let mut scenario = Scenario::crash_looping(5);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--scenario" {
+            let name = args.next().unwrap_or_default();
+            scenario = Scenario::named(&name).map_err(anyhow::Error::msg)?;
+        } else if let Some(name) = arg.strip_prefix("--scenario=") {
+            scenario = Scenario::named(name).map_err(anyhow::Error::msg)?;
+        } else {
+            path = PathBuf::from(arg);
+        }
+    }
     let sim = KubeSim::start()?;
-    sim.add_service("production", "api", Scenario::crash_looping(5));
+    sim.add_service("production", "api", scenario);
     sim.write_kubeconfig(&path, "kube-sim")?;
     println!("kube-sim listening on {}", sim.url());
     println!(

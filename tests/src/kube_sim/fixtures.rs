@@ -21,6 +21,8 @@ pub enum PodHealth {
         /// The containers' `restartCount`.
         restarts: u32,
     },
+    /// `Pending`: the image cannot be pulled (`ImagePullBackOff`); never started, not ready.
+    ImagePullBackOff,
 }
 
 /// The state of the pods of a service added with [`KubeSim::add_service`].
@@ -72,6 +74,38 @@ impl Scenario {
                 "Back-off restarting failed container {container} in pod {pod}_{namespace}"
                     .to_owned(),
             )],
+        }
+    }
+}
+
+impl Scenario {
+    /// `replicas` pods stuck `Pending` in `ImagePullBackOff`, with a `Failed` warning event.
+    pub fn image_pull_failing(replicas: u32) -> Scenario {
+        Scenario {
+            replicas,
+            health: PodHealth::ImagePullBackOff,
+            logs: String::new(),
+            previous_logs: None,
+            warnings: vec![(
+                "Failed".to_owned(),
+                "Failed to pull image \"{image}\": manifest unknown".to_owned(),
+            )],
+        }
+    }
+
+    /// The scenarios by name, for `kube-sim --scenario`: `healthy`, `crash-looping`,
+    /// `image-pull-failing`.
+    ///
+    /// # Errors
+    /// An unknown name, with the names there are.
+    pub fn named(name: &str) -> Result<Scenario, String> {
+        match name {
+            "healthy" => Ok(Scenario::healthy(2)),
+            "crash-looping" => Ok(Scenario::crash_looping(5)),
+            "image-pull-failing" => Ok(Scenario::image_pull_failing(1)),
+            other => Err(format!(
+                "no scenario {other:?}: healthy, crash-looping or image-pull-failing"
+            )),
         }
     }
 }
@@ -218,6 +252,8 @@ pub(crate) fn add_service(store: &mut Store, namespace: &str, service: &str, sce
         let count = match scenario.health {
             PodHealth::CrashLooping { restarts } => restarts,
             PodHealth::Running => 1,
+            // kubelet retries the pull with back-off, reporting each failure.
+            PodHealth::ImagePullBackOff => 4,
         };
         for (reason, message) in &scenario.warnings {
             let name = event_name(store, &pod);

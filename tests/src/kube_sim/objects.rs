@@ -150,6 +150,14 @@ pub(crate) fn pod_status(pod: &Value, health: PodHealth) -> Value {
                     }}),
                     restarts,
                 ),
+                PodHealth::ImagePullBackOff => (
+                    json!({"waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": format!("Back-off pulling image \"{}\"", c["image"].as_str().unwrap_or_default()),
+                    }}),
+                    json!({}),
+                    0,
+                ),
             };
             json!({
                 "name": c["name"], "image": c["image"], "imageID": format!("docker.io/library/{}", c["image"].as_str().unwrap_or_default()),
@@ -165,8 +173,13 @@ pub(crate) fn pod_status(pod: &Value, health: PodHealth) -> Value {
         }
         c
     };
+    let phase = if health == PodHealth::ImagePullBackOff {
+        "Pending"
+    } else {
+        "Running"
+    };
     json!({
-        "phase": "Running",
+        "phase": phase,
         "conditions": [
             condition("Initialized", true),
             condition("Ready", ready),

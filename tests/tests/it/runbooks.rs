@@ -327,3 +327,75 @@ async fn disk_space_cleans_the_host_over_real_ssh() {
         );
     }
 }
+
+/// The SDK's views read what the real kubectl prints from the API (the simulator's objects),
+/// in each scenario `kube-sim --scenario` offers: restarts, readiness, why a container waits,
+/// and a deployment's replicas and selector.
+#[test]
+fn the_sdk_views_read_what_real_kubectl_prints_in_each_scenario() {
+    use quell_runbook_sdk::kubectl::{DeploymentStatus, PodStatus};
+    for (name, phase, waiting, ready) in [
+        ("healthy", "Running", None, 2),
+        ("crash-looping", "Running", Some("CrashLoopBackOff"), 0),
+        ("image-pull-failing", "Pending", Some("ImagePullBackOff"), 0),
+    ] {
+        let sim = KubeSim::start().unwrap();
+        sim.add_service("production", "api", Scenario::named(name).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig, "sim").unwrap();
+        let kubectl = |args: &[&str]| -> serde_json::Value {
+            let out = std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "--context",
+                    "sim",
+                    "--namespace",
+                    "production",
+                    "-o",
+                    "json",
+                ])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let pods: Vec<PodStatus> = kubectl(&["get", "pods", "-l", "app=api"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(PodStatus::from_json)
+            .collect();
+        assert!(!pods.is_empty(), "{name}");
+        for pod in &pods {
+            assert_eq!(pod.phase, phase, "{name}: {pod:?}");
+            assert_eq!(pod.waiting_reason.as_deref(), waiting, "{name}: {pod:?}");
+            assert_eq!(pod.ready, waiting.is_none(), "{name}: {pod:?}");
+        }
+        let deployment = DeploymentStatus::from_json(&kubectl(&["get", "deployment", "api"]));
+        assert_eq!(deployment.ready, ready, "{name}: {deployment:?}");
+        assert_eq!(
+            deployment.desired as usize,
+            pods.len(),
+            "{name}: {deployment:?}"
+        );
+        // The selector finds the deployment's own pods.
+        let selected = kubectl(&["get", "pods", "-l", &deployment.selector]);
+        assert_eq!(
+            selected["items"].as_array().unwrap().len(),
+            pods.len(),
+            "{name}"
+        );
+    }
+    assert!(
+        Scenario::named("melting")
+            .unwrap_err()
+            .contains("healthy, crash-looping")
+    );
+}
