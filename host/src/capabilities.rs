@@ -199,15 +199,20 @@ impl CallContext {
         request: &serde_json::Value,
     ) -> Option<Result<T, HostError>> {
         let recording = self.replay.as_ref()?;
-        let mut request = request.clone();
-        bound_json(&mut request);
-        self.caps.redact.json(&mut request);
         Some(recording.answer(
             &self.runbook,
             &self.phase.to_string(),
             capability.name(),
-            &request,
+            &self.as_recorded(request.clone()),
         ))
+    }
+
+    /// A request as its call record holds it: bounded, and every secret redacted. Records
+    /// and replay lookups both go through here, so they always agree.
+    fn as_recorded(&self, mut request: serde_json::Value) -> serde_json::Value {
+        bound_json(&mut request);
+        self.caps.redact.json(&mut request);
+        request
     }
 
     /// Journals a write as started, and waits until that is durable, before it runs: a
@@ -289,8 +294,7 @@ impl CallContext {
             return result;
         }
         let rule = cut(rule);
-        let mut request = request;
-        bound_json(&mut request);
+        let request = self.as_recorded(request);
         let mut record = CallRecord::new(
             self,
             capability,
@@ -306,7 +310,6 @@ impl CallContext {
         let redact = &self.caps.redact;
         record.command = command.map(|c| cut(redact.text(c)));
         record.rule = redact.text(std::mem::take(&mut record.rule));
-        redact.json(&mut record.request);
         tracing::info!(
             runbook = %self.runbook,
             phase = %self.phase,

@@ -294,7 +294,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     runbooks.display()
                 );
             }
-            let options = RunOptions { dry_run, approve };
+            let options = RunOptions {
+                dry_run,
+                approve,
+                remediate_only: None,
+            };
             let mut reports = Vec::new();
             for incident in &incidents {
                 reports.push(run_incident(&runtime, &loaded, incident, &options).await);
@@ -430,8 +434,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             policy.runbook.mode,
                             granted.join(", ")
                         );
-                        for note in component_notes(file, &policy) {
-                            println!("  note: {note}");
+                        match component_notes(file, &policy) {
+                            Ok(notes) => {
+                                for note in notes {
+                                    println!("  note: {note}");
+                                }
+                            }
+                            Err(why) => {
+                                failed = true;
+                                eprintln!("{}: {why}", file.display());
+                            }
                         }
                     }
                     Err(e) => {
@@ -449,17 +461,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What loading would note about the component beside `policy_file` (nothing when it is not
-/// built yet: the policy alone is what is checked).
-fn component_notes(policy_file: &Path, policy: &Policy) -> Vec<String> {
+/// What loading would note about the component beside `policy_file`, or why it would refuse
+/// it. A component not built yet is no error: the policy alone is what is checked then.
+fn component_notes(policy_file: &Path, policy: &Policy) -> Result<Vec<String>, String> {
     let component = policy_file
         .parent()
         .unwrap_or(Path::new("."))
         .join(&policy.runbook.component);
     match crate::files::read(&component, crate::sandbox::MAX_COMPONENT_SIZE) {
         Ok(wasm) => crate::sandbox::import_notes(&wasm, policy)
-            .unwrap_or_else(|e| vec![format!("component {}: {e}", component.display())]),
-        Err(_) => Vec::new(),
+            .map_err(|e| format!("component {}: {e}", component.display())),
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(format!("component {}: {e}", component.display())),
     }
 }
 

@@ -66,6 +66,39 @@ impl Export {
     pub fn runs(&self) -> &[Value] {
         self.incident["runs"].as_array().map_or(&[], Vec::as_slice)
     }
+
+    /// The runbooks that ran, in the order they first did.
+    pub fn runbooks(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for run in self.runs() {
+            let name = run["runbook"].as_str().unwrap_or_default();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+        names
+    }
+
+    /// What a replay compares `runbook` with: its last diagnosis and what followed it
+    /// (its remediation), verifications left out. An incident diagnosed more than once
+    /// (reopened, a joining alert, a retry after a crash) is replayed as its last episode.
+    pub fn episode(&self, runbook: &str) -> Vec<&Value> {
+        let runs: Vec<&Value> = self
+            .runs()
+            .iter()
+            .filter(|r| r["runbook"] == runbook && r["phase"] != "verify")
+            .collect();
+        let last = runs.iter().rposition(|r| r["phase"] == "diagnose");
+        runs[last.unwrap_or(0)..].to_vec()
+    }
+
+    /// The runbooks whose last episode includes a remediation: the ones a replay remediates.
+    pub fn remediated(&self) -> Vec<String> {
+        self.runbooks()
+            .into_iter()
+            .filter(|name| self.episode(name).iter().any(|r| r["phase"] == "remediate"))
+            .collect()
+    }
 }
 
 type Key = (String, String, String, String);
@@ -78,10 +111,13 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Every recorded call of `export`, by runbook, phase, capability and request.
+    /// Every recorded call of each runbook's last episode ([`Export::episode`]), by runbook,
+    /// phase, capability and request.
     pub fn of(export: &Export) -> Self {
         let mut answers: BTreeMap<Key, VecDeque<Value>> = BTreeMap::new();
-        for run in export.runs() {
+        let runbooks = export.runbooks();
+        let runs = runbooks.iter().flat_map(|name| export.episode(name));
+        for run in runs {
             for call in run["calls"].as_array().into_iter().flatten() {
                 let key = key(
                     call["runbook"].as_str().unwrap_or_default(),
@@ -190,11 +226,7 @@ pub struct Decisions {
 impl Decisions {
     /// What the recording says `runbook` decided; `None` when it did not run.
     pub fn recorded(export: &Export, runbook: &str) -> Option<Self> {
-        let runs: Vec<&Value> = export
-            .runs()
-            .iter()
-            .filter(|r| r["runbook"] == runbook && r["phase"] != "verify")
-            .collect();
+        let runs = export.episode(runbook);
         let diagnose = runs.iter().find(|r| r["phase"] == "diagnose")?;
         let matched = diagnose["outcome"] != "not-matched";
         let failed = runs
@@ -420,6 +452,30 @@ mod tests {
         );
         assert_eq!(recording.unrecorded().len(), 1);
         assert!(recording.unrecorded()[0].starts_with("rb remediate kubectl"));
+    }
+
+    #[test]
+    fn an_incident_diagnosed_twice_is_replayed_as_its_last_episode() {
+        let request = json!({"verb": "Get", "resource": "pods"});
+        let run = |phase: &str, stdout: &str, plan: &str| {
+            json!({"runbook": "rb", "phase": phase, "outcome": "diagnosed",
+                   "result": {"findings": [], "plan": [plan]},
+                   "calls": [call(request.clone(), output(stdout))]})
+        };
+        let export = Export::new(json!({
+            "id": "INC-1", "source": "alertmanager", "alert": {},
+            "runs": [run("diagnose", "first", "old plan"), run("verify", "checked", "-"),
+                     run("diagnose", "second", "new plan")],
+        }));
+        let recording = Recording::of(&export);
+        let answer = recording
+            .answer::<CommandOutput>("rb", "diagnose", "kubectl", &request)
+            .unwrap();
+        assert_eq!(answer.stdout, "second");
+        let decisions = Decisions::recorded(&export, "rb").unwrap();
+        assert_eq!(decisions.plan, ["new plan"]);
+        assert_eq!(decisions.calls.len(), 1, "{:?}", decisions.calls);
+        assert!(export.remediated().is_empty());
     }
 
     #[test]

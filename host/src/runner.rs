@@ -20,6 +20,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Treat an `approve`-mode plan as approved (the author's stand-in for a human).
     pub approve: bool,
+    /// When set (a replay), remediate only these runbooks, whatever their mode: the ones
+    /// whose remediation ran when the incident was recorded.
+    pub remediate_only: Option<Vec<String>>,
 }
 
 /// Everything that happened to one incident.
@@ -160,6 +163,20 @@ async fn run_one(
         }
     };
     report.diagnosis = Some(Ok(diagnosis.clone()));
+    if let Some(only) = &options.remediate_only {
+        if !only.contains(&runbook.name) {
+            report.remediation_skipped =
+                Some("no remediation ran when the incident was recorded".to_owned());
+            return report;
+        }
+        let remediation = report.absorb(
+            runtime
+                .remediate(runbook, incident, &diagnosis, options.dry_run)
+                .await,
+        );
+        report.remediation = Some(remediation);
+        return report;
+    }
     // `quell run` has no pause switch; `--approve` stands in for a human's approval.
     let skipped = match gate(policy.mode, options.approve, false) {
         Gate::HandOver => Some("the policy's mode is diagnose: findings go to a human".to_owned()),

@@ -493,6 +493,16 @@ impl Store {
             .await
     }
 
+    /// An incident's detail from the SQLite file at `path`, read without writing to it (no
+    /// migration, no writer): for `quell export --database`. A schema this build does not
+    /// read exactly is refused, naming both versions.
+    pub fn incident_detail_offline(
+        path: &Path,
+        id: &str,
+    ) -> anyhow::Result<Option<IncidentDetail>> {
+        sqlite::incident_detail_read_only(path, id)
+    }
+
     /// An incident with its timeline, runs, calls and jobs.
     pub async fn incident_detail(&self, id: String) -> Result<Option<IncidentDetail>, StoreError> {
         self.db

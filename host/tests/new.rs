@@ -115,6 +115,20 @@ fn a_new_runbook_tests_builds_and_runs_unchanged_in_both_languages() {
             "{name}: {}",
             said(&built)
         );
+        // Built again with nothing changed: the same component, so a sha256 pin still holds
+        // (componentize-py output is not reproducible, so it must not be rebuilt).
+        let first = std::fs::read(runbook.join(&component)).unwrap();
+        let again = quell(&[
+            "build",
+            runbook.to_str().unwrap(),
+            "--sdk",
+            sdk.to_str().unwrap(),
+        ]);
+        assert!(again.status.success(), "{name}: {}", said(&again));
+        assert!(
+            std::fs::read(runbook.join(&component)).unwrap() == first,
+            "{name}: rebuilt with nothing changed"
+        );
         let cache = dir.path().join("cache");
         let config = dir.path().join("quell.toml");
         std::fs::write(

@@ -200,8 +200,14 @@ fn a_recorded_incident_replays_offline_and_a_changed_runbook_is_caught() {
     std::fs::create_dir_all(&artifacts).unwrap();
     std::fs::copy(&exported, artifacts.join("crash-loop.json")).unwrap();
     drop(daemon);
+    // Offline, from the file: read-only, so the database is exactly as it was.
+    let before = std::fs::read(&database).unwrap();
     let offline = quell(&["export", &id, "--database", database.to_str().unwrap()]);
     assert!(offline.status.success(), "{}", text(&offline.stderr));
+    assert!(
+        std::fs::read(&database).unwrap() == before,
+        "the export wrote to the database"
+    );
     let from_api: Value =
         serde_json::from_str(&std::fs::read_to_string(&exported).unwrap()).unwrap();
     let from_file: Value = serde_json::from_slice(&offline.stdout).unwrap();
@@ -287,4 +293,55 @@ fn a_recorded_incident_replays_offline_and_a_changed_runbook_is_caught() {
         "{said}"
     );
     assert_eq!(sim.writes().len(), writes, "a replay executed a write");
+}
+
+/// The command `docs/runbooks-rust.md` §4 shows, exactly, with the output it describes.
+#[test]
+fn the_documented_replay_of_the_example_incident_says_what_differs() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("quell.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[sandbox]\ncache_dir = {:?}\n",
+            workspace()
+                .join("target/quell-test-cache")
+                .display()
+                .to_string()
+        ),
+    )
+    .unwrap();
+    let out = quell(&[
+        "replay",
+        "examples/incidents/crash-loop.json",
+        "--runbooks",
+        "runbooks",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let said = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}{}", text(&out.stderr));
+    let guide = std::fs::read_to_string(workspace().join("docs/runbooks-rust.md")).unwrap();
+    assert!(guide.contains("quell replay examples/incidents/crash-loop.json --runbooks runbooks"));
+    let rust = said.split("  high-error-rate: ").nth(1).unwrap_or_default();
+    assert!(rust.starts_with("differs"), "{said}");
+    assert!(rust.contains("findings: [health ok"), "{said}");
+    assert!(
+        rust.contains("diagnose http denied: GET http://127.0.0.1:"),
+        "{said}"
+    );
+    assert!(
+        !rust
+            .split("  high-error-rate-py")
+            .next()
+            .unwrap()
+            .contains("remediation:"),
+        "the rollback is decided and answered as recorded: {said}"
+    );
+    assert!(
+        said.contains(
+            "  high-error-rate-py: differs\n    not in the recording: it did not run then"
+        ),
+        "{said}"
+    );
 }

@@ -48,7 +48,8 @@ HISTORY_LINES = 3
 def crash_looping(pods: list[PodStatus]) -> Optional[PodStatus]:
     """The pod with the most restarts, if it restarted more than the limit."""
     looping = [p for p in pods if p.restarts > CRASH_LOOP_RESTARTS]
-    return max(looping, key=lambda p: p.restarts) if looping else None
+    # Ties go to the last pod listed, as Rust's max_by_key does in the twin.
+    return max(reversed(looping), key=lambda p: p.restarts) if looping else None
 
 
 def plan(facts: dict[str, Any]) -> list[str]:

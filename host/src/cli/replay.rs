@@ -32,12 +32,7 @@ pub async fn export(
             if !path.is_file() {
                 anyhow::bail!("{}: no such database file", path.display());
             }
-            let store = Store::open(path, config.database.busy_timeout.0)
-                .with_context(|| format!("{}: cannot open the database", path.display()))?;
-            let detail = store
-                .incident_detail(id.to_owned())
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            let detail = Store::incident_detail_offline(path, id)?
                 .ok_or_else(|| anyhow::anyhow!("{}: no incident {id}", path.display()))?;
             serde_json::to_value(detail)?
         }
@@ -89,10 +84,12 @@ pub async fn replay(
     if loaded.is_empty() {
         anyhow::bail!("no runbook loaded from {}", runbooks.display());
     }
-    // Plans run as if approved, and nothing is executed: every answer is recorded.
+    // A runbook is remediated when it was then (nothing is executed: every answer is
+    // recorded); a plan that waited, expired or was rejected is not run now either.
     let options = RunOptions {
         dry_run: false,
-        approve: true,
+        approve: false,
+        remediate_only: Some(export.remediated()),
     };
     let report = run_incident(&runtime, &loaded, &replayed_incident, &options).await;
 

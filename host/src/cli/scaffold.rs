@@ -40,13 +40,15 @@ fn sdk_root(start: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
         }
         return Ok(sdk);
     }
-    let start = start.canonicalize().unwrap_or_else(|_| start.to_owned());
+    // Absolute, whether or not `start` exists yet: the path is written into the runbook.
+    let start = std::path::absolute(start).unwrap_or_else(|_| start.to_owned());
     let here = std::env::current_dir().unwrap_or_default();
     start
         .ancestors()
         .chain(here.ancestors())
         .map(|dir| dir.join("runbook-sdk"))
         .find(|sdk| sdk.join("wit/runbook.wit").is_file())
+        .map(|sdk| sdk.canonicalize().unwrap_or(sdk))
         .ok_or_else(|| {
             anyhow::anyhow!(
                 "no runbook-sdk/ above {} or the current directory: run this inside a Quell checkout, or give --sdk <path to runbook-sdk>",
@@ -194,6 +196,12 @@ fn build_python(dir: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
         PathBuf::from("componentize-py")
     };
     let out = dir.join(component_name(dir));
+    // componentize-py output is not reproducible: building again what did not change would
+    // change the sha256 a policy may pin. Built when a source is newer than the component.
+    if up_to_date(&out, &[dir, &sdk.join("python"), &sdk.join("wit")]) {
+        return Ok(out);
+    }
+    let partial = out.with_extension("wasm.tmp");
     let status = Command::new(&componentize)
         .arg("-d")
         .arg(sdk.join("wit"))
@@ -202,7 +210,7 @@ fn build_python(dir: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
         .arg("-p")
         .arg(sdk.join("python"))
         .arg("-o")
-        .arg(&out)
+        .arg(&partial)
         .status()
         .with_context(|| {
             format!(
@@ -211,9 +219,45 @@ fn build_python(dir: &Path, sdk: Option<&Path>) -> anyhow::Result<PathBuf> {
             )
         })?;
     if !status.success() {
+        let _ = std::fs::remove_file(&partial);
         bail!("componentize-py failed for {} ({status})", dir.display());
     }
+    std::fs::rename(&partial, &out)
+        .with_context(|| format!("cannot move {} into place", partial.display()))?;
     Ok(out)
+}
+
+/// Whether `out` exists and no `.py` or `.wit` file under `sources` is newer.
+fn up_to_date(out: &Path, sources: &[&Path]) -> bool {
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        let mut newest = None;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let when = if path.is_dir() {
+                newest_in(&path)
+            } else if path.extension().is_some_and(|e| e == "py" || e == "wit") {
+                entry.metadata().ok()?.modified().ok()
+            } else {
+                None
+            };
+            newest = newest.max(when);
+        }
+        newest
+    }
+    fn newest_in(dir: &Path) -> Option<std::time::SystemTime> {
+        // Bytecode caches and build outputs are not sources.
+        let skip = dir
+            .file_name()
+            .is_some_and(|n| n == "__pycache__" || n == "target" || n == ".pytest_cache");
+        if skip { None } else { newest(dir) }
+    }
+    let Some(built) = std::fs::metadata(out).and_then(|m| m.modified()).ok() else {
+        return false;
+    };
+    sources
+        .iter()
+        .filter_map(|dir| newest_in(dir))
+        .all(|source| source <= built)
 }
 
 #[allow(clippy::disallowed_methods)] // as build_python

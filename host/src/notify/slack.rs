@@ -119,6 +119,8 @@ pub fn message(notice: &Notice) -> String {
 
 /// Commands a notice lists at most; the incident page has them all.
 const COMMANDS_SHOWN: usize = 10;
+/// Characters of one listed command, at most.
+const COMMAND_LINE: usize = 200;
 
 /// A remediation's calls as the host ran them, one per line in a code block, each with its
 /// decision (and, when refused, why); empty when the notice has none.
@@ -130,10 +132,14 @@ fn commands(notice: &Notice) -> String {
         .commands
         .iter()
         .take(COMMANDS_SHOWN)
-        .map(|c| match c.decision.as_str() {
-            "denied" => format!("✗ {} (denied: {})", c.command, c.rule),
-            "dry-run" => format!("$ {} (dry run: not executed)", c.command),
-            _ => format!("$ {}", c.command),
+        .map(|c| {
+            // Short enough that ten of them never split the code block's fences.
+            let line = match c.decision.as_str() {
+                "denied" => format!("✗ {} (denied: {})", c.command, c.rule),
+                "dry-run" => format!("$ {} (dry run: not executed)", c.command),
+                _ => format!("$ {}", c.command),
+            };
+            truncate(&line, COMMAND_LINE)
         })
         .collect();
     if notice.commands.len() > COMMANDS_SHOWN {

@@ -210,10 +210,36 @@ fn ungranted(import: &str, capability: Capability) -> String {
     )
 }
 
-/// The notes [`Runtime::load`] would make about `wasm`'s imports under `policy`, read
-/// without compiling it (for `quell policy check`).
+/// What one of a component's imports is: a capability (and whether the policy grants it),
+/// or something Quell links without a grant (WASI given nothing, the world's types). The
+/// error is the load's refusal. The one rule for [`Runtime::load`] and `quell policy check`.
+fn classify(
+    name: &str,
+    is_type: bool,
+    granted: &[Capability],
+) -> Result<Option<(Capability, bool)>, String> {
+    if let Some(capability) = Capability::from_import(name) {
+        return Ok(Some((capability, granted.contains(&capability))));
+    }
+    if name.starts_with("wasi:") {
+        let interface = name.split('@').next().unwrap_or(name);
+        if !PROVIDED_WASI.contains(&interface) {
+            return Err(format!(
+                "the component imports {name}, which Quell does not provide to runbooks"
+            ));
+        }
+    } else if !is_type && !name.starts_with("quell:runbook/types") {
+        return Err(format!(
+            "the component imports {name}, which is not part of the quell:runbook world"
+        ));
+    }
+    Ok(None)
+}
+
+/// What [`Runtime::load`] would say about `wasm`'s imports under `policy`, read without
+/// compiling it (for `quell policy check`): its notes, or the refusal.
 pub fn import_notes(wasm: &[u8], policy: &Policy) -> Result<Vec<String>, String> {
-    use wasmparser::{Parser, Payload};
+    use wasmparser::{ComponentTypeRef, Parser, Payload};
     let granted = policy.granted();
     let mut notes = Vec::new();
     let mut depth = 0usize;
@@ -223,13 +249,10 @@ pub fn import_notes(wasm: &[u8], policy: &Policy) -> Result<Vec<String>, String>
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentImportSection(imports) if depth == 0 => {
                 for import in imports {
-                    let name = import
-                        .map_err(|e| format!("not a component: {e}"))?
-                        .name
-                        .name;
-                    if let Some(capability) = Capability::from_import(name)
-                        && !granted.contains(&capability)
-                    {
+                    let import = import.map_err(|e| format!("not a component: {e}"))?;
+                    let name = import.name.name;
+                    let is_type = matches!(import.ty, ComponentTypeRef::Type(_));
+                    if let Some((capability, false)) = classify(name, is_type, &granted)? {
                         notes.push(ungranted(name, capability));
                     }
                 }
@@ -253,24 +276,12 @@ fn check_imports(
     let mut imported = Vec::new();
     let mut notes = Vec::new();
     for (name, item) in component.component_type().imports(engine) {
-        if let Some(capability) = Capability::from_import(name) {
-            if !granted.contains(&capability) {
+        let is_type = matches!(item.ty, ComponentItem::Type(_));
+        if let Some((capability, granted)) = classify(name, is_type, &granted)? {
+            if !granted {
                 notes.push(ungranted(name, capability));
             }
             imported.push(capability);
-        } else if name.starts_with("wasi:") {
-            let interface = name.split('@').next().unwrap_or(name);
-            if !PROVIDED_WASI.contains(&interface) {
-                return Err(format!(
-                    "the component imports {name}, which Quell does not provide to runbooks"
-                ));
-            }
-        } else if !matches!(item.ty, ComponentItem::Type(_))
-            && !name.starts_with("quell:runbook/types")
-        {
-            return Err(format!(
-                "the component imports {name}, which is not part of the quell:runbook world"
-            ));
         }
     }
     imported.sort();

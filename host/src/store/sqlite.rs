@@ -66,6 +66,31 @@ fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// An incident's detail read from the database file at `path` without writing to it: opened
+/// read-only, never migrated (`quell export --database`, beside a running daemon or on a
+/// copy). A schema other than this build's is refused, naming both versions.
+pub(super) fn incident_detail_read_only(
+    path: &Path,
+    id: &str,
+) -> anyhow::Result<Option<super::IncidentDetail>> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| anyhow::anyhow!("{}: cannot open the database: {e}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let newest = super::migrate::latest();
+    if found != newest {
+        anyhow::bail!(
+            "{}: the database's schema is version {found}, this quell reads version {newest}:              export with the quell that wrote it (or from its API)",
+            path.display()
+        );
+    }
+    snapshot(&conn, |conn| super::queries::incident_detail(conn, id))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Runs `read` in one deferred transaction, rolled back after: the snapshot is taken at its
 /// first query and kept to its last.
 fn snapshot<T>(
@@ -145,7 +170,10 @@ impl Sqlite {
         tokio::task::spawn_blocking(move || {
             let conn = store.take_reader()?;
             let result = snapshot(&conn, read);
-            store.give_back(conn);
+            // A connection left inside a transaction (its rollback failed) is not reused.
+            if conn.is_autocommit() {
+                store.give_back(conn);
+            }
             result
         })
         .await

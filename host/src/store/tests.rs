@@ -79,6 +79,37 @@ async fn a_read_sees_one_snapshot_even_when_a_write_commits_halfway() {
     assert_eq!(after, first + 1, "the next read sees the write");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offline_read_never_writes_and_refuses_another_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    drop(Store::open(&path, Duration::from_secs(5)).unwrap());
+    assert!(
+        Store::incident_detail_offline(&path, "INC-NONE")
+            .unwrap()
+            .is_none()
+    );
+    // A database another quell wrote (older or newer) is read by that quell, not migrated.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 2).unwrap();
+    drop(conn);
+    let before = std::fs::read(&path).unwrap();
+    let error = Store::incident_detail_offline(&path, "INC-NONE")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "the database's schema is version 2, this quell reads version {}",
+            migrate::latest()
+        )),
+        "{error}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == before,
+        "an offline read wrote"
+    );
+}
+
 /// Inserts the setting `key` (a write that fails on a duplicate).
 async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
     store

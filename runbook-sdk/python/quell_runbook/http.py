@@ -9,6 +9,10 @@ from typing import Optional
 from . import _host
 
 
+#: The methods the host sends.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 @dataclass
 class Request:
     """One request."""
@@ -18,6 +22,11 @@ class Request:
     url: str
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: Optional[bytes] = None
+
+    def __post_init__(self) -> None:
+        # Checked here, so a typo fails the unit test, not only the built component.
+        if self.method.upper() not in METHODS:
+            raise ValueError(f"HTTP method {self.method!r} is not one of: {', '.join(METHODS)}")
 
 
 @dataclass

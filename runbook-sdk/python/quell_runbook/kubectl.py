@@ -16,6 +16,13 @@ from . import _host
 from ._types import CommandOutput, Failed
 
 
+#: The verbs, as policies write them.
+VERBS = ("get", "describe", "logs", "top", "rollout history", "rollout status", "rollout undo",
+         "rollout restart", "scale", "delete", "cordon", "uncordon")
+#: The output formats.
+OUTPUTS = ("json", "yaml", "wide", "name")
+
+
 @dataclass
 class Request:
     """One kubectl request."""
@@ -40,6 +47,13 @@ class Request:
     to_revision: Optional[int] = None
     #: ``scale``: the new replica count.
     replicas: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        # Checked here, so a typo fails the unit test, not only the built component.
+        if self.verb not in VERBS:
+            raise ValueError(f"kubectl verb {self.verb!r} is not one of: {', '.join(VERBS)}")
+        if self.output is not None and self.output not in OUTPUTS:
+            raise ValueError(f"kubectl output {self.output!r} is not one of: {', '.join(OUTPUTS)}")
 
 
 def run(request: Request) -> CommandOutput:

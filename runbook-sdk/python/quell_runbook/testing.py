@@ -175,6 +175,8 @@ def incident_of(export: Union[str, dict]) -> Incident:
         title=recorded.get("title", ""),
         severity=recorded.get("severity", "critical"),
         source=recorded.get("source", "alertmanager"),
+        status="resolved" if recorded.get("status") == "resolved" else "firing",
+        starts_at=recorded.get("starts_at"),
         labels=dict(recorded.get("labels") or {}),
         annotations=dict(recorded.get("annotations") or {}),
         fingerprint=recorded.get("fingerprint", ""),
@@ -240,8 +242,10 @@ def response(status: int, body: Union[str, bytes] = b"") -> Response:
 
 def pod(name: str, phase: str = "Running", restarts: int = 0,
         waiting_reason: Optional[str] = None) -> PodStatus:
-    """A pod as :func:`quell_runbook.kubectl.get_pods` reports it."""
-    return PodStatus(name, phase, restarts, phase == "Running" and not waiting_reason,
+    """A pod as :func:`quell_runbook.kubectl.get_pods` reports it: ready when ``Running`` with
+    no restarts and nothing waiting (as the Rust SDK's ``testing::pod``)."""
+    return PodStatus(name, phase, restarts,
+                     phase == "Running" and restarts == 0 and not waiting_reason,
                      waiting_reason)
 
 
@@ -279,5 +283,7 @@ def pod_list_json(pods: list[PodStatus]) -> str:
 
 
 def incident(**labels: str) -> Incident:
-    """An incident with ``labels`` (annotations: set ``.annotations``)."""
-    return Incident(title=labels.get("alertname", ""), labels=dict(labels))
+    """An incident with ``labels`` (annotations: set ``.annotations``): a firing ``high``
+    alert from ``cli``, as the Rust SDK's ``testing::incident()``."""
+    return Incident(id="INC-TEST0001", title="test incident", severity="high", source="cli",
+                    fingerprint="0000000000000000", labels=dict(labels))

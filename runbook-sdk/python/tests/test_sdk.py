@@ -138,3 +138,12 @@ def test_a_non_zero_exit_is_kubectls_last_word():
     with testing.MockHost(kubectl=lambda req: testing.exit(2, "")):
         with pytest.raises(Failed, match="kubectl rollout undo exited with status 2"):
             kubectl.rollout_undo("production", "api")
+
+
+def test_a_typo_in_a_request_fails_where_it_is_made():
+    with pytest.raises(ValueError, match="kubectl verb 'rollout-undo' is not one of: get"):
+        kubectl.Request("rollout-undo", "deployments")
+    with pytest.raises(ValueError, match="kubectl output 'JSON' is not one of: json"):
+        kubectl.Request("get", "pods", output="JSON")
+    with pytest.raises(ValueError, match="HTTP method 'FETCH' is not one of: GET"):
+        http.Request("FETCH", "http://x")

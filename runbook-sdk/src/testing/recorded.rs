@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::MockHost;
 use crate::kubectl::{OutputFormat, Verb};
-use crate::{CommandOutput, HostError, Incident, http, kubectl};
+use crate::{CommandOutput, HostError, Incident, Severity, http, kubectl};
 
 type Answers = BTreeMap<(String, String), VecDeque<Value>>;
 
@@ -101,6 +101,19 @@ pub fn incident_of(export: &str) -> Result<Incident, String> {
     incident.annotations = pairs(&recorded["annotations"]);
     incident.fingerprint = text("fingerprint");
     incident.alert_json = recorded["alert"].to_string();
+    incident.severity = match recorded["severity"].as_str() {
+        Some("critical") => Severity::Critical,
+        Some("medium") => Severity::Medium,
+        Some("low") => Severity::Low,
+        Some("info") => Severity::Info,
+        _ => Severity::High,
+    };
+    incident.status = if recorded["status"] == "resolved" {
+        "resolved".to_owned()
+    } else {
+        "firing".to_owned()
+    };
+    incident.starts_at = recorded["starts_at"].as_str().map(str::to_owned);
     Ok(incident)
 }
 
