@@ -127,7 +127,7 @@ mod floor {
     use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
     use quell::bindings::quell::runbook::types::{CommandOutput, HostError};
-    use quell::bindings::quell::runbook::{http, kubectl, ssh, timeline, types};
+    use quell::bindings::quell::runbook::{http, kubectl, run_context, ssh, timeline, types};
     use quell::bindings::{Runbook, RunbookPre};
 
     pub struct Bare {
@@ -149,6 +149,13 @@ mod floor {
         async fn run(&mut self, _: kubectl::Request) -> Result<CommandOutput, HostError> {
             Err(HostError::Denied(String::new()))
         }
+        async fn run_selected(
+            &mut self,
+            _: kubectl::Request,
+            _: String,
+        ) -> Result<CommandOutput, HostError> {
+            Err(HostError::Denied(String::new()))
+        }
     }
     impl ssh::Host for Bare {
         async fn run(
@@ -167,6 +174,12 @@ mod floor {
     }
     impl timeline::Host for Bare {
         async fn note(&mut self, _: String) {}
+    }
+    impl run_context::Host for Bare {
+        async fn dry_run(&mut self) -> bool {
+            false
+        }
+        async fn escalate(&mut self, _: String) {}
     }
 
     pub fn pre(engine: &Engine, wasm: &std::path::Path) -> RunbookPre<Bare> {

@@ -101,6 +101,8 @@ pub struct CallContext {
     pub calls: Vec<CallRecord>,
     /// Lines the runbook added to the timeline.
     pub notes: Vec<String>,
+    /// Why `diagnose` handed the incident to on-call (`run-context.escalate`), if it did.
+    pub escalation: Option<String>,
     /// When the running export's deadline passes; no call may outlive it.
     pub deadline: Instant,
     /// Calls refused and not recorded because the call budget was spent.
@@ -531,6 +533,7 @@ pub(crate) mod testing {
             http_client,
             calls: Vec::new(),
             notes: Vec::new(),
+            escalation: None,
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             dropped_calls: 0,
             recorded_bytes: 0,

@@ -60,6 +60,8 @@ pub struct RunbookReport {
     pub remediation: Option<Result<Remediation, String>>,
     /// Why remediation did not run, when it did not.
     pub remediation_skipped: Option<String>,
+    /// Why the runbook handed the incident to on-call from `diagnose`, if it did.
+    pub escalation: Option<String>,
     /// Every capability call with its decision, in order.
     pub calls: Vec<CallRecord>,
     /// Lines the runbook added to the timeline.
@@ -94,6 +96,9 @@ fn as_optional_outcome<T: Serialize, S: serde::Serializer>(
 
 impl RunbookReport {
     fn absorb<T>(&mut self, invocation: Invocation<T>) -> Result<T, String> {
+        if let Some(reason) = invocation.escalation {
+            self.escalation = Some(reason);
+        }
         self.calls.extend(invocation.calls);
         self.notes.extend(invocation.notes);
         for text in [invocation.stdout, invocation.stderr] {
@@ -140,6 +145,7 @@ async fn run_one(
         diagnosis: None,
         remediation: None,
         remediation_skipped: None,
+        escalation: None,
         calls: Vec::new(),
         notes: Vec::new(),
         output: String::new(),
@@ -150,7 +156,8 @@ async fn run_one(
             Err("the policy's [match] selector does not match the alert's labels".to_owned());
         return report;
     }
-    let diagnosis = match report.absorb(runtime.match_and_diagnose(runbook, incident).await) {
+    let diagnose = runtime.match_and_diagnose_as(runbook, incident, options.dry_run);
+    let diagnosis = match report.absorb(diagnose.await) {
         Ok(None) => {
             report.matched = Err("the runbook's matches returned false".to_owned());
             return report;
@@ -163,6 +170,10 @@ async fn run_one(
         }
     };
     report.diagnosis = Some(Ok(diagnosis.clone()));
+    if let Some(reason) = &report.escalation {
+        report.remediation_skipped = Some(format!("the runbook hands over to on-call: {reason}"));
+        return report;
+    }
     if let Some(only) = &options.remediate_only {
         if !only.contains(&runbook.name) {
             report.remediation_skipped =

@@ -160,6 +160,9 @@ pub struct Invocation<T> {
     pub calls: Vec<CallRecord>,
     /// Lines added to the timeline.
     pub notes: Vec<String>,
+    /// Why `diagnose` handed the incident to on-call (`run-context.escalate`), if it did:
+    /// no plan is run or awaited then.
+    pub escalation: Option<String>,
     /// Captured stdout (capped).
     pub stdout: String,
     /// Captured stderr (capped).
@@ -244,13 +247,25 @@ impl Runtime {
         runbook: &LoadedRunbook,
         incident: &Incident,
     ) -> Invocation<Option<Diagnosis>> {
+        self.match_and_diagnose_as(runbook, incident, false).await
+    }
+
+    /// [`Runtime::match_and_diagnose`] for a run whose writes will be simulated even if the
+    /// policy's are not (`quell run --dry-run`): what `run-context.dry-run` tells the runbook.
+    /// Diagnose reads either way.
+    pub async fn match_and_diagnose_as(
+        &self,
+        runbook: &LoadedRunbook,
+        incident: &Incident,
+        dry_run: bool,
+    ) -> Invocation<Option<Diagnosis>> {
         let timeout = runbook.policy.runbook.timeout.0;
         let matches_deadline = timeout.min(MATCHES_DEADLINE);
         let incident = &wit::Incident::from(incident);
         self.invoke(
             runbook,
             Phase::Matches,
-            false,
+            dry_run || runbook.policy.runbook.dry_run,
             matches_deadline,
             None,
             async |store, pre| {
@@ -376,6 +391,7 @@ impl Runtime {
         }
         Invocation {
             outcome,
+            escalation: state.calls.escalation,
             calls: state.calls.calls,
             notes: state
                 .calls
@@ -432,6 +448,7 @@ impl Runtime {
                 http_client: runbook.http_client.clone(),
                 calls: Vec::new(),
                 notes: Vec::new(),
+                escalation: None,
                 deadline: Instant::now() + deadline,
                 dropped_calls: 0,
                 recorded_bytes: 0,

@@ -38,6 +38,44 @@ pub fn run(request: &Request) -> Result<CommandOutput, HostError> {
     }
 }
 
+/// `request` with a field selector (`involvedObject.name=api-1`): `get` only. A non-zero
+/// exit is still `Ok`.
+pub fn run_selected(request: &Request, field_selector: &str) -> Result<CommandOutput, HostError> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        crate::bindings::quell::runbook::kubectl::run_selected(request, field_selector)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        crate::testing::dispatch_kubectl_selected(request, field_selector)
+    }
+}
+
+/// The events about one object (`kind` as Kubernetes spells it: `Pod`, `Deployment`), found
+/// with a field selector instead of listing the namespace's events.
+///
+/// # Errors
+/// The host's refusal, kubectl's verdict, or output that is not JSON.
+pub fn events_for(namespace: &str, kind: &str, name: &str) -> Result<Value, HostError> {
+    let request = Request::new(Verb::Get, "events")
+        .namespace(namespace)
+        .output(OutputFormat::Json);
+    let fields = format!("involvedObject.kind={kind},involvedObject.name={name}");
+    let output = run_selected(&request, &fields)?;
+    if !output.succeeded() {
+        let said = output
+            .stderr
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim();
+        return Err(HostError::Failed(said.to_owned()));
+    }
+    serde_json::from_str(&output.stdout)
+        .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
+}
+
 /// `kubectl get <resource> -n <namespace> [-l <selector>] -o json`, parsed.
 pub fn get_json(
     resource: &str,

@@ -109,6 +109,7 @@
 
 pub mod http;
 pub mod kubectl;
+pub mod run_context;
 pub mod ssh;
 pub mod testing;
 pub mod timeline;
@@ -135,7 +136,7 @@ pub mod bindings {
         default_bindings_module: "quell_runbook_sdk::bindings",
         additional_derives: [PartialEq, Eq],
         // A hand-written twin of the generated variant, for a readable `Display`.
-        with: { "quell:runbook/types@0.1.0/host-error": crate::types::HostError },
+        with: { "quell:runbook/types@0.1.1/host-error": crate::types::HostError },
     });
 }
 
@@ -202,6 +203,6 @@ macro_rules! export_runbook {
 pub mod prelude {
     pub use crate::{
         CommandOutput, Diagnosis, Finding, HostError, Incident, Remediation, Runbook, Severity,
-        http, kubectl, ssh, timeline,
+        http, kubectl, run_context, ssh, timeline,
     };
 }

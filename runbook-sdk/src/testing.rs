@@ -67,6 +67,11 @@ pub enum Call {
     Http(http::Request),
     /// `timeline::note`.
     Note(String),
+    /// `kubectl::run_selected` (and `events_for`): the request and its field selector. The
+    /// double's kubectl handler answers it.
+    KubectlSelected(kubectl::Request, String),
+    /// `run_context::escalate`.
+    Escalate(String),
 }
 
 #[derive(Default)]
@@ -80,6 +85,7 @@ struct Handlers {
 struct State {
     handlers: RefCell<Handlers>,
     calls: RefCell<Vec<Call>>,
+    dry_run: RefCell<bool>,
 }
 
 thread_local! {
@@ -153,7 +159,21 @@ impl MockHost {
     /// The kubectl requests so far.
     pub fn kubectl_requests(&self) -> Vec<kubectl::Request> {
         self.filter(|call| match call {
-            Call::Kubectl(request) => Some(request.clone()),
+            Call::Kubectl(request) | Call::KubectlSelected(request, _) => Some(request.clone()),
+            _ => None,
+        })
+    }
+
+    /// Makes [`crate::run_context::dry_run`] answer `dry_run` (default `false`).
+    pub fn dry_run(self, dry_run: bool) -> Self {
+        *self.state.dry_run.borrow_mut() = dry_run;
+        self
+    }
+
+    /// The reasons given to [`crate::run_context::escalate`], in order.
+    pub fn escalations(&self) -> Vec<String> {
+        self.filter(|call| match call {
+            Call::Escalate(reason) => Some(reason.clone()),
             _ => None,
         })
     }
@@ -282,6 +302,34 @@ pub(crate) fn dispatch_http(request: &http::Request) -> Result<http::Response, H
         |h| &mut h.http,
         |h| h(request),
     )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn dispatch_kubectl_selected(
+    request: &kubectl::Request,
+    field_selector: &str,
+) -> Result<CommandOutput, HostError> {
+    dispatch(
+        "kubectl",
+        || Call::KubectlSelected(request.clone(), field_selector.to_owned()),
+        |h| &mut h.kubectl,
+        |h| h(request),
+    )
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn dispatch_dry_run() -> bool {
+    current().is_some_and(|state| *state.dry_run.borrow())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn dispatch_escalate(reason: &str) {
+    if let Some(state) = current() {
+        state
+            .calls
+            .borrow_mut()
+            .push(Call::Escalate(reason.to_owned()));
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -50,6 +50,7 @@ pub struct Call {
     namespace: Option<String>,
     name: Option<String>,
     selector: Option<String>,
+    field_selector: Option<String>,
     extra: Vec<String>,
 }
 
@@ -169,8 +170,22 @@ impl Call {
             namespace,
             name: req.name.clone(),
             selector,
+            field_selector: None,
             extra,
         })
+    }
+
+    /// A request with a field selector (`run-selected`): `get` only.
+    pub fn parse_selected(req: &Request, field_selector: &str) -> Result<Self, String> {
+        let mut call = Self::parse(req)?;
+        if call.verb != Verb::Get {
+            return Err(format!(
+                "a field selector applies to get, not {}",
+                call.verb
+            ));
+        }
+        call.field_selector = Some(grammar::field_selector(field_selector)?);
+        Ok(call)
     }
 
     /// The verb.
@@ -226,6 +241,9 @@ impl Call {
         if let Some(selector) = &self.selector {
             args.push(format!("--selector={selector}"));
         }
+        if let Some(fields) = &self.field_selector {
+            args.push(format!("--field-selector={fields}"));
+        }
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -239,6 +257,9 @@ impl fmt::Display for Call {
         }
         if let Some(selector) = &self.selector {
             write!(f, " selected by {selector:?}")?;
+        }
+        if let Some(fields) = &self.field_selector {
+            write!(f, " with fields {fields:?}")?;
         }
         if let Some(ns) = &self.namespace {
             write!(f, " in namespace {ns:?}")?;
@@ -347,41 +368,67 @@ impl KubectlCap {
 
 impl Host for CallContext {
     async fn run(&mut self, req: Request) -> Result<CommandOutput, HostError> {
-        let texts = [
-            &req.namespace,
-            &req.name,
-            &req.selector,
-            &req.options.container,
-        ];
-        let bytes = req.resource.len()
-            + texts
-                .iter()
-                .filter_map(|t| t.as_ref())
-                .map(String::len)
-                .sum::<usize>();
-        if let Some(refused) = refuse_oversized(self, Capability::Kubectl, bytes) {
-            return refused;
-        }
-        let request = serde_json::to_value(&req)
-            .unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
-        let (verdict, spec) = match Call::parse(&req) {
-            Err(reason) => (
-                Verdict::Deny(format!("invalid kubectl request: {reason}")),
-                None,
-            ),
-            Ok(call) => {
-                let verdict = self.gate(call.verb().effect(), self.policy.kubectl.check(&call));
-                let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| Rendered {
-                    spec: self.caps.kubectl.spec(&call),
-                    // A dry run shows the request, not the host's kubeconfig or context.
-                    shown: format!("kubectl {}", call.args().join(" ")),
-                    target: call.target(),
-                });
-                (verdict, spec)
-            }
-        };
-        run_command(self, Capability::Kubectl, request, verdict, spec).await
+        run_kubectl(self, req, None).await
     }
+
+    async fn run_selected(
+        &mut self,
+        req: Request,
+        field_selector: String,
+    ) -> Result<CommandOutput, HostError> {
+        run_kubectl(self, req, Some(field_selector)).await
+    }
+}
+
+/// `run` and `run-selected`: validate, check the policy, run (or record, or refuse).
+async fn run_kubectl(
+    ctx: &mut CallContext,
+    req: Request,
+    field_selector: Option<String>,
+) -> Result<CommandOutput, HostError> {
+    let texts = [
+        &req.namespace,
+        &req.name,
+        &req.selector,
+        &req.options.container,
+        &field_selector,
+    ];
+    let bytes = req.resource.len()
+        + texts
+            .iter()
+            .filter_map(|t| t.as_ref())
+            .map(String::len)
+            .sum::<usize>();
+    if let Some(refused) = refuse_oversized(ctx, Capability::Kubectl, bytes) {
+        return refused;
+    }
+    let mut request =
+        serde_json::to_value(&req).unwrap_or_else(|e| json!({ "unserialisable": e.to_string() }));
+    // Only when given: a request without one records (and replays) as it always did.
+    if let Some(fields) = &field_selector {
+        request["field_selector"] = json!(fields);
+    }
+    let parsed = match &field_selector {
+        Some(fields) => Call::parse_selected(&req, fields),
+        None => Call::parse(&req),
+    };
+    let (verdict, spec) = match parsed {
+        Err(reason) => (
+            Verdict::Deny(format!("invalid kubectl request: {reason}")),
+            None,
+        ),
+        Ok(call) => {
+            let verdict = ctx.gate(call.verb().effect(), ctx.policy.kubectl.check(&call));
+            let spec = (!matches!(verdict, Verdict::Deny(_))).then(|| Rendered {
+                spec: ctx.caps.kubectl.spec(&call),
+                // A dry run shows the request, not the host's kubeconfig or context.
+                shown: format!("kubectl {}", call.args().join(" ")),
+                target: call.target(),
+            });
+            (verdict, spec)
+        }
+    };
+    run_command(ctx, Capability::Kubectl, request, verdict, spec).await
 }
 
 #[cfg(test)]

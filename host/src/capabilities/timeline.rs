@@ -26,3 +26,22 @@ impl Host for CallContext {
         }
     }
 }
+
+/// The run in progress (`run-context`, since 0.1.1): whether writes are simulated, and a
+/// runbook's hand-over to on-call from `diagnose`.
+impl crate::bindings::quell::runbook::run_context::Host for CallContext {
+    async fn dry_run(&mut self) -> bool {
+        self.dry_run
+    }
+
+    async fn escalate(&mut self, reason: String) {
+        // Only a diagnosis hands over; the first reason given is the one on-call reads.
+        if self.phase == super::Phase::Diagnose && self.escalation.is_none() {
+            let mut end = reason.len().min(MAX_NOTE_BYTES);
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.escalation = Some(self.caps.redact.text(reason[..end].to_owned()));
+        }
+    }
+}

@@ -25,6 +25,9 @@ pub enum DiagnosisOutcome {
         detail: Value,
         /// The diagnosis as `remediate` will get it back (JSON).
         stored: String,
+        /// Why the runbook handed the incident to on-call (`run-context.escalate`): no plan
+        /// is run or awaited, whatever the mode.
+        escalation: Option<String>,
     },
 }
 

@@ -93,6 +93,10 @@ fn run() -> Box<RunRecord> {
 }
 
 fn diagnosed(mode: Mode) -> Transition {
+    escalating(mode, None)
+}
+
+fn escalating(mode: Mode, escalation: Option<&str>) -> Transition {
     Transition::Diagnosed {
         job: job(),
         run: run(),
@@ -102,6 +106,7 @@ fn diagnosed(mode: Mode) -> Transition {
             plan: vec!["roll back".to_owned()],
             detail: serde_json::Value::Null,
             stored: "{}".to_owned(),
+            escalation: escalation.map(str::to_owned),
         },
         mode,
         expires_ms: 1_000,
@@ -162,6 +167,30 @@ fn a_diagnosis_goes_where_the_mode_and_the_pause_send_it() {
         ["job done", "event skipped"],
         "resolved during diagnosis: no remediation, no escalation"
     );
+}
+
+#[test]
+fn a_runbook_that_escalates_goes_to_on_call_in_every_mode_with_no_plan_to_approve() {
+    for mode in [Mode::Auto, Mode::Approve, Mode::Diagnose] {
+        let mut facts = Snapshot::default();
+        let (steps, _) = escalating(mode, Some("replicas mismatch: nothing to automate"))
+            .steps(&mut facts)
+            .unwrap();
+        assert_eq!(
+            shape(&steps)[3..],
+            ["notice diagnosed", "job done", "escalate"],
+            "{mode}"
+        );
+        assert!(steps.iter().any(|s| matches!(s, Step::Escalate(reason)
+            if reason == "rb hands over to on-call: replicas mismatch: nothing to automate")));
+    }
+    // Resolved meanwhile: nobody is paged for an incident that is over.
+    let mut facts = Snapshot {
+        status: Some(IncidentStatus::Resolved),
+        ..Snapshot::default()
+    };
+    let (steps, _) = escalating(Mode::Auto, Some("x")).steps(&mut facts).unwrap();
+    assert!(!shape(&steps).contains(&"escalate".to_owned()));
 }
 
 #[test]

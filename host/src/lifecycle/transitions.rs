@@ -289,6 +289,7 @@ fn diagnosed<F: Facts>(
             plan,
             detail,
             stored,
+            escalation,
         } => {
             steps.push(event(EventKind::Matched, format!("{name} applies")));
             steps.push(detailed(
@@ -310,6 +311,14 @@ fn diagnosed<F: Facts>(
                     EventKind::Skipped,
                     "the incident resolved during diagnosis: no remediation, no escalation",
                 ));
+                return Ok(steps);
+            }
+            // The runbook said there is nothing to automate: on-call now, no plan to approve.
+            if let Some(reason) = escalation {
+                steps.push(Step::Job(JobState::Done));
+                steps.push(Step::Escalate(format!(
+                    "{name} hands over to on-call: {reason}"
+                )));
                 return Ok(steps);
             }
             let shown = json!({"plan": plan});

@@ -53,8 +53,13 @@ impl Pipeline {
                         })
                         .collect(),
                     plan: diagnosis.plan.clone(),
-                    detail: json!({"findings": diagnosis.findings, "plan": diagnosis.plan}),
+                    detail: json!({
+                        "findings": diagnosis.findings,
+                        "plan": diagnosis.plan,
+                        "escalation": invocation.escalation,
+                    }),
                     stored: serde_json::to_string(diagnosis)?,
+                    escalation: invocation.escalation.clone(),
                 },
             ),
         };

@@ -228,7 +228,10 @@ fn classify(
                 "the component imports {name}, which Quell does not provide to runbooks"
             ));
         }
-    } else if !is_type && !name.starts_with("quell:runbook/types") {
+    } else if !is_type
+        && !name.starts_with("quell:runbook/types")
+        && !name.starts_with("quell:runbook/run-context")
+    {
         return Err(format!(
             "the component imports {name}, which is not part of the quell:runbook world"
         ));

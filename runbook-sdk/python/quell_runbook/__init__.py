@@ -38,6 +38,7 @@ from ._types import (
 )
 from ._world import Runbook, export
 from . import http, kubectl, ssh, timeline
+from .timeline import dry_run, escalate
 
 __all__ = [
     "CommandOutput",
@@ -51,6 +52,8 @@ __all__ = [
     "Runbook",
     "Timeout",
     "TooLarge",
+    "dry_run",
+    "escalate",
     "export",
     "http",
     "kubectl",

@@ -19,6 +19,10 @@ class Host(Protocol):
 
     def note(self, text: str) -> None: ...
 
+    def dry_run(self) -> bool: ...
+
+    def escalate(self, reason: str) -> None: ...
+
 
 _installed: Optional[Host] = None
 
@@ -56,6 +60,12 @@ class _Refusing:
         raise Denied(self._why)
 
     def note(self, text: str) -> None:
+        pass
+
+    def dry_run(self) -> bool:
+        return False
+
+    def escalate(self, reason: str) -> None:
         pass
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from componentize_py_types import Err
 from wit_world.imports import http as wit_http
 from wit_world.imports import kubectl as wit_kubectl
+from wit_world.imports import run_context as wit_run_context
 from wit_world.imports import ssh as wit_ssh
 from wit_world.imports import timeline as wit_timeline
 from wit_world.imports import types as wit_types
@@ -79,6 +80,8 @@ class WasmHost:
             verb, request.resource, request.namespace, request.name, request.selector, options
         )
         try:
+            if request.field_selector is not None:
+                return _output(wit_kubectl.run_selected(wit, request.field_selector))
             return _output(wit_kubectl.run(wit))
         except Err as e:
             raise _error(e.value) from None
@@ -103,3 +106,9 @@ class WasmHost:
 
     def note(self, text: str) -> None:
         wit_timeline.note(text)
+
+    def dry_run(self) -> bool:
+        return bool(wit_run_context.dry_run())
+
+    def escalate(self, reason: str) -> None:
+        wit_run_context.escalate(reason)

@@ -47,6 +47,8 @@ class Request:
     to_revision: Optional[int] = None
     #: ``scale``: the new replica count.
     replicas: Optional[int] = None
+    #: ``get``: a field selector (``involvedObject.name=api-1``), since WIT 0.1.1.
+    field_selector: Optional[str] = None
 
     def __post_init__(self) -> None:
         # Checked here, so a typo fails the unit test, not only the built component.
@@ -174,6 +176,17 @@ def get_pods(namespace: str, selector: Optional[str] = None) -> list[PodStatus]:
     """The pods in ``namespace`` matching ``selector`` (e.g. ``app=api``)."""
     listing = get_json("pods", namespace, selector)
     return [PodStatus.from_json(item) for item in listing.get("items") or []]
+
+
+def events_for(namespace: str, kind: str, name: str) -> Any:
+    """The events about one object (``kind`` as Kubernetes spells it: ``Pod``), found with a
+    field selector instead of listing the namespace's events."""
+    fields = f"involvedObject.kind={kind},involvedObject.name={name}"
+    output = checked(Request("get", "events", namespace, output="json", field_selector=fields))
+    try:
+        return json.loads(output.stdout)
+    except ValueError as e:
+        raise Failed(f"kubectl printed invalid JSON: {e}") from None
 
 
 def rollout_history(namespace: str, deployment: str) -> list[str]:

@@ -45,7 +45,14 @@ class Note:
     text: str
 
 
-Call = Union[KubectlRequest, Ssh, HttpRequest, Note]
+@dataclass
+class Escalate:
+    """An ``escalate`` call."""
+
+    reason: str
+
+
+Call = Union[KubectlRequest, Ssh, HttpRequest, Note, Escalate]
 
 
 @dataclass
@@ -55,6 +62,8 @@ class MockHost:
     kubectl: Optional[Callable[[KubectlRequest], CommandOutput]] = None
     ssh: Optional[Callable[[str, str, dict[str, str]], CommandOutput]] = None
     http: Optional[Callable[[HttpRequest], Response]] = None
+    #: What ``dry_run()`` answers.
+    dry_run: bool = False
     #: Every call, in order.
     calls: list[Call] = field(default_factory=list)
     _previous: list[Any] = field(default_factory=list, repr=False)
@@ -94,6 +103,10 @@ class MockHost:
         """The timeline notes, in order."""
         return [c.text for c in self.calls if isinstance(c, Note)]
 
+    def escalations(self) -> list[str]:
+        """The reasons given to ``escalate``, in order."""
+        return [c.reason for c in self.calls if isinstance(c, Escalate)]
+
 
 class _Answering:
     """The installed form of a MockHost: records, then asks its handler."""
@@ -121,6 +134,12 @@ class _Answering:
 
     def note(self, text: str) -> None:
         self.mock.calls.append(Note(text))
+
+    def dry_run(self) -> bool:
+        return self.mock.dry_run
+
+    def escalate(self, reason: str) -> None:
+        self.mock.calls.append(Escalate(reason))
 
 
 def from_export(export: Union[str, dict], runbook: Optional[str] = None) -> MockHost:
@@ -196,7 +215,7 @@ _VERBS = {"get": "Get", "describe": "Describe", "logs": "Logs", "top": "Top",
 
 def _kubectl_request(req: KubectlRequest) -> dict[str, Any]:
     """The request as the host records it."""
-    return {
+    recorded = {
         "verb": _VERBS.get(req.verb, req.verb),
         "resource": req.resource,
         "namespace": req.namespace,
@@ -211,6 +230,9 @@ def _kubectl_request(req: KubectlRequest) -> dict[str, Any]:
             "replicas": req.replicas,
         },
     }
+    if req.field_selector is not None:
+        recorded["field_selector"] = req.field_selector
+    return recorded
 
 
 def _recorded_error(error: Any) -> Exception:

@@ -147,3 +147,19 @@ def test_a_typo_in_a_request_fails_where_it_is_made():
         kubectl.Request("get", "pods", output="JSON")
     with pytest.raises(ValueError, match="HTTP method 'FETCH' is not one of: GET"):
         http.Request("FETCH", "http://x")
+
+
+def test_one_objects_events_dry_run_and_escalation():
+    from quell_runbook import dry_run, escalate
+    host = testing.MockHost(kubectl=lambda req: testing.stdout('{"items": [{"reason": "BackOff"}]}'),
+                            dry_run=True)
+    assert not dry_run()
+    with host:
+        events = kubectl.events_for("production", "Pod", "api-1")
+        assert dry_run()
+        escalate("nothing to automate")
+    assert events["items"][0]["reason"] == "BackOff"
+    request = host.kubectl_requests()[0]
+    assert (request.resource, request.field_selector) == (
+        "events", "involvedObject.kind=Pod,involvedObject.name=api-1")
+    assert host.escalations() == ["nothing to automate"]

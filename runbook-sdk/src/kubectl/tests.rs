@@ -244,3 +244,32 @@ fn one_object_and_a_deployment_view_with_its_selector() -> Result<(), HostError>
     );
     Ok(())
 }
+
+#[test]
+fn one_objects_events_are_asked_for_with_a_field_selector() -> Result<(), HostError> {
+    let events = serde_json::json!({"items": [{"reason": "BackOff"}]}).to_string();
+    let host = MockHost::new().kubectl(move |_| Ok(testing::stdout(events.clone())));
+    let _guard = host.install();
+    let found = events_for("production", "Pod", "api-1")?;
+    assert_eq!(found["items"][0]["reason"], "BackOff");
+    let calls = host.calls();
+    let testing::Call::KubectlSelected(request, fields) = &calls[0] else {
+        panic!("{calls:?}");
+    };
+    assert_eq!(fields, "involvedObject.kind=Pod,involvedObject.name=api-1");
+    assert_eq!(
+        (request.verb, request.resource.as_str()),
+        (Verb::Get, "events")
+    );
+    Ok(())
+}
+
+#[test]
+fn the_run_context_reads_dry_run_and_records_escalations() {
+    assert!(!crate::run_context::dry_run(), "no double: not a dry run");
+    let host = MockHost::new().dry_run(true);
+    let _guard = host.install();
+    assert!(crate::run_context::dry_run());
+    crate::run_context::escalate("nothing to automate");
+    assert_eq!(host.escalations(), ["nothing to automate"]);
+}

@@ -7,7 +7,9 @@ not grant and reports what it got. The annotation ``quell.test/python`` picks th
 - ``memory``: allocates until it is stopped (the memory cap must stop it);
 - ``recurse``: unbounded recursion (Python's own limit raises; the run fails cleanly);
 - ``raise``: raises from ``diagnose`` (the run fails with the message);
-- ``one-call``: one kubectl call (which its policy refuses), for the runtime benchmark.
+- ``one-call``: one kubectl call (which its policy refuses), for the runtime benchmark;
+- ``context``: the 0.1.1 additions through the component's imports: ``dry_run()``, a field
+  selector (refused: the policy grants no kubectl) and ``escalate``.
 """
 
 import encodings.idna  # noqa: F401: name lookups encode host names; import it at build time
@@ -16,7 +18,8 @@ import socket
 import subprocess
 import sys
 
-from quell_runbook import Denied, Diagnosis, Finding, Runbook, export, kubectl
+from quell_runbook import (Denied, Diagnosis, Finding, HostError, Runbook, dry_run, escalate,
+                           export, kubectl)
 
 
 def attempt(name, action):
@@ -57,6 +60,17 @@ class Hostile(Runbook):
             down(0)
         if behaviour == "raise":
             raise RuntimeError("the runbook gave up")
+        if behaviour == "context":
+            try:
+                kubectl.events_for("production", "Pod", "api-1")
+                selected = "allowed"
+            except HostError as error:
+                selected = str(error)
+            escalate("python hands over")
+            return Diagnosis("context", findings=[
+                Finding.passed("dry-run", str(dry_run())),
+                Finding.passed("field-selector", selected),
+            ])
         if behaviour == "one-call":
             try:
                 kubectl.get_pods("kube-system", "app=api")

@@ -10,6 +10,7 @@
 
 mod alertmanager;
 mod browser;
+mod compat;
 mod console;
 mod containment;
 mod daemon;

@@ -100,6 +100,37 @@ async fn a_python_runbook_reaching_for_files_sockets_and_environment_gets_nothin
 }
 
 #[tokio::test]
+async fn a_python_runbook_reaches_the_0_1_1_additions_through_its_imports() {
+    let env = Env::new();
+    let runtime = env.runtime();
+    let runbook = load(&runtime, &hostile_policy(&env, "60s"));
+    let asked = runtime
+        .match_and_diagnose_as(&runbook, &behaving("context", 9), true)
+        .await;
+    let diagnosis = asked.outcome.unwrap().expect("it matches");
+    let said: Vec<(&str, &str)> = diagnosis
+        .findings
+        .iter()
+        .map(|f| (f.name.as_str(), f.summary.as_str()))
+        .collect();
+    assert_eq!(said[0], ("dry-run", "True"));
+    assert_eq!(said[1].0, "field-selector");
+    assert!(
+        said[1]
+            .1
+            .starts_with("denied: no [[kubectl.allow]] rule allows \"get\" on events"),
+        "{said:?}"
+    );
+    assert!(
+        said[1]
+            .1
+            .contains("with fields \"involvedObject.kind=Pod,involvedObject.name=api-1\""),
+        "{said:?}"
+    );
+    assert_eq!(asked.escalation.as_deref(), Some("python hands over"));
+}
+
+#[tokio::test]
 async fn runaway_python_runbooks_are_stopped_and_the_host_keeps_serving() {
     let env = Env::new();
     let runtime = env.runtime();

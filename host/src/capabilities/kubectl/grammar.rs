@@ -153,6 +153,58 @@ fn requirement(text: &str) -> Result<String, String> {
     Ok(format!("{key}{operator}{value}"))
 }
 
+/// A field selector (`involvedObject.name=api-1,involvedObject.kind!=Node`): comma-separated
+/// `field=value`, `field==value` or `field!=value`, a field being a dotted path of letters,
+/// digits, `_` and `-`, a value of letters, digits and `-_.:/` (up to 253 bytes each).
+/// Returned rendered canonically.
+pub fn field_selector(selector: &str) -> Result<String, String> {
+    let fail = |why: String| format!("invalid field selector {selector:?}: {why}");
+    if selector.len() > MAX_SELECTOR {
+        return Err(fail(format!(
+            "{} bytes, over the {MAX_SELECTOR}-byte limit",
+            selector.len()
+        )));
+    }
+    let mut rendered = Vec::new();
+    for part in selector.split(',') {
+        let (field, op, value) = if let Some((f, v)) = part.split_once("!=") {
+            (f, "!=", v)
+        } else if let Some((f, v)) = part.split_once("==") {
+            (f, "=", v)
+        } else if let Some((f, v)) = part.split_once('=') {
+            (f, "=", v)
+        } else {
+            return Err(fail(format!("{part:?} is not field=value or field!=value")));
+        };
+        let field_ok = !field.is_empty()
+            && field.len() <= 253
+            && field.split('.').all(|segment| {
+                !segment.is_empty()
+                    && !segment.starts_with('-')
+                    && segment
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !field_ok {
+            return Err(fail(format!(
+                "{field:?} is not a field path (letters, digits, _ and - in dotted segments)"
+            )));
+        }
+        let value_ok = value.len() <= 253
+            && !value.starts_with('-')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:/".contains(c));
+        if !value_ok {
+            return Err(fail(format!(
+                "{value:?} is not a field value (letters, digits and -_.:/, not starting with -)"
+            )));
+        }
+        rendered.push(format!("{field}{op}{value}"));
+    }
+    Ok(rendered.join(","))
+}
+
 /// Checks a label selector — comma-separated `key`, `!key`, `key=value`, `key==value`,
 /// `key!=value`, `key in (a,b)` and `key notin (a,b)` — and renders it with the spaces
 /// around keys, operators and values dropped, which is how kubectl reads it.

@@ -395,3 +395,32 @@ async fn a_bad_selector_is_a_refusal_the_runbook_sees() {
     );
     assert_eq!(ctx.calls[0].decision, Decision::Denied);
 }
+
+#[test]
+fn field_selectors_render_canonically_and_refuse_anything_else() {
+    assert_eq!(
+        grammar::field_selector("involvedObject.kind=Pod,involvedObject.name==api-1").unwrap(),
+        "involvedObject.kind=Pod,involvedObject.name=api-1"
+    );
+    assert_eq!(
+        grammar::field_selector("status.phase!=Running").unwrap(),
+        "status.phase!=Running"
+    );
+    for bad in [
+        "",
+        "name",
+        "a=b;c",
+        "a=$(id)",
+        "a= b",
+        "-a=b",
+        "a=-b",
+        "a..b=c",
+        &"a=".repeat(600),
+    ] {
+        let error = grammar::field_selector(bad).unwrap_err();
+        assert!(
+            error.starts_with("invalid field selector"),
+            "{bad:?}: {error}"
+        );
+    }
+}

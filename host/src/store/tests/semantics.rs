@@ -58,6 +58,7 @@ async fn diagnose(store: &Store, job: &Job) {
                 detail: serde_json::json!({}),
                 stored: r#"{"summary":"api is failing","findings":[],"plan":["roll back"]}"#
                     .to_owned(),
+                escalation: None,
             },
             mode: Mode::Auto,
             expires_ms: i64::MAX,

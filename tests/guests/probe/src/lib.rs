@@ -13,7 +13,9 @@
 //!   `{"ssh": {"host": "h", "command": "id", "params": {"k": "v"}}}`,
 //!   `{"http": {"method": "GET", "url": "…", "headers": [["k", "v"]], "body": null}}`
 //!   (`"body_bytes": n` sends a body of n bytes; `"lengths_only": true` hands back only the
-//!   status and the body's length), `{"note_bytes": n}` adds a note of n bytes.
+//!   status and the body's length), `{"note_bytes": n}` adds a note of n bytes; a kubectl
+//!   call with `"field_selector": "…"` goes through `run_selected`; `{"escalate": "why"}`
+//!   hands over to on-call; `{"dry_run": null}` asks whether writes are simulated.
 //!
 //! Each call becomes a finding `call-<index>` whose summary is `ok`, `denied: <reason>`,
 //! `failed: <message>`, `timeout` or `too-large` and whose detail is the call's output as
@@ -126,6 +128,11 @@ enum Call {
     Note(String),
     #[serde(rename = "note_bytes")]
     NoteBytes(usize),
+    /// `run_context::escalate(reason)`.
+    Escalate(String),
+    /// `run_context::dry_run()` (the value is ignored).
+    #[serde(rename = "dry_run")]
+    DryRun(#[allow(dead_code)] Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +158,9 @@ struct KubectlCall {
     to_revision: Option<u32>,
     #[serde(default)]
     replicas: Option<u32>,
+    /// Sent with `run_selected` when given.
+    #[serde(default)]
+    field_selector: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,7 +205,20 @@ fn execute(incident: &Incident, annotation: &str) -> Result<Vec<Finding>, String
 /// Makes one call. The outer error is a malformed call; the inner result is the host's answer.
 fn make(call: Call) -> Result<Result<Value, HostError>, String> {
     Ok(match call {
-        Call::Kubectl(call) => kubectl::run(&call.request()?).map(|out| command_json(&out)),
+        Call::Kubectl(call) => {
+            let fields = call.field_selector.clone();
+            let request = call.request()?;
+            match fields {
+                Some(fields) => kubectl::run_selected(&request, &fields),
+                None => kubectl::run(&request),
+            }
+            .map(|out| command_json(&out))
+        }
+        Call::Escalate(reason) => {
+            run_context::escalate(&reason);
+            Ok(Value::Null)
+        }
+        Call::DryRun(_) => Ok(json!(run_context::dry_run())),
         Call::Ssh(call) => {
             let params: Vec<(&str, &str)> = call
                 .params
