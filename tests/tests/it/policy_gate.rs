@@ -336,7 +336,7 @@ async fn a_capability_the_policy_does_not_grant_is_noted_at_load_and_denied_at_e
     assert_eq!(
         loaded.notes,
         [
-            "the component imports quell:runbook/ssh@0.1.0, but the policy grants no ssh: every ssh call is denied (add [ssh] with hosts and [ssh.commands] to allow it)"
+            "the component imports quell:runbook/ssh@0.1.1, but the policy grants no ssh: every ssh call is denied (add [ssh] with hosts and [ssh.commands] to allow it)"
         ]
     );
     // `quell policy check` says the same without compiling the component.
