@@ -9,6 +9,7 @@
 //!   contracts and can be scripted to fail (429 with `Retry-After`, 5xx, `ok: false`, stalls).
 //! - [`http`]: loopback HTTP servers (axum) with ready-made routes: settable health, redirects,
 //!   large and stalled responses, and a request log.
+//! - [`postgres`]: a real PostgreSQL server (Debian's) in a throwaway directory.
 //!
 //! Every server runs on its own thread with its own tokio runtime, so it works the same from a
 //! plain `#[test]` and from `#[tokio::test]`, and stops when dropped.
@@ -32,6 +33,7 @@ pub mod alertmanager;
 pub mod fuzz;
 pub mod http;
 pub mod kube_sim;
+pub mod postgres;
 pub mod receivers;
 pub mod record;
 mod serve;
