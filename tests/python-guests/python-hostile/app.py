@@ -9,7 +9,9 @@ not grant and reports what it got. The annotation ``quell.test/python`` picks th
 - ``raise``: raises from ``diagnose`` (the run fails with the message);
 - ``one-call``: one kubectl call (which its policy refuses), for the runtime benchmark;
 - ``context``: the 0.1.1 additions through the component's imports: ``dry_run()``, a field
-  selector (refused: the policy grants no kubectl) and ``escalate``.
+  selector (refused: the policy grants no kubectl) and ``escalate``;
+- ``hold``: GET the URL in the annotation ``quell.test/url`` (a server that never answers
+  keeps the instance alive until the deadline).
 """
 
 import encodings.idna  # noqa: F401: name lookups encode host names; import it at build time
@@ -19,7 +21,7 @@ import subprocess
 import sys
 
 from quell_runbook import (Denied, Diagnosis, Finding, HostError, Runbook, dry_run, escalate,
-                           export, kubectl)
+                           export, http, kubectl)
 
 
 def attempt(name, action):
@@ -71,6 +73,12 @@ class Hostile(Runbook):
                 Finding.passed("dry-run", str(dry_run())),
                 Finding.passed("field-selector", selected),
             ])
+        if behaviour == "hold":
+            try:
+                http.get(incident.annotation("quell.test/url", ""))
+            except HostError as error:
+                return Diagnosis("held", findings=[Finding.passed("hold", str(error))])
+            return Diagnosis("held", findings=[Finding.passed("hold", "answered")])
         if behaviour == "one-call":
             try:
                 kubectl.get_pods("kube-system", "app=api")

@@ -130,6 +130,57 @@ async fn a_python_runbook_reaches_the_0_1_1_additions_through_its_imports() {
     assert_eq!(asked.escalation.as_deref(), Some("python hands over"));
 }
 
+/// Two instance slots: while a Python runbook holds one (blocked in a host call), a Rust
+/// runbook still gets the other. Python's 14 core instances each used to leave a Rust run
+/// without any (the pool counted 8 per slot).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_runbook_in_flight_leaves_room_for_a_rust_one() {
+    let routes = quell_tests::http::TestRoutes::new();
+    let stall = quell_tests::http::HttpServer::start(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        routes.router(),
+    )
+    .unwrap();
+    let mut env = Env::new();
+    env.config.sandbox.max_instances = 2;
+    let policy = hostile_policy(&env, "60s");
+    let text = std::fs::read_to_string(&policy).unwrap()
+        + "[http]\nnetworks = [\"127.0.0.0/8\"]\n[[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n";
+    std::fs::write(&policy, text).unwrap();
+    let runtime = std::sync::Arc::new(env.runtime());
+    let python = std::sync::Arc::new(load(&runtime, &policy));
+    let rust = load(
+        &runtime,
+        &env.policy("probe", "probe", "mode = \"diagnose\"\ntimeout = \"60s\"\n"),
+    );
+    let held = incident(
+        &[("alertname", "Hostile")],
+        &[
+            ("quell.test/python", "hold"),
+            ("quell.test/url", &stall.url("/stall")),
+        ],
+    );
+    let (rt, py) = (runtime.clone(), python.clone());
+    let holding = tokio::spawn(async move { rt.match_and_diagnose(&py, &held).await });
+    // The Python instance is alive, blocked in its host call, once the server has the request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !routes.requests().iter().any(|r| r.path == "/stall") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Python runbook never called"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let note = incident(
+        &[("alertname", "Fine")],
+        &[("quell.test/diagnose-calls", r#"[{"note": "still room"}]"#)],
+    );
+    let beside = runtime.match_and_diagnose(&rust, &note).await;
+    assert!(beside.outcome.is_ok(), "{:?}", beside.outcome);
+    assert_eq!(beside.notes, ["still room"]);
+    holding.abort();
+}
+
 #[tokio::test]
 async fn runaway_python_runbooks_are_stopped_and_the_host_keeps_serving() {
     let env = Env::new();
