@@ -174,28 +174,21 @@ async fn run_one(
         report.remediation_skipped = Some(format!("the runbook hands over to on-call: {reason}"));
         return report;
     }
-    if let Some(only) = &options.remediate_only {
-        if !only.contains(&runbook.name) {
-            report.remediation_skipped =
-                Some("no remediation ran when the incident was recorded".to_owned());
-            return report;
-        }
-        let remediation = report.absorb(
-            runtime
-                .remediate(runbook, incident, &diagnosis, options.dry_run)
-                .await,
-        );
-        report.remediation = Some(remediation);
-        return report;
-    }
-    // `quell run` has no pause switch; `--approve` stands in for a human's approval.
-    let skipped = match gate(policy.mode, options.approve, false) {
-        Gate::HandOver => Some("the policy's mode is diagnose: findings go to a human".to_owned()),
-        Gate::Hold(_) => Some(
-            "the policy's mode is approve: the plan awaits approval (pass --approve to run it)"
-                .to_owned(),
-        ),
-        Gate::Remediate => None,
+    let skipped = match &options.remediate_only {
+        // A replay remediates what was remediated when the incident was recorded.
+        Some(only) => (!only.contains(&runbook.name))
+            .then(|| "no remediation ran when the incident was recorded".to_owned()),
+        // `quell run` has no pause switch; `--approve` stands in for a human's approval.
+        None => match gate(policy.mode, options.approve, false) {
+            Gate::HandOver => {
+                Some("the policy's mode is diagnose: findings go to a human".to_owned())
+            }
+            Gate::Hold(_) => Some(
+                "the policy's mode is approve: the plan awaits approval (pass --approve to run it)"
+                    .to_owned(),
+            ),
+            Gate::Remediate => None,
+        },
     };
     if let Some(reason) = skipped {
         report.remediation_skipped = Some(reason);

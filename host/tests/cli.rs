@@ -3,29 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests run the binary
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use quell_tests::kube_sim::{KubeSim, Scenario};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
-fn quell(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quell"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+mod common;
+use common::{quell, text, workspace};
 
 #[test]
 fn shipped_runbooks_run_on_a_shipped_alert_against_a_cluster() {

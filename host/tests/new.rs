@@ -5,15 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests run the binary
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
+mod common;
+use common::workspace;
 
 /// The toolchain this repository pins (its wasm target is installed by scripts/setup.sh):
 /// a runbook outside the repository would otherwise build with the machine's default.

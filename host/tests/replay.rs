@@ -9,12 +9,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use quell_tests::http::{HttpServer, TestRoutes};
 use quell_tests::kube_sim::{KubeSim, Scenario};
-use quell_tests::workspace;
 use serde_json::{Value, json};
 
 struct Daemon(Child);
@@ -26,34 +25,8 @@ impl Drop for Daemon {
     }
 }
 
-fn quell(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_quell"))
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn block<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn get(url: &str) -> Option<Value> {
-    block(async {
-        let response = reqwest::get(url).await.ok()?;
-        response.status().is_success().then_some(())?;
-        let body = response.text().await.ok()?;
-        Some(serde_json::from_str(&body).unwrap_or(Value::String(body)))
-    })
-}
+mod common;
+use common::{block, get, quell, text, workspace};
 
 /// A runbook directory holding one policy for `component`, named `name`, in mode auto, with
 /// high-error-rate's grants and loopback for the test's health server.

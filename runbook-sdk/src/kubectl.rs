@@ -61,19 +61,7 @@ pub fn events_for(namespace: &str, kind: &str, name: &str) -> Result<Value, Host
         .namespace(namespace)
         .output(OutputFormat::Json);
     let fields = format!("involvedObject.kind={kind},involvedObject.name={name}");
-    let output = run_selected(&request, &fields)?;
-    if !output.succeeded() {
-        let said = output
-            .stderr
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .trim();
-        return Err(HostError::Failed(said.to_owned()));
-    }
-    serde_json::from_str(&output.stdout)
-        .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
+    json_of(&verdict(&request, run_selected(&request, &fields)?)?)
 }
 
 /// `kubectl get <resource> -n <namespace> [-l <selector>] -o json`, parsed.
@@ -88,7 +76,11 @@ pub fn get_json(
     if let Some(selector) = selector {
         request = request.selector(selector);
     }
-    let output = checked(&request)?;
+    json_of(&checked(&request)?)
+}
+
+/// What kubectl printed, parsed as JSON.
+fn json_of(output: &CommandOutput) -> Result<Value, HostError> {
     serde_json::from_str(&output.stdout)
         .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
 }
@@ -165,9 +157,7 @@ pub fn get(resource: &str, namespace: &str, name: &str) -> Result<Value, HostErr
         .namespace(namespace)
         .name(name)
         .output(OutputFormat::Json);
-    let output = checked(&request)?;
-    serde_json::from_str(&output.stdout)
-        .map_err(|e| HostError::Failed(format!("kubectl printed invalid JSON: {e}")))
+    json_of(&checked(&request)?)
 }
 
 /// What [`get_deployment`] reports of a deployment.
@@ -309,7 +299,11 @@ pub fn logs(
 /// # Errors
 /// The host's refusal or failure, or the non-zero exit.
 pub fn checked(request: &Request) -> Result<CommandOutput, HostError> {
-    let output = run(request)?;
+    verdict(request, run(request)?)
+}
+
+/// `output` when kubectl exited 0, else [`HostError::Failed`] with its last word.
+fn verdict(request: &Request, output: CommandOutput) -> Result<CommandOutput, HostError> {
     if output.succeeded() {
         return Ok(output);
     }
