@@ -12,11 +12,15 @@ use crate::harness::{Env, calls, incident, load, workspace};
 const POLICY: &str = "mode = \"auto\"\ntimeout = \"30s\"\n\
     [[kubectl.allow]]\nverbs = [\"get\", \"rollout restart\"]\nresources = [\"pods\", \"events\", \"deployments\"]\nnamespaces = [\"production\"]\n";
 
-fn summaries(report: &RunbookReport) -> Vec<String> {
+fn findings(report: &RunbookReport) -> Vec<quell::bindings::quell::runbook::types::Finding> {
     match &report.diagnosis {
-        Some(Ok(d)) => d.findings.iter().map(|f| f.summary.clone()).collect(),
+        Some(Ok(d)) => d.findings.clone(),
         other => panic!("no diagnosis: {other:?}\n{report:#?}"),
     }
+}
+
+fn summaries(report: &RunbookReport) -> Vec<String> {
+    findings(report).into_iter().map(|f| f.summary).collect()
 }
 
 async fn probe_run(
@@ -113,10 +117,7 @@ async fn one_objects_events_come_through_a_field_selector_and_only_for_get() {
         "{command}"
     );
     // Only that pod's events came back, not the namespace's.
-    let findings = match &report.diagnosis {
-        Some(Ok(d)) => d.findings.clone(),
-        _ => unreachable!(),
-    };
+    let findings = findings(&report);
     let out: serde_json::Value =
         serde_json::from_str(findings[0].detail_json.as_deref().unwrap()).unwrap();
     let listed: serde_json::Value = serde_json::from_str(out["stdout"].as_str().unwrap()).unwrap();
@@ -150,17 +151,9 @@ async fn a_runbook_knows_its_dry_run_and_its_hand_over_skips_remediation() {
         ..RunOptions::default()
     };
     let report = probe_run(&env, &policy, ask.clone(), json!([]), &dry).await;
-    let findings = match &report.diagnosis {
-        Some(Ok(d)) => d.findings.clone(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(findings[0].detail_json.as_deref(), Some("true"));
+    assert_eq!(findings(&report)[0].detail_json.as_deref(), Some("true"));
     let report = probe_run(&env, &policy, ask, json!([]), &RunOptions::default()).await;
-    let findings = match &report.diagnosis {
-        Some(Ok(d)) => d.findings.clone(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(findings[0].detail_json.as_deref(), Some("false"));
+    assert_eq!(findings(&report)[0].detail_json.as_deref(), Some("false"));
 
     // Mode auto, and still: the hand-over means no remediation.
     let report = probe_run(
