@@ -31,7 +31,7 @@ pub fn build(config: &SandboxConfig) -> anyhow::Result<Engine> {
         .max_memories_per_component(4)
         .max_tables_per_component(8)
         .table_elements(20_000)
-        .linear_memory_keep_resident(4 << 20)
+        .linear_memory_keep_resident(32 << 20)
         .table_keep_resident(64 << 10)
         .pagemap_scan(Enabled::Auto);
 

@@ -399,3 +399,42 @@ fn the_sdk_views_read_what_real_kubectl_prints_in_each_scenario() {
             .contains("healthy, crash-looping")
     );
 }
+
+#[tokio::test]
+async fn a_damaged_compile_cache_is_rebuilt_and_the_runbook_still_runs() {
+    let mut env = Env::new();
+    env.config.sandbox.cache_dir = env.dir.path().join("cache");
+    let policy = env.policy("probe", "probe", "mode = \"diagnose\"\n");
+    let alert = incident(
+        &[("alertname", "Cache"), ("service", "api")],
+        &[("quell.test/diagnose-calls", "[]")],
+    );
+    let cached = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(env.config.sandbox.cache_dir.join("components"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+    load(&env.runtime(), &policy);
+    let artifacts = cached();
+    assert_eq!(artifacts.len(), 1, "one compiled artifact: {artifacts:?}");
+    let size = std::fs::metadata(&artifacts[0]).unwrap().len();
+
+    // A crash or a full disk leaves a truncated artifact behind.
+    std::fs::write(&artifacts[0], b"not a compiled component").unwrap();
+    let runtime = env.runtime();
+    let runbook = load(&runtime, &policy);
+    assert_eq!(cached(), artifacts, "rewritten in place, nothing else left");
+    assert_eq!(
+        std::fs::metadata(&artifacts[0]).unwrap().len(),
+        size,
+        "the damaged artifact is replaced by a whole one"
+    );
+    let run = runtime.match_and_diagnose(&runbook, &alert).await;
+    assert!(
+        matches!(run.outcome, Ok(Some(_))),
+        "the rebuilt runbook diagnoses: {:?}",
+        run.outcome
+    );
+}
