@@ -24,6 +24,7 @@ mod queries;
 mod runs;
 mod slack;
 mod sqlite;
+mod tx;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub use slack::SlackDigest;
 use crate::capabilities::CallRecord;
 use crate::incident::Incident;
 use crate::lifecycle::{Applied, Notice, Transition};
+use tx::SqliteTx;
 
 /// The source of a [`StoreError`], kept for logs.
 pub type Source = Arc<dyn std::error::Error + Send + Sync>;
@@ -290,7 +292,7 @@ impl Store {
         call: CallRecord,
     ) -> Result<i64, StoreError> {
         self.db
-            .write(move |conn| runs::journal_call(conn, run, &incident, &call))
+            .write(move |conn| runs::journal_call(&SqliteTx(conn), run, &incident, &call))
             .await
     }
 
@@ -302,14 +304,14 @@ impl Store {
         write: WriteClaim,
     ) -> Result<Result<i64, String>, StoreError> {
         self.db
-            .write(move |conn| runs::journal_write(conn, &write))
+            .write(move |conn| runs::journal_write(&SqliteTx(conn), &write))
             .await
     }
 
     /// Replaces a journaled call (started) with the finished one.
     pub async fn complete_call(&self, id: i64, call: CallRecord) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| runs::complete_call(conn, id, &call))
+            .write(move |conn| runs::complete_call(&SqliteTx(conn), id, &call))
             .await
     }
 
@@ -394,13 +396,13 @@ impl Store {
 
     /// The digest message Slack updates in place: `(channel, ts, incidents told, since)`.
     pub async fn slack_digest(&self) -> Result<Option<SlackDigest>, StoreError> {
-        self.db.read(slack::digest).await
+        self.db.read(|conn| slack::digest(&SqliteTx(conn))).await
     }
 
     /// Keeps the digest message's state.
     pub async fn set_slack_digest(&self, digest: SlackDigest) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_digest(conn, &digest))
+            .write(move |conn| slack::set_digest(&SqliteTx(conn), &digest))
             .await
     }
 
@@ -440,7 +442,7 @@ impl Store {
         incident: String,
     ) -> Result<Option<(String, String)>, StoreError> {
         self.db
-            .read(move |conn| slack::thread(conn, &incident))
+            .read(move |conn| slack::thread(&SqliteTx(conn), &incident))
             .await
     }
 
@@ -452,7 +454,7 @@ impl Store {
         ts: String,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_thread(conn, &incident, &channel, &ts))
+            .write(move |conn| slack::set_thread(&SqliteTx(conn), &incident, &channel, &ts))
             .await
     }
 
@@ -463,7 +465,7 @@ impl Store {
         runbook: String,
     ) -> Result<Option<(String, String, String)>, StoreError> {
         self.db
-            .read(move |conn| slack::plan(conn, &incident, &runbook))
+            .read(move |conn| slack::plan(&SqliteTx(conn), &incident, &runbook))
             .await
     }
 
@@ -477,7 +479,9 @@ impl Store {
         text: String,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_plan(conn, [incident, runbook, channel, ts, text]))
+            .write(move |conn| {
+                slack::set_plan(&SqliteTx(conn), [incident, runbook, channel, ts, text])
+            })
             .await
     }
 
@@ -489,7 +493,7 @@ impl Store {
         filter: IncidentFilter,
     ) -> Result<Option<IncidentPage>, StoreError> {
         self.db
-            .read(move |conn| queries::list_incidents(conn, &filter))
+            .read(move |conn| queries::list_incidents(&SqliteTx(conn), &filter))
             .await
     }
 
@@ -506,7 +510,7 @@ impl Store {
     /// An incident with its timeline, runs, calls and jobs.
     pub async fn incident_detail(&self, id: String) -> Result<Option<IncidentDetail>, StoreError> {
         self.db
-            .read(move |conn| queries::incident_detail(conn, &id))
+            .read(move |conn| queries::incident_detail(&SqliteTx(conn), &id))
             .await
     }
 
@@ -518,31 +522,33 @@ impl Store {
         alert: String,
     ) -> Result<Option<Incident>, StoreError> {
         self.db
-            .read(move |conn| queries::incident_record(conn, &id, &alert))
+            .read(move |conn| queries::incident_record(&SqliteTx(conn), &id, &alert))
             .await
     }
 
     /// How many of a grouped incident's alerts fire, and the latest to join.
     pub async fn alert_counts(&self, incident: String) -> Result<AlertCounts, StoreError> {
         self.db
-            .read(move |conn| queries::alert_counts(conn, &incident))
+            .read(move |conn| queries::alert_counts(&SqliteTx(conn), &incident))
             .await
     }
 
     /// The newest `limit` runs of every runbook, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
-        self.db.read(move |conn| runs::recent(conn, limit)).await
+        self.db
+            .read(move |conn| runs::recent(&SqliteTx(conn), limit))
+            .await
     }
 
     /// Figures for `/metrics` that live in the database.
     pub async fn gauges(&self) -> Result<Gauges, StoreError> {
-        self.db.read(queries::gauges).await
+        self.db.read(|conn| queries::gauges(&SqliteTx(conn))).await
     }
 
     /// The newest dead letters.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         self.db
-            .read(move |conn| queries::dead_letters(conn, limit))
+            .read(move |conn| queries::dead_letters(&SqliteTx(conn), limit))
             .await
     }
 }

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use super::tx::SqliteTx;
 use super::{StoreError, jobs, now, outbox, runs};
 use crate::lifecycle::{
     Applied, EventKind, Facts, IncidentStatus, NoticeKind, Step, Transition,
@@ -152,12 +153,12 @@ pub(super) fn run(
                 applied.escalations += 1;
             }
             Step::RecordRun(run) => {
-                runs::record_run(conn, run)?;
+                runs::record_run(&SqliteTx(conn), run)?;
             }
-            Step::StartRun(run) => applied.run = Some(runs::start_run(conn, run)?),
+            Step::StartRun(run) => applied.run = Some(runs::start_run(&SqliteTx(conn), run)?),
             Step::FinishRun(id, run) => {
-                runs::finish_run(conn, *id, run)?;
-                runs::release_targets(conn, *id)?;
+                runs::finish_run(&SqliteTx(conn), *id, run)?;
+                runs::release_targets(&SqliteTx(conn), *id)?;
             }
         }
     }

@@ -1,10 +1,10 @@
 //! Reads for the API, the pipeline, post-mortems and metrics.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 use serde_json::Value;
 
 use super::StoreError;
+use super::tx::{Row, Tx};
 use crate::incident::Incident;
 use crate::incident::severity;
 
@@ -45,7 +45,7 @@ pub struct IncidentSummary {
 const SUMMARY_COLUMNS: &str = "id, title, severity, status, source, fingerprint, starts_at,
     created_at, updated_at, resolved_at, fired, escalated, remediated, ended_at";
 
-fn summary(row: &Row<'_>) -> rusqlite::Result<IncidentSummary> {
+fn summary(row: &dyn Row) -> Result<IncidentSummary, StoreError> {
     Ok(IncidentSummary {
         id: row.get(0)?,
         title: row.get(1)?,
@@ -91,15 +91,16 @@ pub struct IncidentPage {
 /// Lists incidents. `Ok(None)` when `before` names no incident (mistyped, or pruned by
 /// retention): paging on from the first page instead would repeat what the caller has seen.
 pub(super) fn list_incidents(
-    conn: &Connection,
+    tx: &dyn Tx,
     filter: &IncidentFilter,
 ) -> Result<Option<IncidentPage>, StoreError> {
     let cursor: Option<(i64, String)> = match &filter.before {
         Some(id) => {
-            let found = conn
-                .prepare_cached("SELECT created_ms, id FROM incidents WHERE id = ?1")?
-                .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()?;
+            let found = tx.query_opt(
+                "SELECT created_ms, id FROM incidents WHERE id = ?1",
+                &[id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
             if found.is_none() {
                 return Ok(None);
             }
@@ -115,20 +116,20 @@ pub(super) fn list_incidents(
          ORDER BY created_ms DESC, id DESC LIMIT ?6"
     );
     let limit = filter.limit.clamp(1, 500);
-    let mut incidents: Vec<IncidentSummary> = conn
-        .prepare_cached(&sql)?
-        .query_map(
-            params![
-                filter.status,
-                filter.severity,
-                filter.since_ms,
-                cursor.as_ref().map(|c| c.0),
-                cursor.as_ref().map(|c| c.1.clone()),
-                limit + 1
-            ],
-            summary,
-        )?
-        .collect::<Result<_, _>>()?;
+    let before_ms = cursor.as_ref().map(|c| c.0);
+    let before_id = cursor.as_ref().map(|c| c.1.as_str());
+    let mut incidents: Vec<IncidentSummary> = tx.query_vec(
+        &sql,
+        &[
+            &filter.status,
+            &filter.severity,
+            &filter.since_ms,
+            &before_ms,
+            &before_id,
+            &(limit + 1),
+        ],
+        summary,
+    )?;
     let next = if incidents.len() > limit as usize {
         incidents.truncate(limit as usize);
         incidents.last().map(|i| i.id.clone())
@@ -230,21 +231,22 @@ impl std::fmt::Display for AlertCounts {
 }
 
 /// Counts incident `id`'s alerts.
-pub(super) fn alert_counts(conn: &Connection, id: &str) -> Result<AlertCounts, StoreError> {
-    let (firing, resolved) = conn
-        .prepare_cached(
-            "SELECT count(*) FILTER (WHERE status = 'firing'),
-                    count(*) FILTER (WHERE status = 'resolved')
-             FROM incident_alerts WHERE incident_id = ?1",
-        )?
-        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let latest = conn
-        .prepare_cached(
-            "SELECT title FROM incident_alerts WHERE incident_id = ?1 AND status = 'firing'
-             ORDER BY created_at DESC, rowid DESC LIMIT 5",
-        )?
-        .query_map([id], |row| row.get(0))?
-        .collect::<Result<_, _>>()?;
+pub(super) fn alert_counts(tx: &dyn Tx, id: &str) -> Result<AlertCounts, StoreError> {
+    let (firing, resolved) = tx.query_one(
+        "SELECT count(*) FILTER (WHERE status = 'firing'),
+                count(*) FILTER (WHERE status = 'resolved')
+         FROM incident_alerts WHERE incident_id = ?1",
+        &[&id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    // PG: `rowid` is SQLite's (arrival order among alerts created in the same instant);
+    // PostgreSQL needs an explicit column for it.
+    let latest = tx.query_vec(
+        "SELECT title FROM incident_alerts WHERE incident_id = ?1 AND status = 'firing'
+         ORDER BY created_at DESC, rowid DESC LIMIT 5",
+        &[&id],
+        |row| row.get(0),
+    )?;
     Ok(AlertCounts {
         firing,
         resolved,
@@ -303,32 +305,29 @@ fn json_column(text: Option<String>) -> Option<Value> {
 }
 
 /// An incident with its timeline, runs, calls and jobs.
-pub(super) fn incident_detail(
-    conn: &Connection,
-    id: &str,
-) -> Result<Option<IncidentDetail>, StoreError> {
-    let row = conn
-        .prepare_cached(&format!(
+pub(super) fn incident_detail(tx: &dyn Tx, id: &str) -> Result<Option<IncidentDetail>, StoreError> {
+    let row = tx.query_opt(
+        &format!(
             "SELECT {SUMMARY_COLUMNS}, labels, annotations, alert_json FROM incidents WHERE id = ?1"
-        ))?
-        .query_row([id], |row| {
+        ),
+        &[&id],
+        |row| {
             Ok((
                 summary(row)?,
-                row.get::<_, String>(14)?,
-                row.get::<_, String>(15)?,
-                row.get::<_, String>(16)?,
+                row.get::<String>(14)?,
+                row.get::<String>(15)?,
+                row.get::<String>(16)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((incident, labels, annotations, alert)) = row else {
         return Ok(None);
     };
-    let timeline = conn
-        .prepare_cached(
-            "SELECT at, kind, runbook, message, detail FROM events
-             WHERE incident_id = ?1 ORDER BY id",
-        )?
-        .query_map([id], |row| {
+    let timeline = tx.query_vec(
+        "SELECT at, kind, runbook, message, detail FROM events
+         WHERE incident_id = ?1 ORDER BY id",
+        &[&id],
+        |row| {
             Ok(Event {
                 at: row.get(0)?,
                 kind: row.get(1)?,
@@ -336,15 +335,14 @@ pub(super) fn incident_detail(
                 message: row.get(3)?,
                 detail: json_column(row.get(4)?),
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut runs: Vec<Run> = conn
-        .prepare_cached(
-            "SELECT id, runbook, digest, phase, mode, dry_run, started_at, duration_ms, outcome,
-                 result, error, output
-             FROM runs WHERE incident_id = ?1 ORDER BY id",
-        )?
-        .query_map([id], |row| {
+        },
+    )?;
+    let mut runs: Vec<Run> = tx.query_vec(
+        "SELECT id, runbook, digest, phase, mode, dry_run, started_at, duration_ms, outcome,
+             result, error, output
+         FROM runs WHERE incident_id = ?1 ORDER BY id",
+        &[&id],
+        |row| {
             Ok(Run {
                 id: row.get(0)?,
                 runbook: row.get(1)?,
@@ -357,27 +355,27 @@ pub(super) fn incident_detail(
                 outcome: row.get(8)?,
                 result: json_column(row.get(9)?),
                 error: row.get(10)?,
-                output: row.get::<_, Option<String>>(11)?.unwrap_or_default(),
+                output: row.get::<Option<String>>(11)?.unwrap_or_default(),
                 calls: Vec::new(),
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    let calls: Vec<(i64, String)> = conn
-        .prepare_cached("SELECT run_id, record FROM calls WHERE incident_id = ?1 ORDER BY id")?
-        .query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+        },
+    )?;
+    let calls: Vec<(i64, String)> = tx.query_vec(
+        "SELECT run_id, record FROM calls WHERE incident_id = ?1 ORDER BY id",
+        &[&id],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     for (run_id, record) in calls {
         if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
             run.calls
                 .push(serde_json::from_str(&record).unwrap_or(Value::String(record)));
         }
     }
-    let jobs = conn
-        .prepare_cached(
-            "SELECT runbook, phase, state, attempts, decided_by, nullif(alert, '') FROM jobs
-             WHERE incident_id = ?1 ORDER BY id",
-        )?
-        .query_map([id], |row| {
+    let jobs = tx.query_vec(
+        "SELECT runbook, phase, state, attempts, decided_by, nullif(alert, '') FROM jobs
+         WHERE incident_id = ?1 ORDER BY id",
+        &[&id],
+        |row| {
             Ok(JobSummary {
                 runbook: row.get(0)?,
                 phase: row.get(1)?,
@@ -386,15 +384,16 @@ pub(super) fn incident_detail(
                 decided_by: row.get(4)?,
                 alert: row.get(5)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
-    let alerts = conn
-        .prepare_cached(
-            "SELECT fingerprint, status, title, severity, labels, starts_at, ends_at, fired,
-                 updated_at
-             FROM incident_alerts WHERE incident_id = ?1 ORDER BY rowid",
-        )?
-        .query_map([id], |row| {
+        },
+    )?;
+    // PG: `ORDER BY rowid` is SQLite's insertion order ("first arrival first"); PostgreSQL
+    // needs an explicit column for it.
+    let alerts = tx.query_vec(
+        "SELECT fingerprint, status, title, severity, labels, starts_at, ends_at, fired,
+             updated_at
+         FROM incident_alerts WHERE incident_id = ?1 ORDER BY rowid",
+        &[&id],
+        |row| {
             Ok(AlertSummary {
                 fingerprint: row.get(0)?,
                 status: row.get(1)?,
@@ -406,8 +405,8 @@ pub(super) fn incident_detail(
                 fired: row.get(7)?,
                 updated_at: row.get(8)?,
             })
-        })?
-        .collect::<Result<_, _>>()?;
+        },
+    )?;
     Ok(Some(IncidentDetail {
         incident,
         labels: serde_json::from_str(&labels)?,
@@ -424,40 +423,39 @@ pub(super) fn incident_detail(
 /// for none) with that alert's labels, annotations, fingerprint and times, and resolved when
 /// that alert is.
 pub(super) fn incident_record(
-    conn: &Connection,
+    tx: &dyn Tx,
     id: &str,
     alert: &str,
 ) -> Result<Option<Incident>, StoreError> {
-    let row = conn
-        .prepare_cached(
-            "SELECT i.id, coalesce(a.title, i.title), coalesce(a.severity, i.severity),
-                 i.source,
-                 CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE i.status END,
-                 coalesce(a.labels, i.labels), coalesce(a.annotations, i.annotations),
-                 coalesce(a.fingerprint, i.fingerprint),
-                 CASE WHEN a.fingerprint IS NULL THEN i.starts_at ELSE a.starts_at END,
-                 coalesce(a.alert_json, i.alert_json),
-                 CASE WHEN a.fingerprint IS NULL THEN i.ended_at ELSE a.ends_at END
-             FROM incidents i
-             LEFT JOIN incident_alerts a ON a.incident_id = i.id AND a.fingerprint = ?2
-             WHERE i.id = ?1",
-        )?
-        .query_row([id, alert], |row| {
+    let row = tx.query_opt(
+        "SELECT i.id, coalesce(a.title, i.title), coalesce(a.severity, i.severity),
+             i.source,
+             CASE WHEN a.status = 'resolved' THEN 'resolved' ELSE i.status END,
+             coalesce(a.labels, i.labels), coalesce(a.annotations, i.annotations),
+             coalesce(a.fingerprint, i.fingerprint),
+             CASE WHEN a.fingerprint IS NULL THEN i.starts_at ELSE a.starts_at END,
+             coalesce(a.alert_json, i.alert_json),
+             CASE WHEN a.fingerprint IS NULL THEN i.ended_at ELSE a.ends_at END
+         FROM incidents i
+         LEFT JOIN incident_alerts a ON a.incident_id = i.id AND a.fingerprint = ?2
+         WHERE i.id = ?1",
+        &[&id, &alert],
+        |row| {
             Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, String>(4)?,
-                row.get::<_, String>(5)?,
-                row.get::<_, String>(6)?,
-                row.get::<_, String>(7)?,
-                row.get::<_, Option<String>>(8)?,
-                row.get::<_, String>(9)?,
-                row.get::<_, Option<String>>(10)?,
+                row.get::<String>(0)?,
+                row.get::<String>(1)?,
+                row.get::<String>(2)?,
+                row.get::<String>(3)?,
+                row.get::<String>(4)?,
+                row.get::<String>(5)?,
+                row.get::<String>(6)?,
+                row.get::<String>(7)?,
+                row.get::<Option<String>>(8)?,
+                row.get::<String>(9)?,
+                row.get::<Option<String>>(10)?,
             ))
-        })
-        .optional()?;
+        },
+    )?;
     let Some((
         id,
         title,
@@ -514,12 +512,9 @@ pub struct Gauges {
 }
 
 /// Reads the gauges.
-pub(super) fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
+pub(super) fn gauges(tx: &dyn Tx) -> Result<Gauges, StoreError> {
     let count_by = |sql: &str| -> Result<Vec<(String, i64)>, StoreError> {
-        Ok(conn
-            .prepare_cached(sql)?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<Result<_, _>>()?)
+        tx.query_vec(sql, &[], |row| Ok((row.get(0)?, row.get(1)?)))
     };
     Ok(Gauges {
         incidents: count_by("SELECT status, count(*) FROM incidents GROUP BY status")?,
@@ -527,17 +522,21 @@ pub(super) fn gauges(conn: &Connection) -> Result<Gauges, StoreError> {
             "SELECT state, count(*) FROM jobs
              WHERE state IN ('queued', 'running', 'awaiting_approval') GROUP BY state",
         )?,
-        dead_letters: conn
-            .prepare_cached("SELECT count(*) FROM inbox WHERE status = 'dead'")?
-            .query_row([], |row| row.get(0))?,
-        dead_notifications: conn
-            .prepare_cached("SELECT count(*) FROM deliveries WHERE state = 'dead'")?
-            .query_row([], |row| row.get(0))?,
-        pending_notifications: conn
-            .prepare_cached(
-                "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'batched', 'digest')",
-            )?
-            .query_row([], |row| row.get(0))?,
+        dead_letters: tx.query_one(
+            "SELECT count(*) FROM inbox WHERE status = 'dead'",
+            &[],
+            |row| row.get(0),
+        )?,
+        dead_notifications: tx.query_one(
+            "SELECT count(*) FROM deliveries WHERE state = 'dead'",
+            &[],
+            |row| row.get(0),
+        )?,
+        pending_notifications: tx.query_one(
+            "SELECT count(*) FROM deliveries WHERE state IN ('pending', 'batched', 'digest')",
+            &[],
+            |row| row.get(0),
+        )?,
     })
 }
 
@@ -557,20 +556,20 @@ pub struct DeadLetter {
 }
 
 /// The newest dead letters.
-pub(super) fn dead_letters(conn: &Connection, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, source, received_at, error, body FROM inbox WHERE status = 'dead'
-             ORDER BY id DESC LIMIT ?1",
-        )?
-        .query_map([limit.clamp(1, 500)], |row| {
+pub(super) fn dead_letters(tx: &dyn Tx, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
+    // PG: `inbox.body` is a BLOB here; PostgreSQL's column would be `bytea`.
+    tx.query_vec(
+        "SELECT id, source, received_at, error, body FROM inbox WHERE status = 'dead'
+         ORDER BY id DESC LIMIT ?1",
+        &[&limit.clamp(1, 500)],
+        |row| {
             Ok(DeadLetter {
                 id: row.get(0)?,
                 source: row.get(1)?,
                 received_at: row.get(2)?,
-                error: row.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                body: String::from_utf8_lossy(&row.get::<_, Vec<u8>>(4)?).into_owned(),
+                error: row.get::<Option<String>>(3)?.unwrap_or_default(),
+                body: String::from_utf8_lossy(&row.get::<Vec<u8>>(4)?).into_owned(),
             })
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }

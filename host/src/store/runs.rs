@@ -2,35 +2,35 @@
 //! capability call journaled as it is made (a write with its target's lease and its place in
 //! the global write budget), the run completed when it ends.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
+use super::tx::Tx;
 use super::{StoreError, now};
 use crate::capabilities::{CallRecord, Target};
 use crate::lifecycle::{RunOutcome, RunRecord};
 
 /// Records that a run started (outcome `running`) and returns its id: calls can then be
 /// journaled against it as they happen, and a crash leaves a run that says so.
-pub(super) fn start_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
-    insert_run(conn, run, RunOutcome::Running)
+pub(super) fn start_run(tx: &dyn Tx, run: &RunRecord) -> Result<i64, StoreError> {
+    insert_run(tx, run, RunOutcome::Running)
 }
 
 /// Adds one capability call to a run; returns its id.
 pub(super) fn journal_call(
-    conn: &Connection,
+    tx: &dyn Tx,
     run: i64,
     incident: &str,
     call: &CallRecord,
 ) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        run,
-        incident,
-        call.decision.to_string(),
-        serde_json::to_string(call)?
-    ])?;
-    Ok(conn.last_insert_rowid())
+    tx.query_one(
+        "INSERT INTO calls (run_id, incident_id, decision, record) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
+        &[
+            &run,
+            &incident,
+            &call.decision.to_string(),
+            &serde_json::to_string(call)?,
+        ],
+        |row| row.get(0),
+    )
 }
 
 /// A write about to run, as the journal records it before it runs.
@@ -54,15 +54,14 @@ pub struct WriteClaim {
 /// Takes the write's target for its run and a place in the global budget, and journals it;
 /// the inner error says why it may not run.
 pub(super) fn journal_write(
-    conn: &Connection,
+    tx: &dyn Tx,
     write: &WriteClaim,
 ) -> Result<Result<i64, String>, StoreError> {
-    let held: Option<(i64, String, String)> = conn
-        .prepare_cached("SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1")?
-        .query_row([&write.target.key], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?;
+    let held: Option<(i64, String, String)> = tx.query_opt(
+        "SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1",
+        &[&write.target.key],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     if let Some((run, incident, runbook)) = &held
         && *run != write.run
     {
@@ -73,104 +72,103 @@ pub(super) fn journal_write(
     }
     let (at, ms) = now();
     if let Some((count, per_ms, per)) = &write.budget {
-        let used: i64 = conn
-            .prepare_cached("SELECT count(*) FROM writes WHERE at_ms > ?1")?
-            .query_row([ms - per_ms], |row| row.get(0))?;
+        let used: i64 = tx.query_one(
+            "SELECT count(*) FROM writes WHERE at_ms > ?1",
+            &[&(ms - per_ms)],
+            |row| row.get(0),
+        )?;
         if used >= i64::from(*count) {
             return Ok(Err(format!(
                 "the global write budget is spent: at most {count} writes per {per} \
                  ([pipeline] max_writes)"
             )));
         }
-        conn.prepare_cached("INSERT INTO writes (at_ms) VALUES (?1)")?
-            .execute([ms])?;
+        tx.execute("INSERT INTO writes (at_ms) VALUES (?1)", &[&ms])?;
     }
     if held.is_none() {
-        conn.prepare_cached(
+        tx.execute(
             "INSERT INTO target_leases (target, shown, run_id, incident_id, runbook, taken_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            write.target.key,
-            write.target.shown,
-            write.run,
-            write.incident,
-            write.runbook,
-            at
-        ])?;
+            &[
+                &write.target.key,
+                &write.target.shown,
+                &write.run,
+                &write.incident,
+                &write.runbook,
+                &at,
+            ],
+        )?;
     }
-    journal_call(conn, write.run, &write.incident, &write.call).map(Ok)
+    journal_call(tx, write.run, &write.incident, &write.call).map(Ok)
 }
 
 /// Replaces call `id`'s record (journaled as started) with the finished call.
-pub(super) fn complete_call(
-    conn: &Connection,
-    id: i64,
-    call: &CallRecord,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1")?
-        .execute(params![
-            id,
-            call.decision.to_string(),
-            serde_json::to_string(call)?
-        ])?;
+pub(super) fn complete_call(tx: &dyn Tx, id: i64, call: &CallRecord) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1",
+        &[
+            &id,
+            &call.decision.to_string(),
+            &serde_json::to_string(call)?,
+        ],
+    )?;
     Ok(())
 }
 
 /// Completes a started run (its calls were journaled).
-pub(super) fn finish_run(conn: &Connection, id: i64, run: &RunRecord) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub(super) fn finish_run(tx: &dyn Tx, id: i64, run: &RunRecord) -> Result<(), StoreError> {
+    tx.execute(
         "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
          WHERE id = ?1",
-    )?
-    .execute(params![
-        id,
-        run.duration_ms,
-        run.outcome.as_str(),
-        run.result,
-        run.error,
-        run.output
-    ])?;
+        &[
+            &id,
+            &run.duration_ms,
+            &run.outcome.as_str(),
+            &run.result,
+            &run.error,
+            &run.output,
+        ],
+    )?;
     Ok(())
 }
 
 /// Stores a run and its capability calls; returns the run id.
-pub(super) fn record_run(conn: &Connection, run: &RunRecord) -> Result<i64, StoreError> {
-    let id = insert_run(conn, run, run.outcome)?;
+pub(super) fn record_run(tx: &dyn Tx, run: &RunRecord) -> Result<i64, StoreError> {
+    let id = insert_run(tx, run, run.outcome)?;
     for call in &run.calls {
-        journal_call(conn, id, &run.incident, call)?;
+        journal_call(tx, id, &run.incident, call)?;
     }
     Ok(id)
 }
 
-fn insert_run(conn: &Connection, run: &RunRecord, outcome: RunOutcome) -> Result<i64, StoreError> {
-    conn.prepare_cached(
+fn insert_run(tx: &dyn Tx, run: &RunRecord, outcome: RunOutcome) -> Result<i64, StoreError> {
+    tx.query_one(
         "INSERT INTO runs (job_id, incident_id, runbook, digest, phase, mode, dry_run,
              started_at, duration_ms, outcome, result, error, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        run.job,
-        run.incident,
-        run.runbook,
-        run.digest,
-        run.phase.as_str(),
-        run.mode.to_string(),
-        run.dry_run,
-        run.started_at,
-        run.duration_ms,
-        outcome.as_str(),
-        run.result,
-        run.error,
-        run.output,
-    ])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+         RETURNING id",
+        &[
+            &run.job,
+            &run.incident,
+            &run.runbook,
+            &run.digest,
+            &run.phase.as_str(),
+            &run.mode.to_string(),
+            &run.dry_run,
+            &run.started_at,
+            &run.duration_ms,
+            &outcome.as_str(),
+            &run.result,
+            &run.error,
+            &run.output,
+        ],
+        |row| row.get(0),
+    )
 }
 
 /// Lets go of every target run `run` held.
-pub(super) fn release_targets(conn: &Connection, run: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM target_leases WHERE run_id = ?1")?
-        .execute([run])?;
+pub(super) fn release_targets(tx: &dyn Tx, run: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM target_leases WHERE run_id = ?1", &[&run])?;
     Ok(())
 }
 
@@ -190,13 +188,12 @@ pub struct RecentRun {
 }
 
 /// The newest `limit` runs of every runbook, newest first.
-pub(super) fn recent(conn: &Connection, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT runbook, incident_id, phase, outcome, started_at FROM runs
-             ORDER BY id DESC LIMIT ?1",
-        )?
-        .query_map([limit], |row| {
+pub(super) fn recent(tx: &dyn Tx, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
+    tx.query_vec(
+        "SELECT runbook, incident_id, phase, outcome, started_at FROM runs
+         ORDER BY id DESC LIMIT ?1",
+        &[&limit],
+        |row| {
             Ok(RecentRun {
                 runbook: row.get(0)?,
                 incident: row.get(1)?,
@@ -204,6 +201,6 @@ pub(super) fn recent(conn: &Connection, limit: u32) -> Result<Vec<RecentRun>, St
                 outcome: row.get(3)?,
                 started_at: row.get(4)?,
             })
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }

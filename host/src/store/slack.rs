@@ -1,57 +1,55 @@
 //! Slack's threads and plan messages, remembered so replies and decisions find them.
 
-use rusqlite::{Connection, OptionalExtension, params};
-
 use super::StoreError;
+use super::tx::Tx;
 
 /// The channel and ts of the incident's thread root.
-pub(super) fn thread(
-    conn: &Connection,
-    incident: &str,
-) -> Result<Option<(String, String)>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT channel, ts FROM slack_threads WHERE incident_id = ?1")?
-        .query_row([incident], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?)
+pub(super) fn thread(tx: &dyn Tx, incident: &str) -> Result<Option<(String, String)>, StoreError> {
+    tx.query_opt(
+        "SELECT channel, ts FROM slack_threads WHERE incident_id = ?1",
+        &[&incident],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
 }
 
 /// Keeps the thread root; the first one stays.
 pub(super) fn set_thread(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     channel: &str,
     ts: &str,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO slack_threads (incident_id, channel, ts) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![incident, channel, ts])?;
+    tx.execute(
+        "INSERT INTO slack_threads (incident_id, channel, ts) VALUES (?1, ?2, ?3)
+         ON CONFLICT DO NOTHING",
+        &[&incident, &channel, &ts],
+    )?;
     Ok(())
 }
 
 /// A plan message's channel, ts and text.
 pub(super) fn plan(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     runbook: &str,
 ) -> Result<Option<(String, String, String)>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT channel, ts, text FROM slack_plans WHERE incident_id = ?1 AND runbook = ?2",
-        )?
-        .query_row([incident, runbook], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })
-        .optional()?)
+    tx.query_opt(
+        "SELECT channel, ts, text FROM slack_plans WHERE incident_id = ?1 AND runbook = ?2",
+        &[&incident, &runbook],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )
 }
 
 /// Keeps a plan message: incident, runbook, channel, ts, text.
-pub(super) fn set_plan(conn: &Connection, row: [String; 5]) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO slack_plans (incident_id, runbook, channel, ts, text)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(row)?;
+pub(super) fn set_plan(tx: &dyn Tx, row: [String; 5]) -> Result<(), StoreError> {
+    let [incident, runbook, channel, ts, text] = &row;
+    tx.execute(
+        "INSERT INTO slack_plans (incident_id, runbook, channel, ts, text)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (incident_id, runbook)
+         DO UPDATE SET channel = excluded.channel, ts = excluded.ts, text = excluded.text",
+        &[incident, runbook, channel, ts, text],
+    )?;
     Ok(())
 }
 
@@ -71,20 +69,21 @@ pub struct SlackDigest {
 }
 
 /// The digest message, if one was posted.
-pub(super) fn digest(conn: &Connection) -> Result<Option<SlackDigest>, StoreError> {
-    let text: Option<String> = conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'slack_digest'")?
-        .query_row([], |row| row.get(0))
-        .optional()?;
+pub(super) fn digest(tx: &dyn Tx) -> Result<Option<SlackDigest>, StoreError> {
+    let text: Option<String> = tx.query_opt(
+        "SELECT value FROM settings WHERE key = 'slack_digest'",
+        &[],
+        |row| row.get(0),
+    )?;
     Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
 }
 
 /// Keeps the digest message's state.
-pub(super) fn set_digest(conn: &Connection, digest: &SlackDigest) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub(super) fn set_digest(tx: &dyn Tx, digest: &SlackDigest) -> Result<(), StoreError> {
+    tx.execute(
         "INSERT INTO settings (key, value) VALUES ('slack_digest', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([serde_json::to_string(digest)?])?;
+        &[&serde_json::to_string(digest)?],
+    )?;
     Ok(())
 }

@@ -87,8 +87,10 @@ pub(super) fn incident_detail_read_only(
             path.display()
         );
     }
-    snapshot(&conn, |conn| super::queries::incident_detail(conn, id))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    snapshot(&conn, |conn| {
+        super::queries::incident_detail(&super::tx::SqliteTx(conn), id)
+    })
+    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// Runs `read` in one deferred transaction, rolled back after: the snapshot is taken at its
