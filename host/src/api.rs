@@ -139,13 +139,26 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// Ready once started and while the database answers: a replica that lost its database is
+/// taken out of its Service, so senders retry on one that can commit.
 async fn readyz(State(app): State<Arc<AppState>>) -> Response {
-    if app.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    if !app.ready.load(Ordering::Acquire) {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response();
+    }
+    let unavailable =
+        |message: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).into_response();
+    match tokio::time::timeout(READY_CHECK, app.store.check()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(_) => unavailable(format!(
+            "the database did not answer within {}s",
+            READY_CHECK.as_secs()
+        )),
     }
 }
+
+/// How long `/readyz` waits for the database.
+const READY_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An error answer: a status and a message, as `{"error": "..."}`.
 #[derive(Debug)]

@@ -28,7 +28,7 @@ pub use notify::{NotifyConfig, PagerDutyConfig, Route, SlackConfig, WebhookConfi
 pub struct Config {
     /// The HTTP listener (`quell serve`).
     pub server: ServerConfig,
-    /// The embedded SQLite database.
+    /// The database: embedded SQLite, or PostgreSQL for several replicas.
     pub database: DatabaseConfig,
     /// API credentials.
     pub auth: AuthConfig,
@@ -302,7 +302,8 @@ impl Config {
         toml::from_str(text).map_err(|e| crate::syntax::describe_toml_error(text, &e))
     }
 
-    /// Applies environment overrides: `QUELL_SECRET_<NAME>`, `QUELL_API_TOKENS`,
+    /// Applies environment overrides: `QUELL_DATABASE_URL`, `QUELL_SECRET_<NAME>`,
+    /// `QUELL_API_TOKENS`,
     /// `QUELL_VIEWER_TOKENS` and `QUELL_<SOURCE>_TOKENS` (comma-separated lists that replace
     /// the file's).
     pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
@@ -315,6 +316,9 @@ impl Config {
                     .collect::<Vec<_>>()
             })
         };
+        if let Some(url) = lookup("QUELL_DATABASE_URL").filter(|u| !u.trim().is_empty()) {
+            self.database.url = Some(url);
+        }
         if let Some(list) = tokens("QUELL_API_TOKENS") {
             self.auth.api_tokens = list;
         }

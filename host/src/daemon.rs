@@ -112,7 +112,7 @@ impl Daemon {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         check_exposure(&config)?;
         let config = Arc::new(config);
-        let store = Store::open(&config.database.path, config.database.busy_timeout.0)?;
+        let store = Store::connect(&config.database).await?;
         let recovery = store
             .recover()
             .await

@@ -15,11 +15,13 @@
 //! implements.
 
 mod apply;
+mod backend;
 mod groups;
 mod incidents;
 mod jobs;
 mod migrate;
 mod outbox;
+mod postgres;
 mod queries;
 mod runs;
 mod slack;
@@ -46,7 +48,6 @@ pub use slack::SlackDigest;
 use crate::capabilities::CallRecord;
 use crate::incident::Incident;
 use crate::lifecycle::{Applied, Notice, Transition};
-use tx::SqliteTx;
 
 /// The source of a [`StoreError`], kept for logs.
 pub type Source = Arc<dyn std::error::Error + Send + Sync>;
@@ -137,22 +138,46 @@ impl Hub {
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: sqlite::Sqlite,
+    db: backend::Backend,
     hub: Arc<Hub>,
 }
 
 impl Store {
     /// Opens (creating if needed) the embedded database.
     pub fn open(path: &Path, busy_timeout: Duration) -> anyhow::Result<Self> {
-        Ok(Self {
-            db: sqlite::Sqlite::open(path, busy_timeout)?,
-            hub: Arc::new(Hub::default()),
-        })
+        Ok(Self::on(backend::Backend::Sqlite(sqlite::Sqlite::open(
+            path,
+            busy_timeout,
+        )?)))
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        self.db.path()
+    /// Opens the configured database: PostgreSQL when `[database] url` is set, else the
+    /// SQLite file. Either way its schema is brought up to date, and a database a newer
+    /// Quell wrote is refused.
+    pub async fn connect(config: &crate::config::DatabaseConfig) -> anyhow::Result<Self> {
+        match &config.url {
+            Some(url) => Ok(Self::on(backend::Backend::Postgres(
+                postgres::Postgres::connect(url, config.pool_size).await?,
+            ))),
+            None => Self::open(&config.path, config.busy_timeout.0),
+        }
+    }
+
+    fn on(db: backend::Backend) -> Self {
+        Self {
+            db,
+            hub: Arc::new(Hub::default()),
+        }
+    }
+
+    /// Where the data lives, for logs (a PostgreSQL URL without its password).
+    pub fn location(&self) -> String {
+        self.db.location()
+    }
+
+    /// Whether the database answers now (`/readyz`).
+    pub async fn check(&self) -> Result<(), StoreError> {
+        self.db.check().await
     }
 
     /// The wake-ups this store rings.
@@ -292,7 +317,7 @@ impl Store {
         call: CallRecord,
     ) -> Result<i64, StoreError> {
         self.db
-            .write(move |conn| runs::journal_call(&SqliteTx(conn), run, &incident, &call))
+            .write(move |conn| runs::journal_call(conn, run, &incident, &call))
             .await
     }
 
@@ -304,14 +329,14 @@ impl Store {
         write: WriteClaim,
     ) -> Result<Result<i64, String>, StoreError> {
         self.db
-            .write(move |conn| runs::journal_write(&SqliteTx(conn), &write))
+            .write(move |conn| runs::journal_write(conn, &write))
             .await
     }
 
     /// Replaces a journaled call (started) with the finished one.
     pub async fn complete_call(&self, id: i64, call: CallRecord) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| runs::complete_call(&SqliteTx(conn), id, &call))
+            .write(move |conn| runs::complete_call(conn, id, &call))
             .await
     }
 
@@ -396,13 +421,13 @@ impl Store {
 
     /// The digest message Slack updates in place: `(channel, ts, incidents told, since)`.
     pub async fn slack_digest(&self) -> Result<Option<SlackDigest>, StoreError> {
-        self.db.read(|conn| slack::digest(&SqliteTx(conn))).await
+        self.db.read(|conn| slack::digest(conn)).await
     }
 
     /// Keeps the digest message's state.
     pub async fn set_slack_digest(&self, digest: SlackDigest) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_digest(&SqliteTx(conn), &digest))
+            .write(move |conn| slack::set_digest(conn, &digest))
             .await
     }
 
@@ -442,7 +467,7 @@ impl Store {
         incident: String,
     ) -> Result<Option<(String, String)>, StoreError> {
         self.db
-            .read(move |conn| slack::thread(&SqliteTx(conn), &incident))
+            .read(move |conn| slack::thread(conn, &incident))
             .await
     }
 
@@ -454,7 +479,7 @@ impl Store {
         ts: String,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_thread(&SqliteTx(conn), &incident, &channel, &ts))
+            .write(move |conn| slack::set_thread(conn, &incident, &channel, &ts))
             .await
     }
 
@@ -465,7 +490,7 @@ impl Store {
         runbook: String,
     ) -> Result<Option<(String, String, String)>, StoreError> {
         self.db
-            .read(move |conn| slack::plan(&SqliteTx(conn), &incident, &runbook))
+            .read(move |conn| slack::plan(conn, &incident, &runbook))
             .await
     }
 
@@ -479,9 +504,7 @@ impl Store {
         text: String,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| {
-                slack::set_plan(&SqliteTx(conn), [incident, runbook, channel, ts, text])
-            })
+            .write(move |conn| slack::set_plan(conn, [incident, runbook, channel, ts, text]))
             .await
     }
 
@@ -493,7 +516,7 @@ impl Store {
         filter: IncidentFilter,
     ) -> Result<Option<IncidentPage>, StoreError> {
         self.db
-            .read(move |conn| queries::list_incidents(&SqliteTx(conn), &filter))
+            .read(move |conn| queries::list_incidents(conn, &filter))
             .await
     }
 
@@ -510,7 +533,7 @@ impl Store {
     /// An incident with its timeline, runs, calls and jobs.
     pub async fn incident_detail(&self, id: String) -> Result<Option<IncidentDetail>, StoreError> {
         self.db
-            .read(move |conn| queries::incident_detail(&SqliteTx(conn), &id))
+            .read(move |conn| queries::incident_detail(conn, &id))
             .await
     }
 
@@ -522,33 +545,31 @@ impl Store {
         alert: String,
     ) -> Result<Option<Incident>, StoreError> {
         self.db
-            .read(move |conn| queries::incident_record(&SqliteTx(conn), &id, &alert))
+            .read(move |conn| queries::incident_record(conn, &id, &alert))
             .await
     }
 
     /// How many of a grouped incident's alerts fire, and the latest to join.
     pub async fn alert_counts(&self, incident: String) -> Result<AlertCounts, StoreError> {
         self.db
-            .read(move |conn| queries::alert_counts(&SqliteTx(conn), &incident))
+            .read(move |conn| queries::alert_counts(conn, &incident))
             .await
     }
 
     /// The newest `limit` runs of every runbook, newest first.
     pub async fn recent_runs(&self, limit: u32) -> Result<Vec<RecentRun>, StoreError> {
-        self.db
-            .read(move |conn| runs::recent(&SqliteTx(conn), limit))
-            .await
+        self.db.read(move |conn| runs::recent(conn, limit)).await
     }
 
     /// Figures for `/metrics` that live in the database.
     pub async fn gauges(&self) -> Result<Gauges, StoreError> {
-        self.db.read(|conn| queries::gauges(&SqliteTx(conn))).await
+        self.db.read(|conn| queries::gauges(conn)).await
     }
 
     /// The newest dead letters.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         self.db
-            .read(move |conn| queries::dead_letters(&SqliteTx(conn), limit))
+            .read(move |conn| queries::dead_letters(conn, limit))
             .await
     }
 }

@@ -32,13 +32,18 @@ fn the_database_crate_is_used_only_inside_the_store() {
     let outside: Vec<String> = files
         .iter()
         .filter(|path| !path.starts_with(&store) && *path != &src.join("store.rs"))
-        .filter(|path| std::fs::read_to_string(path).unwrap().contains("rusqlite"))
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            ["rusqlite", "tokio_postgres", "deadpool"]
+                .iter()
+                .any(|driver| text.contains(driver))
+        })
         .map(|path| path.strip_prefix(&src).unwrap().display().to_string())
         .collect();
     assert!(
         outside.is_empty(),
-        "rusqlite is used outside host/src/store: {outside:?}; add a named operation to the \
-         store instead"
+        "a database driver is used outside host/src/store: {outside:?}; add a named \
+         operation to the store instead"
     );
 }
 

@@ -44,10 +44,15 @@ impl Default for ServerConfig {
     }
 }
 
-/// `[database]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[database]`: the embedded SQLite file, or a shared PostgreSQL database given `url`.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
+    /// PostgreSQL (`postgres://user:password@host/db`), for several replicas on one
+    /// database; `QUELL_DATABASE_URL` replaces it. Unset: SQLite at `path`.
+    pub url: Option<String>,
+    /// Connections each replica keeps to PostgreSQL.
+    pub pool_size: usize,
     /// The SQLite file (WAL mode, `synchronous=FULL`); created with its directory.
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process before the request is
@@ -58,9 +63,23 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            url: None,
+            pool_size: 16,
             path: PathBuf::from(".quell/quell.db"),
             busy_timeout: HumanDuration(Duration::from_secs(5)),
         }
+    }
+}
+
+// By hand: the URL carries the database password.
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("pool_size", &self.pool_size)
+            .field("path", &self.path)
+            .field("busy_timeout", &self.busy_timeout)
+            .finish()
     }
 }
 

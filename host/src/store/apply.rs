@@ -1,10 +1,9 @@
 //! Applying the lifecycle's transitions: the facts they ask for, and their steps, in the
 //! caller's transaction.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::tx::SqliteTx;
+use super::tx::Tx;
 use super::{StoreError, jobs, now, outbox, runs};
 use crate::lifecycle::{
     Applied, EventKind, Facts, IncidentStatus, NoticeKind, Step, Transition,
@@ -13,7 +12,7 @@ use crate::lifecycle::{
 
 /// The facts a transition asks for, read in the transaction that applies it.
 struct Sql<'a> {
-    conn: &'a Connection,
+    tx: &'a dyn Tx,
     incident: &'a str,
 }
 
@@ -21,11 +20,11 @@ impl Facts for Sql<'_> {
     type Error = StoreError;
 
     fn status(&mut self) -> Result<IncidentStatus, StoreError> {
-        let status: Option<String> = self
-            .conn
-            .prepare_cached("SELECT status FROM incidents WHERE id = ?1")?
-            .query_row([self.incident], |row| row.get(0))
-            .optional()?;
+        let status: Option<String> = self.tx.query_opt(
+            "SELECT status FROM incidents WHERE id = ?1",
+            &[&self.incident],
+            |row| row.get(0),
+        )?;
         // An incident deleted by retention meanwhile is over, as a resolved one is.
         let Some(status) = status else {
             return Ok(IncidentStatus::Resolved);
@@ -35,40 +34,34 @@ impl Facts for Sql<'_> {
     }
 
     fn paused(&mut self) -> Result<bool, StoreError> {
-        jobs::paused(self.conn)
+        jobs::paused(self.tx)
     }
 
     fn take_budget(&mut self, runbook: &str, count: u32, per_ms: i64) -> Result<bool, StoreError> {
-        jobs::take_budget(self.conn, runbook, count, per_ms)
+        jobs::take_budget(self.tx, runbook, count, per_ms)
     }
 
     fn another_applies(&mut self, job: i64) -> Result<bool, StoreError> {
-        let (live, matched): (i64, i64) = self
-            .conn
-            .prepare_cached(
-                "SELECT
-                     (SELECT count(*) FROM jobs WHERE incident_id = ?1 AND id != ?2
-                        AND state IN ('queued', 'running', 'awaiting_approval')),
-                     (SELECT count(*) FROM runs WHERE incident_id = ?1
-                        AND outcome != 'not-matched')",
-            )?
-            .query_row(params![self.incident, job], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?;
+        let (live, matched): (i64, i64) = self.tx.query_one(
+            "SELECT
+                 (SELECT count(*) FROM jobs WHERE incident_id = ?1 AND id != ?2
+                    AND state IN ('queued', 'running', 'awaiting_approval')),
+                 (SELECT count(*) FROM runs WHERE incident_id = ?1
+                    AND outcome != 'not-matched')",
+            &[&self.incident, &job],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         Ok(live > 0 || matched > 0)
     }
 }
 
 /// Applies `transition`; the second value says whether it queued work.
-pub(super) fn apply(
-    conn: &Connection,
-    transition: &Transition,
-) -> Result<(Applied, bool), StoreError> {
+pub(super) fn apply(tx: &dyn Tx, transition: &Transition) -> Result<(Applied, bool), StoreError> {
     let incident = transition.incident();
-    let (steps, proceed) = transition.steps(&mut Sql { conn, incident })?;
+    let (steps, proceed) = transition.steps(&mut Sql { tx, incident })?;
     let job = transition.job().map(|j| (j.id, j.runbook.as_str()));
     let (at, ms) = now();
-    let (mut applied, queued) = run(conn, (&at, ms), incident, job, &steps)?;
+    let (mut applied, queued) = run(tx, (&at, ms), incident, job, &steps)?;
     applied.proceed = proceed;
     Ok((applied, queued))
 }
@@ -76,7 +69,7 @@ pub(super) fn apply(
 /// Takes `steps` for `incident` (and `job`: its id and runbook) at time `(at, ms)`, the one
 /// time of the whole change. The second value says whether work was queued.
 pub(super) fn run(
-    conn: &Connection,
+    tx: &dyn Tx,
     (at, ms): (&str, i64),
     incident: &str,
     job: Option<(i64, &str)>,
@@ -95,32 +88,34 @@ pub(super) fn run(
     for step in steps {
         match step {
             Step::Job(state) => {
-                jobs::set_state(conn, job_id()?, *state)?;
+                jobs::set_state(tx, job_id()?, *state)?;
                 // A job that ends may be what another of its incident's jobs waits for.
                 queued = true;
             }
             Step::AwaitApproval {
                 diagnosis,
                 expires_ms,
-            } => jobs::await_approval(conn, job_id()?, diagnosis, *expires_ms)?,
-            Step::HoldPlan { expires_ms } => jobs::hold(conn, job_id()?, *expires_ms)?,
+            } => jobs::await_approval(tx, job_id()?, diagnosis, *expires_ms)?,
+            Step::HoldPlan { expires_ms } => jobs::hold(tx, job_id()?, *expires_ms)?,
             Step::QueueVerify { after_ms } => {
-                jobs::queue_verify(conn, job_id()?, *after_ms)?;
+                jobs::queue_verify(tx, job_id()?, *after_ms)?;
                 queued = true;
             }
             Step::QueueRemediation { diagnosis } => {
-                jobs::queue_remediation(conn, job_id()?, diagnosis)?;
+                jobs::queue_remediation(tx, job_id()?, diagnosis)?;
                 queued = true;
             }
-            Step::Status(status) => set_status(conn, incident, *status, at, ms)?,
-            Step::CancelPendingJobs => cancel_pending(conn, incident, (at, ms))?,
+            Step::Status(status) => set_status(tx, incident, *status, at, ms)?,
+            Step::CancelPendingJobs => cancel_pending(tx, incident, (at, ms))?,
             Step::Rediagnose(by) => {
-                jobs::rediagnose(conn, incident, job_id()?, by, (at, ms))?;
+                jobs::rediagnose(tx, incident, job_id()?, by, (at, ms))?;
                 queued = true;
             }
             Step::MarkRemediated => {
-                conn.prepare_cached("UPDATE incidents SET remediated = 1 WHERE id = ?1")?
-                    .execute([incident])?;
+                tx.execute(
+                    "UPDATE incidents SET remediated = 1 WHERE id = ?1",
+                    &[&incident],
+                )?;
             }
             Step::Event {
                 kind,
@@ -129,7 +124,7 @@ pub(super) fn run(
                 detail,
             } => {
                 let runbook = runbook.filter(|_| *about_runbook);
-                event(conn, incident, at, *kind, runbook, message, detail.as_ref())?;
+                event(tx, incident, at, *kind, runbook, message, detail.as_ref())?;
             }
             Step::Notice {
                 kind,
@@ -146,19 +141,19 @@ pub(super) fn run(
                     commands,
                 };
                 let runbook = runbook.filter(|_| *about_runbook);
-                outbox::record(conn, incident, *kind, runbook, &said)?;
+                outbox::record(tx, incident, *kind, runbook, &said)?;
             }
             Step::Escalate(reason) => {
-                escalate(conn, incident, at, reason)?;
+                escalate(tx, incident, at, reason)?;
                 applied.escalations += 1;
             }
             Step::RecordRun(run) => {
-                runs::record_run(&SqliteTx(conn), run)?;
+                runs::record_run(tx, run)?;
             }
-            Step::StartRun(run) => applied.run = Some(runs::start_run(&SqliteTx(conn), run)?),
+            Step::StartRun(run) => applied.run = Some(runs::start_run(tx, run)?),
             Step::FinishRun(id, run) => {
-                runs::finish_run(&SqliteTx(conn), *id, run)?;
-                runs::release_targets(&SqliteTx(conn), *id)?;
+                runs::finish_run(tx, *id, run)?;
+                runs::release_targets(tx, *id)?;
             }
         }
     }
@@ -166,43 +161,40 @@ pub(super) fn run(
 }
 
 fn set_status(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     status: IncidentStatus,
     at: &str,
     ms: i64,
 ) -> Result<(), StoreError> {
     if status == IncidentStatus::Resolved {
-        conn.prepare_cached(
+        tx.execute(
             "UPDATE incidents SET status = 'resolved', resolved_at = ?2, resolved_ms = ?3,
                  updated_at = ?2
              WHERE id = ?1",
-        )?
-        .execute(params![incident, at, ms])?;
+            &[&incident, &at, &ms],
+        )?;
     } else {
-        conn.prepare_cached("UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![incident, status.as_str(), at])?;
+        tx.execute(
+            "UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1",
+            &[&incident, &status.as_str(), &at],
+        )?;
     }
     Ok(())
 }
 
 /// Cancels the incident's queued and waiting jobs, each with its timeline entry.
-fn cancel_pending(
-    conn: &Connection,
-    incident: &str,
-    (at, ms): (&str, i64),
-) -> Result<(), StoreError> {
-    let cancelled: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ?2
-             WHERE incident_id = ?1 AND state IN ('queued', 'awaiting_approval')
-             RETURNING id, runbook",
-        )?
-        .query_map(params![incident, at], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+fn cancel_pending(tx: &dyn Tx, incident: &str, (at, ms): (&str, i64)) -> Result<(), StoreError> {
+    let cancelled: Vec<(i64, String)> = tx.query_vec(
+        "UPDATE jobs SET state = 'cancelled', updated_at = ?2
+         WHERE incident_id = ?1 AND state IN ('queued', 'awaiting_approval')
+         RETURNING id, runbook",
+        &[&incident, &at],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     for (id, runbook) in cancelled {
         run(
-            conn,
+            tx,
             (at, ms),
             incident,
             Some((id, &runbook)),
@@ -213,17 +205,14 @@ fn cancel_pending(
 }
 
 /// Marks an incident escalated to a human, with the reason on its timeline and a notice.
-pub(super) fn escalate(
-    conn: &Connection,
-    id: &str,
-    at: &str,
-    reason: &str,
-) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1")?
-        .execute(params![id, at])?;
-    event(conn, id, at, EventKind::Escalated, None, reason, None)?;
+pub(super) fn escalate(tx: &dyn Tx, id: &str, at: &str, reason: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
+        &[&id, &at],
+    )?;
+    event(tx, id, at, EventKind::Escalated, None, reason, None)?;
     outbox::record(
-        conn,
+        tx,
         id,
         NoticeKind::Escalated,
         None,
@@ -233,7 +222,7 @@ pub(super) fn escalate(
 
 /// Appends a timeline event.
 pub(super) fn event(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     at: &str,
     kind: EventKind,
@@ -241,17 +230,17 @@ pub(super) fn event(
     message: &str,
     detail: Option<&Value>,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached(
+    tx.execute(
         "INSERT INTO events (incident_id, at, kind, runbook, message, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        incident,
-        at,
-        kind.as_str(),
-        runbook,
-        message,
-        detail.map(Value::to_string)
-    ])?;
+        &[
+            &incident,
+            &at,
+            &kind.as_str(),
+            &runbook,
+            &message,
+            &detail.map(Value::to_string),
+        ],
+    )?;
     Ok(())
 }

@@ -5,11 +5,11 @@
 //! one incident per identity is open (a partial unique index says so), which is what makes
 //! re-sends, retries and HA duplicates collapse into one incident.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use sha2::Digest as _;
 
 use super::apply::{escalate, event, run};
+use super::tx::Tx;
 use super::{StoreError, now};
 use crate::incident::Incident;
 use crate::incident::severity_name;
@@ -131,22 +131,23 @@ pub struct Ingested {
 
 /// Stores a delivery as a dead letter: kept verbatim with the reason, nothing else done.
 pub(super) fn dead_letter(
-    conn: &Connection,
+    tx: &dyn Tx,
     source: &str,
     body: &[u8],
     error: &str,
 ) -> Result<i64, StoreError> {
     let (at, ms) = now();
-    conn.prepare_cached(
+    tx.query_one(
         "INSERT INTO inbox (source, received_at, received_ms, body, status, error)
-         VALUES (?1, ?2, ?3, ?4, 'dead', ?5)",
-    )?
-    .execute(params![source, at, ms, body, error])?;
-    Ok(conn.last_insert_rowid())
+         VALUES (?1, ?2, ?3, ?4, 'dead', ?5)
+         RETURNING id",
+        &[&source, &at, &ms, &body, &error],
+        |row| row.get(0),
+    )
 }
 
 /// Stores a delivery and applies its alerts.
-pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested, StoreError> {
+pub(super) fn ingest(tx: &dyn Tx, delivery: &Delivery) -> Result<Ingested, StoreError> {
     let Delivery {
         source,
         body,
@@ -156,28 +157,29 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
     } = delivery;
     let (truncated, reopen_window_ms) = (*truncated, *reopen_window_ms);
     let (at, ms) = now();
-    conn.prepare_cached(
+    let delivery: i64 = tx.query_one(
         "INSERT INTO inbox (source, received_at, received_ms, body, status, alerts, truncated)
-         VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)",
-    )?
-    .execute(params![
-        source,
-        at,
-        ms,
-        body,
-        arrivals.len() as i64,
-        truncated as i64
-    ])?;
-    let delivery = conn.last_insert_rowid();
+         VALUES (?1, ?2, ?3, ?4, 'accepted', ?5, ?6)
+         RETURNING id",
+        &[
+            &source,
+            &at,
+            &ms,
+            &body,
+            &(arrivals.len() as i64),
+            &(truncated as i64),
+        ],
+        |row| row.get(0),
+    )?;
     let mut effects = Vec::with_capacity(arrivals.len());
     let mut escalations = 0;
     for arrival in arrivals {
         let resolved = arrival.incident.status == "resolved";
         let effect = match &arrival.group {
-            None if resolved => resolve_alert(conn, &arrival.incident, (&at, ms))?,
-            None => fire(conn, arrival, (&at, ms), reopen_window_ms, "")?,
-            Some(key) if resolved => super::groups::resolve(conn, arrival, key, (&at, ms))?,
-            Some(key) => super::groups::fire(conn, arrival, key, (&at, ms), reopen_window_ms)?,
+            None if resolved => resolve_alert(tx, &arrival.incident, (&at, ms))?,
+            None => fire(tx, arrival, (&at, ms), reopen_window_ms, "")?,
+            Some(key) if resolved => super::groups::resolve(tx, arrival, key, (&at, ms))?,
+            Some(key) => super::groups::fire(tx, arrival, key, (&at, ms), reopen_window_ms)?,
         };
         if matches!(effect, Effect::Created(_) | Effect::Reopened(_)) && arrival.runbooks.is_empty()
         {
@@ -189,7 +191,7 @@ pub(super) fn ingest(conn: &Connection, delivery: &Delivery) -> Result<Ingested,
         && let Some(id) = effects.iter().find_map(Effect::incident)
     {
         event(
-            conn,
+            tx,
             id,
             &at,
             EventKind::Truncated,
@@ -211,40 +213,38 @@ pub(super) struct OpenIncident {
 }
 
 pub(super) fn open_incident(
-    conn: &Connection,
+    tx: &dyn Tx,
     source: &str,
     fingerprint: &str,
 ) -> Result<Option<OpenIncident>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, starts_at FROM incidents
-             WHERE source = ?1 AND fingerprint = ?2 AND status != 'resolved'",
-        )?
-        .query_row(params![source, fingerprint], |row| {
+    tx.query_opt(
+        "SELECT id, starts_at FROM incidents
+         WHERE source = ?1 AND fingerprint = ?2 AND status != 'resolved'",
+        &[&source, &fingerprint],
+        |row| {
             Ok(OpenIncident {
                 id: row.get(0)?,
                 starts_at: row.get(1)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// The open incident of `alert`'s identity; one still open under the identity an earlier
 /// Quell gave it is moved to the current one.
-fn open_incident_of(
-    conn: &Connection,
-    alert: &Incident,
-) -> Result<Option<OpenIncident>, StoreError> {
-    if let Some(open) = open_incident(conn, &alert.source, &alert.fingerprint)? {
+fn open_incident_of(tx: &dyn Tx, alert: &Incident) -> Result<Option<OpenIncident>, StoreError> {
+    if let Some(open) = open_incident(tx, &alert.source, &alert.fingerprint)? {
         return Ok(Some(open));
     }
     let Some(previous) = &alert.previous_fingerprint else {
         return Ok(None);
     };
-    let open = open_incident(conn, &alert.source, previous)?;
+    let open = open_incident(tx, &alert.source, previous)?;
     if let Some(open) = &open {
-        conn.prepare_cached("UPDATE incidents SET fingerprint = ?2 WHERE id = ?1")?
-            .execute(params![open.id, alert.fingerprint])?;
+        tx.execute(
+            "UPDATE incidents SET fingerprint = ?2 WHERE id = ?1",
+            &[&open.id, &alert.fingerprint],
+        )?;
     }
     Ok(open)
 }
@@ -253,18 +253,18 @@ fn open_incident_of(
 /// runbook jobs run for `member` (the alert of a grouped incident; `""` when the incident is
 /// its one alert).
 pub(super) fn fire(
-    conn: &Connection,
+    tx: &dyn Tx,
     arrival: &Arrival,
     (at, ms): (&str, i64),
     reopen_window_ms: i64,
     member: &str,
 ) -> Result<Effect, StoreError> {
     let alert = &arrival.incident;
-    if let Some(open) = open_incident_of(conn, alert)? {
-        conn.prepare_cached(
+    if let Some(open) = open_incident_of(tx, alert)? {
+        tx.execute(
             "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
-        )?
-        .execute(params![open.id, at])?;
+            &[&open.id, &at],
+        )?;
         let message = if open.starts_at == alert.starts_at {
             "the alert was sent again while the incident is open".to_owned()
         } else {
@@ -273,7 +273,7 @@ pub(super) fn fire(
                 alert.starts_at.as_deref().unwrap_or("unknown")
             )
         };
-        event(conn, &open.id, at, EventKind::Refired, None, &message, None)?;
+        event(tx, &open.id, at, EventKind::Refired, None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
     // The identity's recently resolved incidents (under the identity an earlier Quell gave
@@ -282,16 +282,13 @@ pub(super) fn fire(
         .previous_fingerprint
         .as_ref()
         .unwrap_or(&alert.fingerprint);
-    let resolved: Vec<(String, Option<String>, i64)> = conn
-        .prepare_cached(
-            "SELECT id, starts_at, resolved_ms FROM incidents
-             WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status = 'resolved'
-             ORDER BY resolved_ms DESC LIMIT 20",
-        )?
-        .query_map(params![alert.source, alert.fingerprint, previous], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let resolved: Vec<(String, Option<String>, i64)> = tx.query_vec(
+        "SELECT id, starts_at, resolved_ms FROM incidents
+         WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status = 'resolved'
+         ORDER BY resolved_ms DESC LIMIT 20",
+        &[&alert.source, &alert.fingerprint, &previous],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     // A firing delivery for an episode that already ended (a late retry, an HA peer, the
     // episode a reopen already covered): a resolved incident of this identity started at or
     // after it. Alerts without a startsAt cannot be placed, so they are never stale.
@@ -300,7 +297,7 @@ pub(super) fn fire(
         .find(|(_, started, _)| is_at_or_after(started.as_deref(), alert.starts_at.as_deref()))
     {
         event(
-            conn,
+            tx,
             id,
             at,
             EventKind::Stale,
@@ -315,25 +312,25 @@ pub(super) fn fire(
         .filter(|(_, _, resolved_ms)| *resolved_ms >= ms - reopen_window_ms)
         .map(|(id, _, _)| id.clone());
     let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
-        conn.prepare_cached(
+        tx.execute(
             "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
                  ended_at = NULL, fingerprint = ?5,
                  fired = fired + 1, starts_at = ?2, alert_json = ?3, updated_at = ?4
              WHERE id = ?1",
-        )?
-        .execute(params![
-            id,
-            alert.starts_at,
-            alert.alert_json,
-            at,
-            alert.fingerprint
-        ])?;
+            &[
+                &id,
+                &alert.starts_at,
+                &alert.alert_json,
+                &at,
+                &alert.fingerprint,
+            ],
+        )?;
         let message = format!(
             "the alert fired again (startsAt {}) within the reopen window",
             alert.starts_at.as_deref().unwrap_or("unknown")
         );
         run(
-            conn,
+            tx,
             (at, ms),
             &id,
             None,
@@ -347,10 +344,10 @@ pub(super) fn fire(
         )?;
         Effect::Reopened(id)
     } else {
-        let id = insert(conn, arrival, at, ms)?;
+        let id = insert(tx, arrival, at, ms)?;
         let message = format!("Alert: {}", alert.title);
         announce(
-            conn,
+            tx,
             (at, ms),
             &id,
             (EventKind::Created, NoticeKind::Created),
@@ -360,10 +357,10 @@ pub(super) fn fire(
     };
     let id = effect.incident().unwrap_or_default().to_owned();
     if arrival.runbooks.is_empty() {
-        escalate(conn, &id, at, NO_RUNBOOK)?;
+        escalate(tx, &id, at, NO_RUNBOOK)?;
     }
     for runbook in &arrival.runbooks {
-        super::jobs::enqueue(conn, &id, member, runbook, (at, ms))?;
+        super::jobs::enqueue(tx, &id, member, runbook, (at, ms))?;
     }
     Ok(effect)
 }
@@ -380,35 +377,35 @@ fn salted_id(alert: &Incident, ms: i64, salt: u32) -> String {
     format!("INC-{}", hex::encode_upper(&digest[..4]))
 }
 
-fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<String, StoreError> {
+fn insert(tx: &dyn Tx, arrival: &Arrival, at: &str, ms: i64) -> Result<String, StoreError> {
     let alert = &arrival.incident;
     let mut id = alert.id.clone();
     for salt in 1..=16 {
-        let inserted = conn.prepare_cached(
-        "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
-             labels, annotations, alert_json, created_at, created_ms, updated_at)
-         VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)",
-    )?
-    .execute(params![
-        id,
-        alert.source,
-        alert.fingerprint,
-        alert.starts_at,
-        severity_name(alert.severity),
-        alert.title,
-        arrival.labels_json,
-        arrival.annotations_json,
-        alert.alert_json,
-        at,
-        ms,
-    ]);
+        let inserted: Option<String> = tx.query_opt(
+            "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
+                 labels, annotations, alert_json, created_at, created_ms, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)
+             ON CONFLICT DO NOTHING
+             RETURNING id",
+            &[
+                &id,
+                &alert.source,
+                &alert.fingerprint,
+                &alert.starts_at,
+                &severity_name(alert.severity),
+                &alert.title,
+                &arrival.labels_json,
+                &arrival.annotations_json,
+                &alert.alert_json,
+                &at,
+                &ms,
+            ],
+            |row| row.get(0),
+        )?;
         match inserted {
-            Ok(_) => return Ok(id),
-            // The id is taken (the statement failed alone; the transaction goes on).
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
-                id = salted_id(alert, ms, salt);
-            }
-            Err(e) => return Err(e.into()),
+            Some(_) => return Ok(id),
+            // A conflict returns no row, not an error: a PostgreSQL transaction is never aborted.
+            None => id = salted_id(alert, ms, salt),
         }
     }
     Err(StoreError::failed(format!(
@@ -418,26 +415,24 @@ fn insert(conn: &Connection, arrival: &Arrival, at: &str, ms: i64) -> Result<Str
 }
 
 fn resolve_alert(
-    conn: &Connection,
+    tx: &dyn Tx,
     alert: &Incident,
     (at, ms): (&str, i64),
 ) -> Result<Effect, StoreError> {
-    let Some(open) = open_incident_of(conn, alert)? else {
+    let Some(open) = open_incident_of(tx, alert)? else {
         let earlier_id = alert.previous_fingerprint.as_deref().map(|previous| {
             crate::incident::episode_id(&alert.source, previous, alert.starts_at.as_deref())
         });
-        let known: Option<String> = conn
-            .prepare_cached("SELECT id FROM incidents WHERE id IN (?1, ?2)")?
-            .query_row(
-                params![alert.id, earlier_id.as_deref().unwrap_or(&alert.id)],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let known: Option<String> = tx.query_opt(
+            "SELECT id FROM incidents WHERE id IN (?1, ?2)",
+            &[&alert.id, &earlier_id.as_deref().unwrap_or(&alert.id)],
+            |row| row.get(0),
+        )?;
         return Ok(known.map_or(Effect::Unknown, Effect::Stale));
     };
     if is_earlier(alert.starts_at.as_deref(), open.starts_at.as_deref()) {
         event(
-            conn,
+            tx,
             &open.id,
             at,
             EventKind::Stale,
@@ -448,14 +443,16 @@ fn resolve_alert(
         return Ok(Effect::Stale(open.id));
     }
     run(
-        conn,
+        tx,
         (at, ms),
         &open.id,
         None,
         &resolution("the alert resolved"),
     )?;
-    conn.prepare_cached("UPDATE incidents SET ended_at = ?2 WHERE id = ?1")?
-        .execute(params![open.id, alert.ends_at])?;
+    tx.execute(
+        "UPDATE incidents SET ended_at = ?2 WHERE id = ?1",
+        &[&open.id, &alert.ends_at],
+    )?;
     Ok(Effect::Resolved(open.id))
 }
 
@@ -464,14 +461,14 @@ pub(super) const NO_RUNBOOK: &str = "no runbook matches this alert: manual respo
 
 /// An incident-level timeline entry and the notice telling the same `message`.
 pub(super) fn announce(
-    conn: &Connection,
+    tx: &dyn Tx,
     (at, ms): (&str, i64),
     id: &str,
     (event, notice): (EventKind, NoticeKind),
     message: String,
 ) -> Result<(), StoreError> {
     run(
-        conn,
+        tx,
         (at, ms),
         id,
         None,

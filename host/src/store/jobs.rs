@@ -1,11 +1,11 @@
 //! The durable job queue: one row per (incident, runbook) moving through diagnose, approval
 //! and remediate; run records; budgets; the remediation pause switch.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::Selected;
 use super::apply::run;
+use super::tx::{Row, Tx};
 use super::{StoreError, now};
 use crate::lifecycle::{
     Halt, JobRef, JobState, Phase, decided, expired as expired_steps, interrupted, rediagnosed,
@@ -49,26 +49,26 @@ impl Job {
 /// Queues a runbook for an incident (for one `alert` of a grouped incident; `""` for an
 /// incident that is its one alert) unless one is already live (single flight).
 pub(super) fn enqueue(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     alert: &str,
     runbook: &Selected,
     (at, ms): (&str, i64),
 ) -> Result<bool, StoreError> {
-    let added = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO jobs (incident_id, alert, runbook, priority, phase, state,
-                 run_at_ms, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, 'diagnose', 'queued', ?5, ?6, ?6)",
-        )?
-        .execute(params![
-            incident,
-            alert,
-            runbook.name,
-            runbook.priority,
-            ms,
-            at
-        ])?;
+    let added = tx.execute(
+        "INSERT INTO jobs (incident_id, alert, runbook, priority, phase, state,
+             run_at_ms, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, 'diagnose', 'queued', ?5, ?6, ?6)
+         ON CONFLICT DO NOTHING",
+        &[
+            &incident,
+            &alert,
+            &runbook.name,
+            &runbook.priority,
+            &ms,
+            &at,
+        ],
+    )?;
     Ok(added == 1)
 }
 
@@ -77,28 +77,27 @@ pub(super) fn enqueue(
 /// verification of its incident is queued or running, while another remediation of it runs,
 /// and while a plan ahead of it (lower priority, then runbook name, then alert) is queued or
 /// waiting for approval.
-pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
+pub(super) fn claim(tx: &dyn Tx) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
-    Ok(conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
-             WHERE id = (
-                 SELECT j.id FROM jobs j
-                 WHERE j.state = 'queued' AND j.run_at_ms <= ?1
-                   AND (j.phase != 'remediate' OR NOT EXISTS (
-                       SELECT 1 FROM jobs o
-                       WHERE o.incident_id = j.incident_id AND o.id != j.id AND (
-                           (o.phase != 'remediate' AND o.state IN ('queued', 'running'))
-                           OR (o.phase = 'remediate' AND o.state = 'running')
-                           OR (o.phase = 'remediate'
-                               AND o.state IN ('queued', 'awaiting_approval')
-                               AND (o.priority, o.runbook, o.alert)
-                                   < (j.priority, j.runbook, j.alert)))))
-                 ORDER BY j.run_at_ms, j.id LIMIT 1)
-             RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by,
-                 verifications, alert",
-        )?
-        .query_row(params![ms, at], |row| {
+    tx.query_opt(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+         WHERE id = (
+             SELECT j.id FROM jobs j
+             WHERE j.state = 'queued' AND j.run_at_ms <= ?1
+               AND (j.phase != 'remediate' OR NOT EXISTS (
+                   SELECT 1 FROM jobs o
+                   WHERE o.incident_id = j.incident_id AND o.id != j.id AND (
+                       (o.phase != 'remediate' AND o.state IN ('queued', 'running'))
+                       OR (o.phase = 'remediate' AND o.state = 'running')
+                       OR (o.phase = 'remediate'
+                           AND o.state IN ('queued', 'awaiting_approval')
+                           AND (o.priority, o.runbook, o.alert)
+                               < (j.priority, j.runbook, j.alert)))))
+             ORDER BY j.run_at_ms, j.id LIMIT 1)
+         RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by,
+             verifications, alert",
+        &[&ms, &at],
+        |row| {
             let phase: String = row.get(3)?;
             Ok(Job {
                 id: row.get(0)?,
@@ -111,71 +110,69 @@ pub(super) fn claim(conn: &Connection) -> Result<Option<Job>, StoreError> {
                 verifications: row.get(7)?,
                 alert: row.get(8)?,
             })
-        })
-        .optional()?)
+        },
+    )
 }
 
 /// Sets a job's final or next state.
-pub(super) fn set_state(conn: &Connection, job: i64, state: JobState) -> Result<(), StoreError> {
+pub(super) fn set_state(tx: &dyn Tx, job: i64, state: JobState) -> Result<(), StoreError> {
     let (at, _) = now();
-    conn.prepare_cached("UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1")?
-        .execute(params![job, state.as_str(), at])?;
+    tx.execute(
+        "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
+        &[&job, &state.as_str(), &at],
+    )?;
     Ok(())
 }
 
 /// Parks a diagnosed job until someone approves its plan or it expires.
 pub(super) fn await_approval(
-    conn: &Connection,
+    tx: &dyn Tx,
     job: i64,
     diagnosis: &str,
     expires_ms: i64,
 ) -> Result<(), StoreError> {
     let (at, _) = now();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE jobs SET state = 'awaiting_approval', phase = 'remediate', diagnosis = ?2,
              expires_ms = ?3, updated_at = ?4
          WHERE id = ?1",
-    )?
-    .execute(params![job, diagnosis, expires_ms, at])?;
+        &[&job, &diagnosis, &expires_ms, &at],
+    )?;
     Ok(())
 }
 
 /// Puts a claimed remediation back to wait for approval (remediation is paused).
-pub(super) fn hold(conn: &Connection, job: i64, expires_ms: i64) -> Result<(), StoreError> {
+pub(super) fn hold(tx: &dyn Tx, job: i64, expires_ms: i64) -> Result<(), StoreError> {
     let (at, _) = now();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE jobs SET state = 'awaiting_approval', expires_ms = ?2, updated_at = ?3
          WHERE id = ?1",
-    )?
-    .execute(params![job, expires_ms, at])?;
+        &[&job, &expires_ms, &at],
+    )?;
     Ok(())
 }
 
 /// Queues the job's next verification check `after_ms` from now.
-pub(super) fn queue_verify(conn: &Connection, job: i64, after_ms: i64) -> Result<(), StoreError> {
+pub(super) fn queue_verify(tx: &dyn Tx, job: i64, after_ms: i64) -> Result<(), StoreError> {
     let (at, ms) = now();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE jobs SET state = 'queued', phase = 'verify', run_at_ms = ?2,
              verifications = verifications + 1, updated_at = ?3
          WHERE id = ?1",
-    )?
-    .execute(params![job, ms.saturating_add(after_ms), at])?;
+        &[&job, &ms.saturating_add(after_ms), &at],
+    )?;
     Ok(())
 }
 
 /// Queues the remediate phase of a diagnosed job at once (mode `auto`).
-pub(super) fn queue_remediation(
-    conn: &Connection,
-    job: i64,
-    diagnosis: &str,
-) -> Result<(), StoreError> {
+pub(super) fn queue_remediation(tx: &dyn Tx, job: i64, diagnosis: &str) -> Result<(), StoreError> {
     let (at, ms) = now();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE jobs SET state = 'queued', phase = 'remediate', diagnosis = ?2, run_at_ms = ?3,
              updated_at = ?4
          WHERE id = ?1",
-    )?
-    .execute(params![job, diagnosis, ms, at])?;
+        &[&job, &diagnosis, &ms, &at],
+    )?;
     Ok(())
 }
 
@@ -184,28 +181,25 @@ pub(super) fn queue_remediation(
 /// approval it had lapses. Plans for the other alerts of a grouped incident are about other
 /// objects; a write they share is still held by its target lock.
 pub(super) fn rediagnose(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     job: i64,
     by: &str,
     (at, ms): (&str, i64),
 ) -> Result<(), StoreError> {
-    let waiting: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "UPDATE jobs SET phase = 'diagnose', state = 'queued', diagnosis = NULL,
-                 decided_by = NULL, expires_ms = NULL, run_at_ms = ?3, updated_at = ?4
-             WHERE incident_id = ?1 AND id != ?2 AND phase = 'remediate'
-               AND state IN ('queued', 'awaiting_approval')
-               AND alert = (SELECT alert FROM jobs WHERE id = ?2)
-             RETURNING id, runbook",
-        )?
-        .query_map(params![incident, job, ms, at], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let waiting: Vec<(i64, String)> = tx.query_vec(
+        "UPDATE jobs SET phase = 'diagnose', state = 'queued', diagnosis = NULL,
+             decided_by = NULL, expires_ms = NULL, run_at_ms = ?3, updated_at = ?4
+         WHERE incident_id = ?1 AND id != ?2 AND phase = 'remediate'
+           AND state IN ('queued', 'awaiting_approval')
+           AND alert = (SELECT alert FROM jobs WHERE id = ?2)
+         RETURNING id, runbook",
+        &[&incident, &job, &ms, &at],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     for (id, runbook) in waiting {
         run(
-            conn,
+            tx,
             (at, ms),
             incident,
             Some((id, &runbook)),
@@ -225,7 +219,7 @@ pub struct Decision {
 /// Approves or rejects every plan of `incident` awaiting approval (or only `runbook`'s).
 /// A plan is decided once: a second decision finds nothing waiting.
 pub(super) fn decide(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     runbook: Option<&str>,
     plan: Option<&str>,
@@ -235,16 +229,13 @@ pub(super) fn decide(
     let (at, ms) = now();
     // Only the plans the decision was shown: a plan diagnosed again since (its steps have
     // another digest) waits for a decision on its own message.
-    let waiting: Vec<(i64, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT id, diagnosis FROM jobs
-             WHERE incident_id = ?1 AND state = 'awaiting_approval'
-               AND (?2 IS NULL OR runbook = ?2)",
-        )?
-        .query_map(params![incident, runbook], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let waiting: Vec<(i64, Option<String>)> = tx.query_vec(
+        "SELECT id, diagnosis FROM jobs
+         WHERE incident_id = ?1 AND state = 'awaiting_approval'
+           AND (CAST(?2 AS TEXT) IS NULL OR runbook = ?2)",
+        &[&incident, &runbook],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let shown: Vec<i64> = waiting
         .into_iter()
         .filter(|(_, diagnosis)| {
@@ -254,32 +245,33 @@ pub(super) fn decide(
         })
         .map(|(id, _)| id)
         .collect();
-    let shown = serde_json::to_string(&shown)?;
-    let runbooks: Vec<(i64, String)> = if approve {
-        conn.prepare_cached(
-            "UPDATE jobs SET state = 'queued', run_at_ms = ?2, decided_by = ?3, updated_at = ?4
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'awaiting_approval'
-             RETURNING id, runbook",
-        )?
-        .query_map(params![shown, ms, who, at], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?
-    } else {
-        conn.prepare_cached(
-            "UPDATE jobs SET state = 'rejected', decided_by = ?2, updated_at = ?3
-             WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'awaiting_approval'
-             RETURNING id, runbook",
-        )?
-        .query_map(params![shown, who, at], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<Result<_, _>>()?
-    };
+    // One statement per plan, in the order they were found (the order a single statement
+    // over them all returned its rows in was unspecified).
+    let mut runbooks: Vec<(i64, String)> = Vec::with_capacity(shown.len());
+    for id in shown {
+        let found = if approve {
+            tx.query_opt(
+                "UPDATE jobs SET state = 'queued', run_at_ms = ?2, decided_by = ?3, updated_at = ?4
+                 WHERE id = ?1 AND state = 'awaiting_approval'
+                 RETURNING id, runbook",
+                &[&id, &ms, &who, &at],
+                job_and_runbook,
+            )?
+        } else {
+            tx.query_opt(
+                "UPDATE jobs SET state = 'rejected', decided_by = ?2, updated_at = ?3
+                 WHERE id = ?1 AND state = 'awaiting_approval'
+                 RETURNING id, runbook",
+                &[&id, &who, &at],
+                job_and_runbook,
+            )?
+        };
+        runbooks.extend(found);
+    }
     let live: Vec<(i64, String)> = runbooks;
     for (id, name) in &live {
         run(
-            conn,
+            tx,
             (&at, ms),
             incident,
             Some((*id, name)),
@@ -287,10 +279,15 @@ pub(super) fn decide(
         )?;
     }
     if !approve && !live.is_empty() {
-        run(conn, (&at, ms), incident, None, &rejected(who))?;
+        run(tx, (&at, ms), incident, None, &rejected(who))?;
     }
     let runbooks = live.into_iter().map(|(_, name)| name).collect();
     Ok(Decision { runbooks })
+}
+
+/// A decided job's id and runbook, as `decide`'s statements return them.
+fn job_and_runbook(row: &dyn Row) -> Result<(i64, String), StoreError> {
+    Ok((row.get(0)?, row.get(1)?))
 }
 
 /// The digest of the plan in a stored diagnosis (its `plan` steps).
@@ -301,21 +298,18 @@ fn plan_digest_of(diagnosis: &str) -> Option<String> {
 }
 
 /// Expires plans whose approval window has passed and escalates their incidents.
-pub(super) fn expire_approvals(conn: &Connection) -> Result<usize, StoreError> {
+pub(super) fn expire_approvals(tx: &dyn Tx) -> Result<usize, StoreError> {
     let (at, ms) = now();
-    let expired: Vec<(i64, String, String)> = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'expired', updated_at = ?2
-             WHERE state = 'awaiting_approval' AND expires_ms <= ?1
-             RETURNING id, incident_id, runbook",
-        )?
-        .query_map(params![ms, at], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let expired: Vec<(i64, String, String)> = tx.query_vec(
+        "UPDATE jobs SET state = 'expired', updated_at = ?2
+         WHERE state = 'awaiting_approval' AND expires_ms <= ?1
+         RETURNING id, incident_id, runbook",
+        &[&ms, &at],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     for (id, incident, runbook) in &expired {
         run(
-            conn,
+            tx,
             (&at, ms),
             incident,
             Some((*id, runbook)),
@@ -337,46 +331,40 @@ pub struct Recovery {
 /// After a crash (or a shutdown that ran out of time): what was running is requeued when
 /// it is safe to run again, and escalated otherwise. With `only`, that one job (whose end
 /// could not be recorded), if it is still running.
-pub(super) fn recover(conn: &Connection, only: Option<i64>) -> Result<Recovery, StoreError> {
+pub(super) fn recover(tx: &dyn Tx, only: Option<i64>) -> Result<Recovery, StoreError> {
     let (at, ms) = now();
     let halt = if only.is_some() {
         Halt::Unrecorded
     } else {
         Halt::Stopped
     };
-    let requeued_jobs: Vec<(i64, String, String)> = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
-             WHERE state = 'running' AND phase IN ('diagnose', 'verify')
-               AND (?3 IS NULL OR id = ?3)
-             RETURNING id, incident_id, runbook",
-        )?
-        .query_map(params![ms, at, only], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let requeued_jobs: Vec<(i64, String, String)> = tx.query_vec(
+        "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
+         WHERE state = 'running' AND phase IN ('diagnose', 'verify')
+           AND (CAST(?3 AS BIGINT) IS NULL OR id = ?3)
+         RETURNING id, incident_id, runbook",
+        &[&ms, &at, &only],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     for (id, incident, runbook) in &requeued_jobs {
         run(
-            conn,
+            tx,
             (&at, ms),
             incident,
             Some((*id, runbook)),
             &requeued(halt),
         )?;
     }
-    let interrupted_jobs: Vec<(i64, String, String)> = conn
-        .prepare_cached(
-            "UPDATE jobs SET state = 'interrupted', updated_at = ?1
-             WHERE state = 'running' AND phase = 'remediate' AND (?2 IS NULL OR id = ?2)
-             RETURNING id, incident_id, runbook",
-        )?
-        .query_map(params![at, only], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
+    let interrupted_jobs: Vec<(i64, String, String)> = tx.query_vec(
+        "UPDATE jobs SET state = 'interrupted', updated_at = ?1
+         WHERE state = 'running' AND phase = 'remediate' AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2)
+         RETURNING id, incident_id, runbook",
+        &[&at, &only],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     for (id, incident, runbook) in &interrupted_jobs {
         run(
-            conn,
+            tx,
             (&at, ms),
             incident,
             Some((*id, runbook)),
@@ -389,17 +377,17 @@ pub(super) fn recover(conn: &Connection, only: Option<i64>) -> Result<Recovery, 
             "the end of this run could not be recorded; the calls below are what it did"
         }
     };
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE runs SET outcome = 'interrupted', error = ?2
-         WHERE outcome = 'running' AND (?1 IS NULL OR job_id = ?1)",
-    )?
-    .execute(params![only, why])?;
+         WHERE outcome = 'running' AND (CAST(?1 AS BIGINT) IS NULL OR job_id = ?1)",
+        &[&only, &why],
+    )?;
     // Targets held by runs that are over (a crash ends every run of this process).
-    conn.prepare_cached(
+    tx.execute(
         "DELETE FROM target_leases
          WHERE run_id NOT IN (SELECT id FROM runs WHERE outcome = 'running')",
-    )?
-    .execute([])?;
+        &[],
+    )?;
     Ok(Recovery {
         requeued: requeued_jobs.len(),
         interrupted: interrupted_jobs.len(),
@@ -408,51 +396,55 @@ pub(super) fn recover(conn: &Connection, only: Option<i64>) -> Result<Recovery, 
 
 /// Takes one run from a runbook's budget (`count` per `per_ms`); false when exhausted.
 pub(super) fn take_budget(
-    conn: &Connection,
+    tx: &dyn Tx,
     runbook: &str,
     count: u32,
     per_ms: i64,
 ) -> Result<bool, StoreError> {
     let (_, ms) = now();
-    let used: i64 = conn
-        .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
-        .query_row(params![runbook, ms - per_ms], |row| row.get(0))?;
+    let used: i64 = tx.query_one(
+        "SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2",
+        &[&runbook, &(ms - per_ms)],
+        |row| row.get(0),
+    )?;
     if used >= i64::from(count) {
         return Ok(false);
     }
-    conn.prepare_cached("INSERT INTO budget (runbook, at_ms) VALUES (?1, ?2)")?
-        .execute(params![runbook, ms])?;
+    tx.execute(
+        "INSERT INTO budget (runbook, at_ms) VALUES (?1, ?2)",
+        &[&runbook, &ms],
+    )?;
     Ok(true)
 }
 
 /// Runs counted against a runbook's budget inside the window.
-pub(super) fn budget_used(
-    conn: &Connection,
-    runbook: &str,
-    per_ms: i64,
-) -> Result<i64, StoreError> {
+pub(super) fn budget_used(tx: &dyn Tx, runbook: &str, per_ms: i64) -> Result<i64, StoreError> {
     let (_, ms) = now();
-    Ok(conn
-        .prepare_cached("SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2")?
-        .query_row(params![runbook, ms - per_ms], |row| row.get(0))?)
+    tx.query_one(
+        "SELECT count(*) FROM budget WHERE runbook = ?1 AND at_ms > ?2",
+        &[&runbook, &(ms - per_ms)],
+        |row| row.get(0),
+    )
 }
 
 /// Whether remediation is paused for every runbook.
-pub(super) fn paused(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'remediation_paused'")?
-        .query_row([], |row| row.get::<_, String>(0))
-        .optional()?
+pub(super) fn paused(tx: &dyn Tx) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT value FROM settings WHERE key = 'remediation_paused'",
+            &[],
+            |row| row.get::<String>(0),
+        )?
         .is_some_and(|v| v == "true"))
 }
 
 /// Pauses or resumes remediation.
-pub(super) fn set_paused(conn: &Connection, paused: bool) -> Result<(), StoreError> {
-    conn.prepare_cached(
+pub(super) fn set_paused(tx: &dyn Tx, paused: bool) -> Result<(), StoreError> {
+    tx.execute(
         "INSERT INTO settings (key, value) VALUES ('remediation_paused', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([if paused { "true" } else { "false" }])?;
+        &[&if paused { "true" } else { "false" }],
+    )?;
     Ok(())
 }
 
@@ -468,43 +460,51 @@ pub struct Pruned {
 /// Deletes deliveries received before `inbox_before_ms`, incidents resolved before
 /// `incidents_before_ms`, and budget entries older than a week past any window in use.
 pub(super) fn prune(
-    conn: &Connection,
+    tx: &dyn Tx,
     inbox_before_ms: i64,
     incidents_before_ms: i64,
 ) -> Result<Pruned, StoreError> {
-    let deliveries = conn
-        .prepare_cached("DELETE FROM inbox WHERE received_ms < ?1")?
-        .execute([inbox_before_ms])?;
-    let incidents = conn
-        .prepare_cached("DELETE FROM incidents WHERE status = 'resolved' AND resolved_ms < ?1")?
-        .execute([incidents_before_ms])?;
-    conn.prepare_cached("DELETE FROM calls WHERE run_id NOT IN (SELECT id FROM runs)")?
-        .execute([])?;
+    let deliveries = tx.execute(
+        "DELETE FROM inbox WHERE received_ms < ?1",
+        &[&inbox_before_ms],
+    )?;
+    let incidents = tx.execute(
+        "DELETE FROM incidents WHERE status = 'resolved' AND resolved_ms < ?1",
+        &[&incidents_before_ms],
+    )?;
+    tx.execute(
+        "DELETE FROM calls WHERE run_id NOT IN (SELECT id FROM runs)",
+        &[],
+    )?;
     // Notices: settled ones past the inbox retention, and any whose incident is gone.
-    conn.prepare_cached(
+    tx.execute(
         "DELETE FROM notifications WHERE incident_id NOT IN (SELECT id FROM incidents)
             OR (created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.notification_id = notifications.id
                       AND d.state IN ('pending', 'batched', 'digest')))",
-    )?
-    .execute([inbox_before_ms])?;
-    conn.prepare_cached(
+        &[&inbox_before_ms],
+    )?;
+    tx.execute(
         "DELETE FROM deliveries WHERE notification_id NOT IN (SELECT id FROM notifications)",
-    )?
-    .execute([])?;
+        &[],
+    )?;
     for table in ["slack_threads", "slack_plans"] {
-        conn.prepare_cached(&format!(
-            "DELETE FROM {table} WHERE incident_id NOT IN (SELECT id FROM incidents)"
-        ))?
-        .execute([])?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE incident_id NOT IN (SELECT id FROM incidents)"),
+            &[],
+        )?;
     }
     let (_, ms) = now();
-    conn.prepare_cached("DELETE FROM budget WHERE at_ms < ?1")?
-        .execute([ms - 400 * 86_400_000])?;
-    conn.prepare_cached("DELETE FROM writes WHERE at_ms < ?1")?
-        .execute([ms - 400 * 86_400_000])?;
+    tx.execute(
+        "DELETE FROM budget WHERE at_ms < ?1",
+        &[&(ms - 400 * 86_400_000)],
+    )?;
+    tx.execute(
+        "DELETE FROM writes WHERE at_ms < ?1",
+        &[&(ms - 400 * 86_400_000)],
+    )?;
     Ok(Pruned {
-        deliveries,
-        incidents,
+        deliveries: usize::try_from(deliveries).unwrap_or(usize::MAX),
+        incidents: usize::try_from(incidents).unwrap_or(usize::MAX),
     })
 }

@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::bail;
 use rusqlite::Connection;
 
+use super::StoreError;
+use super::tx::Tx;
+
 /// Every schema version and the SQL that takes the previous one to it. Version 1 is the
 /// schema as of the first versioned release; it is written with `IF NOT EXISTS`, so a
 /// database from before versions (`user_version` 0) is adopted as it is.
@@ -20,6 +23,50 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     // targets a running remediation holds, and the global write budget.
     (3, include_str!("v3.sql")),
 ];
+
+/// PostgreSQL's schema starts at version 3, the SQLite schema it matches; later versions
+/// move in step with [`MIGRATIONS`].
+pub(super) const POSTGRES: &[(u32, &str)] = &[(3, include_str!("postgres/schema.sql"))];
+
+/// A key for `pg_advisory_xact_lock`: replicas starting together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x7175_656c_6c00_0001;
+
+/// Brings a PostgreSQL database to the newest schema inside the caller's transaction (its
+/// DDL commits or rolls back with it). The inner error refuses a database a newer Quell
+/// wrote, naming `shown`.
+pub(super) fn postgres(tx: &dyn Tx, shown: &str) -> Result<Result<u32, String>, StoreError> {
+    tx.execute("SELECT pg_advisory_xact_lock(?1)", &[&MIGRATION_LOCK])?;
+    let versioned: bool = tx.query_one(
+        "SELECT to_regclass('quell_schema') IS NOT NULL",
+        &[],
+        |row| row.get(0),
+    )?;
+    let found: u32 = if versioned {
+        tx.query_opt("SELECT version FROM quell_schema", &[], |row| row.get(0))?
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let newest = latest();
+    if found > newest {
+        return Ok(Err(newer(shown, found, newest)));
+    }
+    for (version, sql) in POSTGRES.iter().filter(|(version, _)| *version > found) {
+        tx.batch(sql)?;
+        tx.execute("DELETE FROM quell_schema", &[])?;
+        tx.execute("INSERT INTO quell_schema (version) VALUES (?1)", &[version])?;
+        tracing::info!(database = %shown, from = found, to = version, "database schema written");
+    }
+    Ok(Ok(found))
+}
+
+fn newer(database: impl std::fmt::Display, found: u32, newest: u32) -> String {
+    format!(
+        "{database}: the database's schema is version {found}, newer than this quell's \
+         ({newest}): a newer quell wrote it. Run that version (or newer), or restore a \
+         backup taken before the upgrade"
+    )
+}
 
 /// The schema version this build writes.
 pub fn latest() -> u32 {
@@ -37,11 +84,7 @@ pub(super) fn migrate(
     let found: u32 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let newest = migrations.last().map_or(0, |(version, _)| *version);
     if found > newest {
-        bail!(
-            "{path}: the database's schema is version {found}, newer than this quell's \
-             ({newest}): a newer quell wrote it. Run that version (or newer), or restore a \
-             backup taken before the upgrade"
-        );
+        bail!("{}", newer(path, found, newest));
     }
     for (version, sql) in migrations.iter().filter(|(version, _)| *version > found) {
         conn.execute_batch("BEGIN IMMEDIATE")?;

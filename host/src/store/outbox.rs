@@ -3,49 +3,55 @@
 
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::tx::Tx;
 use super::{StoreError, now};
 use crate::lifecycle::{CommandView, FindingView, IncidentView, Notice, NoticeKind};
 
 /// Records which destinations are configured (`settings.notify`), so that with none no
 /// notice is written at all.
-pub(super) fn configure(conn: &Connection, destinations: &[&str]) -> Result<(), StoreError> {
-    let before: String = conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
-        .query_row([], |row| row.get(0))
-        .optional()?
+pub(super) fn configure(tx: &dyn Tx, destinations: &[&str]) -> Result<(), StoreError> {
+    let before: String = tx
+        .query_opt(
+            "SELECT value FROM settings WHERE key = 'notify'",
+            &[],
+            |row| row.get(0),
+        )?
         .unwrap_or_default();
     let before: Vec<&str> = before.split(',').collect();
-    conn.prepare_cached(
+    tx.execute(
         "INSERT INTO settings (key, value) VALUES ('notify', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([destinations.join(",")])?;
+        &[&destinations.join(",")],
+    )?;
     // A destination configured for the first time (or again after a while without it)
     // starts with what comes next, not with the history other destinations were sent (a
     // new PagerDuty must not page for last week): a `skipped` marker at the newest notice
     // sets its routing cursor. Destinations configured before keep their place.
     let (at, _) = now();
     for destination in destinations.iter().filter(|d| !before.contains(d)) {
-        conn.prepare_cached(
-            "INSERT OR IGNORE INTO deliveries
+        // The HAVING ends the SELECT, so SQLite does not read ON CONFLICT as a join's ON.
+        tx.execute(
+            "INSERT INTO deliveries
                  (notification_id, destination, incident_id, state, next_at_ms, created_at)
              SELECT max(id), ?1, '', 'skipped', 0, ?2 FROM notifications
-             HAVING max(id) IS NOT NULL",
-        )?
-        .execute(params![destination, at])?;
+             HAVING max(id) IS NOT NULL
+             ON CONFLICT DO NOTHING",
+            &[destination, &at],
+        )?;
     }
     Ok(())
 }
 
-fn enabled(conn: &Connection) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT value FROM settings WHERE key = 'notify'")?
-        .query_row([], |row| row.get::<_, String>(0))
-        .optional()?
+fn enabled(tx: &dyn Tx) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT value FROM settings WHERE key = 'notify'",
+            &[],
+            |row| row.get::<String>(0),
+        )?
         .is_some_and(|v| !v.is_empty()))
 }
 
@@ -76,21 +82,20 @@ impl<'a> Said<'a> {
 /// Writes a notice for `incident` into the outbox, inside the caller's transaction (nothing
 /// when no destination is configured).
 pub(super) fn record(
-    conn: &Connection,
+    tx: &dyn Tx,
     incident: &str,
     kind: NoticeKind,
     runbook: Option<&str>,
     said: &Said<'_>,
 ) -> Result<(), StoreError> {
-    if !enabled(conn)? {
+    if !enabled(tx)? {
         return Ok(());
     }
-    let Some(view) = conn
-        .prepare_cached(
-            "SELECT id, title, severity, status, source, created_at, escalated, labels
-             FROM incidents WHERE id = ?1",
-        )?
-        .query_row([incident], |row| {
+    let Some(view) = tx.query_opt(
+        "SELECT id, title, severity, status, source, created_at, escalated, labels
+         FROM incidents WHERE id = ?1",
+        &[&incident],
+        |row| {
             Ok(IncidentView {
                 id: row.get(0)?,
                 title: row.get(1)?,
@@ -99,10 +104,10 @@ pub(super) fn record(
                 source: row.get(4)?,
                 created_at: row.get(5)?,
                 escalated: row.get(6)?,
-                labels: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or(Value::Null),
+                labels: serde_json::from_str(&row.get::<String>(7)?).unwrap_or(Value::Null),
             })
-        })
-        .optional()?
+        },
+    )?
     else {
         return Ok(());
     };
@@ -117,17 +122,17 @@ pub(super) fn record(
         plan: said.plan.to_vec(),
         commands: said.commands.to_vec(),
     };
-    conn.prepare_cached(
+    tx.execute(
         "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        incident,
-        kind.as_str(),
-        serde_json::to_string(&notice)?,
-        at,
-        ms
-    ])?;
+        &[
+            &incident,
+            &kind.as_str(),
+            &serde_json::to_string(&notice)?,
+            &at,
+            &ms,
+        ],
+    )?;
     Ok(())
 }
 
@@ -137,21 +142,20 @@ pub const UNROUTED_PAGE: usize = 200;
 /// Notices `destination` has not routed yet, oldest first, at most [`UNROUTED_PAGE`]:
 /// `(id, incident, notice)`, the notice `None` when it cannot be read.
 pub(super) fn unrouted(
-    conn: &Connection,
+    tx: &dyn Tx,
     destination: &str,
 ) -> Result<Vec<(i64, String, Option<Notice>)>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, incident_id, notice FROM notifications
-             WHERE id > (SELECT coalesce(max(notification_id), 0) FROM deliveries
-                         WHERE destination = ?1)
-             ORDER BY id LIMIT ?2",
-        )?
-        .query_map(params![destination, UNROUTED_PAGE as i64], |row| {
+    tx.query_vec(
+        "SELECT id, incident_id, notice FROM notifications
+         WHERE id > (SELECT coalesce(max(notification_id), 0) FROM deliveries
+                     WHERE destination = ?1)
+         ORDER BY id LIMIT ?2",
+        &[&destination, &UNROUTED_PAGE],
+        |row| {
             let text: String = row.get(2)?;
             Ok((row.get(0)?, row.get(1)?, serde_json::from_str(&text).ok()))
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }
 
 /// Whether a destination takes a notice.
@@ -177,51 +181,44 @@ pub enum Routing {
 
 /// Creates `destination`'s delivery rows: pending where taken, skipped elsewhere.
 pub(super) fn route(
-    conn: &Connection,
+    tx: &dyn Tx,
     destination: &str,
     routes: &[(i64, String, Routing)],
 ) -> Result<(), StoreError> {
     let (at, ms) = now();
-    let mut insert = conn.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries
+    let insert = "INSERT INTO deliveries
              (notification_id, destination, incident_id, state, next_at_ms, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT DO NOTHING";
     // The episode starts after the incident's last resolution or reopening.
-    let mut already = conn.prepare_cached(
-        "SELECT EXISTS (
+    let already = "SELECT EXISTS (
              SELECT 1 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE d.destination = ?1 AND d.incident_id = ?2 AND d.state IN ('pending', 'sent')
                AND n.kind = (SELECT kind FROM notifications WHERE id = ?3)
                AND n.id > coalesce((SELECT max(id) FROM notifications
                                     WHERE incident_id = ?2 AND kind IN ('resolved', 'reopened')
-                                      AND id < ?3), 0))",
-    )?;
-    let mut batched = conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM deliveries
-                        WHERE destination = ?1 AND incident_id = ?2 AND state = 'batched')",
-    )?;
+                                      AND id < ?3), 0))";
+    let batched = "SELECT EXISTS (SELECT 1 FROM deliveries
+                        WHERE destination = ?1 AND incident_id = ?2 AND state = 'batched')";
     // Told in the digest this episode (a reopened incident gets its thread back).
-    let mut digested = conn.prepare_cached(
-        "SELECT EXISTS (
+    let digested = "SELECT EXISTS (
              SELECT 1 FROM deliveries d
              WHERE d.destination = ?1 AND d.incident_id = ?2
                AND d.state IN ('digest', 'digested')
                AND d.notification_id > coalesce((SELECT max(id) FROM notifications
                                     WHERE incident_id = ?2 AND kind IN ('resolved', 'reopened')
-                                      AND id < ?3), 0))",
+                                      AND id < ?3), 0))";
+    let mut backlog: i64 = tx.query_one(
+        "SELECT count(*) FROM deliveries
+         WHERE destination = ?1 AND state IN ('pending', 'batched')",
+        &[&destination],
+        |row| row.get(0),
     )?;
-    let mut backlog: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM deliveries
-             WHERE destination = ?1 AND state IN ('pending', 'batched')",
-        )?
-        .query_row([destination], |row| row.get(0))?;
     for (id, incident, routing) in routes {
         // An incident told in the digest has no thread here for the rest.
         let in_digest = *routing != Routing::Skip
-            && digested.query_row(params![destination, incident, id], |row| {
-                row.get::<_, bool>(0)
+            && tx.query_one(digested, &[&destination, incident, id], |row| {
+                row.get::<bool>(0)
             })?;
         let (state, due) = match routing {
             _ if in_digest => ("skipped", ms),
@@ -230,14 +227,14 @@ pub(super) fn route(
             Routing::Digest(_) => ("pending", ms),
             Routing::Deliver => ("pending", ms),
             Routing::Once => {
-                let sent = already.query_row(params![destination, incident, id], |row| {
-                    row.get::<_, bool>(0)
+                let sent = tx.query_one(already, &[&destination, incident, id], |row| {
+                    row.get::<bool>(0)
                 })?;
                 (if sent { "skipped" } else { "pending" }, ms)
             }
             Routing::Batch(after_ms) => {
-                let waiting = batched
-                    .query_row(params![destination, incident], |row| row.get::<_, bool>(0))?;
+                let waiting =
+                    tx.query_one(batched, &[&destination, incident], |row| row.get::<bool>(0))?;
                 // Already told by the batch that is waiting.
                 (if waiting { "skipped" } else { "batched" }, ms + after_ms)
             }
@@ -245,7 +242,7 @@ pub(super) fn route(
         if matches!(state, "pending" | "batched") {
             backlog += 1;
         }
-        insert.execute(params![id, destination, incident, state, due, at])?;
+        tx.execute(insert, &[id, &destination, incident, &state, &due, &at])?;
     }
     Ok(())
 }
@@ -263,27 +260,26 @@ pub struct DigestBatch {
 
 /// What waits for `destination`'s digest, if anything.
 pub(super) fn digest_waiting(
-    conn: &Connection,
+    tx: &dyn Tx,
     destination: &str,
 ) -> Result<Option<DigestBatch>, StoreError> {
-    let (through, count): (Option<i64>, i64) = conn
-        .prepare_cached(
-            "SELECT max(id), count(*) FROM deliveries WHERE destination = ?1 AND state = 'digest'",
-        )?
-        .query_row([destination], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let (through, count): (Option<i64>, i64) = tx.query_one(
+        "SELECT max(id), count(*) FROM deliveries WHERE destination = ?1 AND state = 'digest'",
+        &[&destination],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let Some(through) = through else {
         return Ok(None);
     };
-    let latest = conn
-        .prepare_cached(
+    let latest = tx
+        .query_vec(
             "SELECT n.notice FROM deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE d.destination = ?1 AND d.state = 'digest' ORDER BY d.id DESC LIMIT 10",
+            &[&destination],
+            |row| Ok(row.get::<String>(0).ok()),
         )?
-        .query_map([destination], |row| row.get::<_, String>(0))?
-        .filter_map(|text| {
-            text.ok()
-                .and_then(|t| serde_json::from_str::<Notice>(&t).ok())
-        })
+        .into_iter()
+        .filter_map(|text| text.and_then(|t| serde_json::from_str::<Notice>(&t).ok()))
         .map(|notice| notice.incident)
         .collect();
     Ok(Some(DigestBatch {
@@ -295,16 +291,16 @@ pub(super) fn digest_waiting(
 
 /// Marks `destination`'s digest deliveries up to `through` told.
 pub(super) fn settle_digest(
-    conn: &Connection,
+    tx: &dyn Tx,
     destination: &str,
     through: i64,
 ) -> Result<(), StoreError> {
     let (at, _) = now();
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE deliveries SET state = 'digested', sent_at = ?3
          WHERE destination = ?1 AND state = 'digest' AND id <= ?2",
-    )?
-    .execute(params![destination, through, at])?;
+        &[&destination, &through, &at],
+    )?;
     Ok(())
 }
 
@@ -324,38 +320,34 @@ pub struct Due {
 /// hears of every incident before the news of each. A batch waiting for its interval holds
 /// nothing up.
 pub(super) fn next(
-    conn: &Connection,
+    tx: &dyn Tx,
     destination: &str,
     waits_for: Option<&str>,
     hold: Duration,
 ) -> Result<Option<Due>, StoreError> {
     let (_, ms) = now();
     let hold_ms = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX);
-    let row: Option<(i64, u32, String)> = conn
-        .prepare_cached(
-            "SELECT d.id, d.attempts, n.notice FROM deliveries d
-             JOIN notifications n ON n.id = d.notification_id
-             WHERE d.destination = ?1 AND d.state IN ('pending', 'batched')
-               AND d.next_at_ms <= ?2
-               AND NOT EXISTS (SELECT 1 FROM deliveries e
-                               WHERE e.destination = d.destination
-                                 AND e.incident_id = d.incident_id
-                                 AND e.state = 'pending' AND e.id < d.id)
-               AND (?3 = '' OR n.created_ms < ?2 - ?4 OR (
-                    EXISTS (SELECT 1 FROM deliveries r WHERE r.destination = ?3
-                              AND r.notification_id >= d.notification_id)
-                    AND NOT EXISTS (SELECT 1 FROM deliveries w
-                              WHERE w.destination = ?3
-                                AND w.incident_id = d.incident_id
-                                AND w.state = 'pending'
-                                AND w.notification_id < d.notification_id)))
-             ORDER BY n.kind != 'created', d.id LIMIT 1",
-        )?
-        .query_row(
-            params![destination, ms, waits_for.unwrap_or(""), hold_ms],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
-        .optional()?;
+    let row: Option<(i64, u32, String)> = tx.query_opt(
+        "SELECT d.id, d.attempts, n.notice FROM deliveries d
+         JOIN notifications n ON n.id = d.notification_id
+         WHERE d.destination = ?1 AND d.state IN ('pending', 'batched')
+           AND d.next_at_ms <= ?2
+           AND NOT EXISTS (SELECT 1 FROM deliveries e
+                           WHERE e.destination = d.destination
+                             AND e.incident_id = d.incident_id
+                             AND e.state = 'pending' AND e.id < d.id)
+           AND (?3 = '' OR n.created_ms < ?2 - ?4 OR (
+                EXISTS (SELECT 1 FROM deliveries r WHERE r.destination = ?3
+                          AND r.notification_id >= d.notification_id)
+                AND NOT EXISTS (SELECT 1 FROM deliveries w
+                          WHERE w.destination = ?3
+                            AND w.incident_id = d.incident_id
+                            AND w.state = 'pending'
+                            AND w.notification_id < d.notification_id)))
+         ORDER BY n.kind != 'created', d.id LIMIT 1",
+        &[&destination, &ms, &waits_for.unwrap_or(""), &hold_ms],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     let Some((id, attempts, text)) = row else {
         return Ok(None);
     };
@@ -382,25 +374,25 @@ pub struct Settlement {
 }
 
 /// Records an attempt.
-pub(super) fn settle(conn: &Connection, settlement: &Settlement) -> Result<(), StoreError> {
+pub(super) fn settle(tx: &dyn Tx, settlement: &Settlement) -> Result<(), StoreError> {
     let (at, ms) = now();
     let next = ms + i64::try_from(settlement.retry_in.as_millis()).unwrap_or(i64::MAX / 2);
-    conn.prepare_cached(
+    tx.execute(
         "UPDATE deliveries SET
              -- A batch tried again stays the batch: joins meanwhile are still told by it.
              state = CASE WHEN ?2 = 'pending' AND state = 'batched' THEN 'batched' ELSE ?2 END,
              attempts = ?3, last_error = ?4,
              next_at_ms = ?5, sent_at = CASE WHEN ?2 = 'sent' THEN ?6 ELSE sent_at END
          WHERE id = ?1",
-    )?
-    .execute(params![
-        settlement.id,
-        settlement.state,
-        settlement.attempts,
-        settlement.error,
-        next,
-        at
-    ])?;
+        &[
+            &settlement.id,
+            &settlement.state,
+            &settlement.attempts,
+            &settlement.error,
+            &next,
+            &at,
+        ],
+    )?;
     Ok(())
 }
 
@@ -424,15 +416,14 @@ pub struct DeadNotification {
 }
 
 /// Deliveries that gave up, newest first.
-pub(super) fn dead(conn: &Connection, limit: u32) -> Result<Vec<DeadNotification>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT d.id, d.destination, d.incident_id, n.kind, d.attempts, d.last_error,
-                 d.created_at
-             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?1",
-        )?
-        .query_map([limit.clamp(1, 500)], |row| {
+pub(super) fn dead(tx: &dyn Tx, limit: u32) -> Result<Vec<DeadNotification>, StoreError> {
+    tx.query_vec(
+        "SELECT d.id, d.destination, d.incident_id, n.kind, d.attempts, d.last_error,
+             d.created_at
+         FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+         WHERE d.state = 'dead' ORDER BY d.id DESC LIMIT ?1",
+        &[&limit.clamp(1, 500)],
+        |row| {
             Ok(DeadNotification {
                 id: row.get(0)?,
                 destination: row.get(1)?,
@@ -442,8 +433,8 @@ pub(super) fn dead(conn: &Connection, limit: u32) -> Result<Vec<DeadNotification
                 error: row.get(5)?,
                 created_at: row.get(6)?,
             })
-        })?
-        .collect::<Result<_, _>>()?)
+        },
+    )
 }
 
 #[cfg(test)]
@@ -462,7 +453,8 @@ mod tests {
             async move {
                 store
                     .db
-                    .read(move |conn| {
+                    .sqlite()
+                    .read_raw(move |conn| {
                         Ok(conn.query_row(
                             "SELECT coalesce(max(notification_id), 0) FROM deliveries
                              WHERE destination = ?1",
@@ -475,17 +467,18 @@ mod tests {
             }
         };
         store
-            .db
-            .write(|conn| {
-                configure(conn, &["slack"])?;
+            .db.sqlite()
+            .write_raw(|conn| {
+                let tx = crate::store::tx::SqliteTx(conn);
+                configure(&tx, &["slack"])?;
                 conn.execute(
                     "INSERT INTO incidents (id, source, fingerprint, status, severity, title,
                          labels, annotations, alert_json, created_at, created_ms, updated_at)
                      VALUES ('INC-1', 's', 'f', 'open', 'high', 't', '{}', '{}', '{}', 'x', 0, 'x')",
                     [],
                 )?;
-                record(conn, "INC-1", NoticeKind::Created, None, &Said::message("m"))?;
-                record(conn, "INC-1", NoticeKind::Escalated, None, &Said::message("m"))
+                record(&tx, "INC-1", NoticeKind::Created, None, &Said::message("m"))?;
+                record(&tx, "INC-1", NoticeKind::Escalated, None, &Said::message("m"))
             })
             .await
             .unwrap();

@@ -110,9 +110,10 @@ pub(super) fn list_incidents(
     };
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS} FROM incidents
-         WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR severity = ?2)
-           AND (?3 IS NULL OR created_ms >= ?3)
-           AND (?4 IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
+         WHERE (CAST(?1 AS TEXT) IS NULL OR status = ?1)
+           AND (CAST(?2 AS TEXT) IS NULL OR severity = ?2)
+           AND (CAST(?3 AS BIGINT) IS NULL OR created_ms >= ?3)
+           AND (CAST(?4 AS BIGINT) IS NULL OR created_ms < ?4 OR (created_ms = ?4 AND id < ?5))
          ORDER BY created_ms DESC, id DESC LIMIT ?6"
     );
     let limit = filter.limit.clamp(1, 500);
@@ -239,11 +240,12 @@ pub(super) fn alert_counts(tx: &dyn Tx, id: &str) -> Result<AlertCounts, StoreEr
         &[&id],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    // PG: `rowid` is SQLite's (arrival order among alerts created in the same instant);
-    // PostgreSQL needs an explicit column for it.
     let latest = tx.query_vec(
-        "SELECT title FROM incident_alerts WHERE incident_id = ?1 AND status = 'firing'
-         ORDER BY created_at DESC, rowid DESC LIMIT 5",
+        &format!(
+            "SELECT title FROM incident_alerts WHERE incident_id = ?1 AND status = 'firing'
+             ORDER BY created_at DESC, {} DESC LIMIT 5",
+            tx.dialect().arrival()
+        ),
         &[&id],
         |row| row.get(0),
     )?;
@@ -386,12 +388,14 @@ pub(super) fn incident_detail(tx: &dyn Tx, id: &str) -> Result<Option<IncidentDe
             })
         },
     )?;
-    // PG: `ORDER BY rowid` is SQLite's insertion order ("first arrival first"); PostgreSQL
-    // needs an explicit column for it.
+    // First arrival first.
     let alerts = tx.query_vec(
-        "SELECT fingerprint, status, title, severity, labels, starts_at, ends_at, fired,
-             updated_at
-         FROM incident_alerts WHERE incident_id = ?1 ORDER BY rowid",
+        &format!(
+            "SELECT fingerprint, status, title, severity, labels, starts_at, ends_at, fired,
+                 updated_at
+             FROM incident_alerts WHERE incident_id = ?1 ORDER BY {}",
+            tx.dialect().arrival()
+        ),
         &[&id],
         |row| {
             Ok(AlertSummary {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use super::tx::{SqliteTx, Tx};
 use super::{Source, StoreError};
 
 /// How many writes one transaction takes at most.
@@ -136,6 +137,22 @@ impl Sqlite {
     /// Runs `write` in the next batch and returns once that batch has committed.
     pub(super) async fn write<T: Send + 'static>(
         &self,
+        write: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.write_raw(move |conn| write(&SqliteTx(conn))).await
+    }
+
+    /// Runs `read` in one snapshot on a reader connection (see [`Self::read_raw`]).
+    pub(super) async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.read_raw(move |conn| read(&SqliteTx(conn))).await
+    }
+
+    /// [`Self::write`] on the connection itself: migrations and SQLite-specific tests.
+    pub(super) async fn write_raw<T: Send + 'static>(
+        &self,
         write: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -164,7 +181,7 @@ impl Sqlite {
     /// The whole read is one transaction, so one snapshot: a read of several queries (an
     /// incident with its jobs, runs and timeline) never sees half of a commit that landed
     /// between two of them.
-    pub(super) async fn read<T: Send + 'static>(
+    pub(super) async fn read_raw<T: Send + 'static>(
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

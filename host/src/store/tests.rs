@@ -2,6 +2,49 @@
 
 use super::*;
 
+/// A store on a fresh SQLite file; the guard keeps its directory.
+pub(super) fn on_sqlite() -> (Box<dyn std::any::Any + Send>, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
+    (Box::new(dir), store)
+}
+
+/// A store on a fresh PostgreSQL server of its own; the guard stops the server.
+pub(super) async fn on_postgres() -> (Box<dyn std::any::Any + Send>, Store) {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    let config = crate::config::DatabaseConfig {
+        url: Some(server.url()),
+        ..Default::default()
+    };
+    let store = Store::connect(&config).await.unwrap();
+    (Box::new(server), store)
+}
+
+/// Runs each named `async fn(&Store)` as two tests, `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let (_keep, store) = crate::store::tests::on_sqlite();
+                    super::$name(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let (_keep, store) = crate::store::tests::on_postgres().await;
+                    super::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+pub(super) use on_both_backends;
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_writes_share_commits_and_all_land() {
     let dir = tempfile::tempdir().unwrap();
@@ -11,7 +54,8 @@ async fn concurrent_writes_share_commits_and_all_land() {
         tokio::spawn(async move {
             store
                 .db
-                .write(move |conn| {
+                .sqlite()
+                .write_raw(move |conn| {
                     conn.execute(
                         "INSERT INTO settings (key, value) VALUES (?1, 'v')",
                         [format!("k{n}")],
@@ -26,13 +70,15 @@ async fn concurrent_writes_share_commits_and_all_land() {
     }
     let count: i64 = store
         .db
-        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
+        .sqlite()
+        .read_raw(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
         .await
         .unwrap();
     assert_eq!(count, 200);
     let (journal, synchronous): (String, i64) = store
         .db
-        .read(|conn| {
+        .sqlite()
+        .read_raw(|conn| {
             Ok((
                 conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
                 conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
@@ -56,7 +102,8 @@ async fn a_read_sees_one_snapshot_even_when_a_write_commits_halfway() {
     let runtime = tokio::runtime::Handle::current();
     let (first, second) = store
         .db
-        .read(move |conn| {
+        .sqlite()
+        .read_raw(move |conn| {
             let count = |conn: &rusqlite::Connection| -> Result<i64, StoreError> {
                 Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?)
             };
@@ -73,7 +120,8 @@ async fn a_read_sees_one_snapshot_even_when_a_write_commits_halfway() {
     );
     let after: i64 = store
         .db
-        .read(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
+        .sqlite()
+        .read_raw(|conn| Ok(conn.query_row("SELECT count(*) FROM settings", [], |r| r.get(0))?))
         .await
         .unwrap();
     assert_eq!(after, first + 1, "the next read sees the write");
@@ -114,7 +162,8 @@ async fn an_offline_read_never_writes_and_refuses_another_schema() {
 async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreError> {
     store
         .db
-        .write(move |conn| {
+        .sqlite()
+        .write_raw(move |conn| {
             conn.execute("INSERT INTO settings (key, value) VALUES (?1, 'v')", [key])?;
             Ok(())
         })
@@ -125,7 +174,8 @@ async fn insert_setting(store: Store, key: &'static str) -> Result<(), StoreErro
 async fn setting_keys(store: &Store) -> Vec<String> {
     store
         .db
-        .read(|conn| {
+        .sqlite()
+        .read_raw(|conn| {
             Ok(conn
                 .prepare("SELECT key FROM settings ORDER BY key")?
                 .query_map([], |r| r.get(0))?
@@ -162,7 +212,8 @@ async fn a_transaction_rolled_back_by_sqlite_fails_exactly_the_writes_it_lost() 
         async move {
             store
                 .db
-                .write(move |_| {
+                .sqlite()
+                .write_raw(move |_| {
                     let _ = holding.send(());
                     let _ = gate.recv();
                     Ok(())
@@ -185,7 +236,8 @@ async fn a_transaction_rolled_back_by_sqlite_fails_exactly_the_writes_it_lost() 
         async move {
             store
                 .db
-                .write(|conn| -> Result<(), StoreError> {
+                .sqlite()
+                .write_raw(|conn| -> Result<(), StoreError> {
                     conn.execute_batch("ROLLBACK")?;
                     Err(StoreError::unavailable("database or disk is full"))
                 })
@@ -226,7 +278,8 @@ async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
     let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
     let panicked = store
         .db
-        .write(|conn| -> Result<(), StoreError> {
+        .sqlite()
+        .write_raw(|conn| -> Result<(), StoreError> {
             conn.execute(
                 "INSERT INTO settings (key, value) VALUES ('half', 'done')",
                 [],
@@ -240,7 +293,8 @@ async fn a_panicking_write_fails_alone_and_the_writer_keeps_going() {
     );
     store
         .db
-        .write(|conn| {
+        .sqlite()
+        .write_raw(|conn| {
             conn.execute("INSERT INTO settings (key, value) VALUES ('next', 'v')", [])?;
             Ok(())
         })
@@ -256,7 +310,8 @@ async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
     let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
     store
         .db
-        .write(|conn| {
+        .sqlite()
+        .write_raw(|conn| {
             for (id, status, resolved_ms) in [
                 ("INC-OLD", "resolved", 1_000),
                 ("INC-OPEN", "open", 0),
@@ -270,7 +325,7 @@ async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
                     rusqlite::params![id, status, resolved_ms],
                 )?;
                 apply::event(
-                    conn,
+                    &super::tx::SqliteTx(conn),
                     id,
                     "x",
                     crate::lifecycle::EventKind::Created,
@@ -292,7 +347,8 @@ async fn retention_deletes_old_deliveries_and_resolved_incidents_only() {
     assert_eq!((pruned.deliveries, pruned.incidents), (1, 1));
     let left: (Vec<String>, i64) = store
         .db
-        .read(|conn| {
+        .sqlite()
+        .read_raw(|conn| {
             let ids = conn
                 .prepare("SELECT id FROM incidents ORDER BY id")?
                 .query_map([], |r| r.get(0))?

@@ -6,6 +6,24 @@
 
 use super::StoreError;
 
+/// Which SQL dialect a transaction speaks, for the few fragments that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The column that orders an incident's alerts by arrival: SQLite's implicit `rowid`,
+    /// PostgreSQL's `seq` identity.
+    pub(crate) fn arrival(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "seq",
+        }
+    }
+}
+
 /// A parameter's value, as every backend binds it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Value<'a> {
@@ -193,8 +211,14 @@ pub(crate) type More = bool;
 
 /// A transaction: the only way an operation reaches the database.
 pub(crate) trait Tx {
+    /// The SQL dialect, for the fragments written per backend.
+    fn dialect(&self) -> Dialect;
+
     /// Runs a statement, returning the rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError>;
+
+    /// Runs a script of statements without parameters (a schema migration).
+    fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
     /// Runs a query, handing each row to `row` until it returns `false` or the rows end.
     fn each(
@@ -297,12 +321,20 @@ impl Row for SqliteRow<'_, '_> {
 }
 
 impl Tx for SqliteTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError> {
         let changed = self
             .0
             .prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(binds(params)))?;
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.0.execute_batch(sql)?)
     }
 
     fn each(

@@ -6,11 +6,14 @@ use crate::capabilities::{CallRecord, Decision, Target};
 use crate::lifecycle::{DiagnosisOutcome, Phase, RemediationOutcome, RunOutcome, RunRecord};
 use crate::policy::Mode;
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("q.db"), Duration::from_secs(5)).unwrap();
-    (dir, store)
-}
+// Every case runs on both backends: the embedded SQLite file and a real PostgreSQL server.
+super::on_both_backends!(
+    remediation_waits_for_every_diagnosis_then_runs_one_at_a_time_by_priority,
+    a_target_is_held_by_one_run_until_it_ends,
+    the_global_write_budget_refuses_writes_past_it,
+    recovery_lets_go_of_the_targets_of_runs_a_crash_ended,
+    a_job_whose_end_cannot_be_recorded_is_recovered_alone,
+);
 
 /// Opens an incident (Grafana org `org`) with runbooks `a` (priority 100) and `b` (priority
 /// 50); returns its id.
@@ -110,37 +113,35 @@ fn names(job: &Option<Job>) -> Option<(String, Phase)> {
     job.as_ref().map(|j| (j.runbook.clone(), j.phase))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn remediation_waits_for_every_diagnosis_then_runs_one_at_a_time_by_priority() {
-    let (_dir, store) = store().await;
-    let incident = incident_with_two_runbooks(&store, 1).await;
+async fn remediation_waits_for_every_diagnosis_then_runs_one_at_a_time_by_priority(store: &Store) {
+    let incident = incident_with_two_runbooks(store, 1).await;
 
-    let a = claim(&store).await.unwrap();
+    let a = claim(store).await.unwrap();
     assert_eq!(a.runbook, "a");
-    diagnose(&store, &a).await;
+    diagnose(store, &a).await;
     // a's plan is queued, but b has not diagnosed yet: b's diagnosis comes first.
-    let b = claim(&store).await;
+    let b = claim(store).await;
     assert_eq!(names(&b), Some(("b".to_owned(), Phase::Diagnose)));
     assert!(
-        names(&claim(&store).await).is_none(),
+        names(&claim(store).await).is_none(),
         "no remediation while a diagnosis of the incident runs"
     );
     let b = b.unwrap();
-    diagnose(&store, &b).await;
+    diagnose(store, &b).await;
 
     // Both plans wait; b's priority (50) is ahead of a's (100).
-    let b_fix = claim(&store).await;
+    let b_fix = claim(store).await;
     assert_eq!(names(&b_fix), Some(("b".to_owned(), Phase::Remediate)));
     assert!(
-        claim(&store).await.is_none(),
+        claim(store).await.is_none(),
         "one remediation at a time per incident"
     );
     let b_fix = b_fix.unwrap();
-    let run = begin(&store, &b_fix).await;
-    finish(&store, &b_fix, run).await;
+    let run = begin(store, &b_fix).await;
+    finish(store, &b_fix, run).await;
 
     // a's plan was made before b changed things: it is diagnosed again, not run.
-    let again = claim(&store).await;
+    let again = claim(store).await;
     assert_eq!(names(&again), Some(("a".to_owned(), Phase::Diagnose)));
     let detail = store.incident_detail(incident).await.unwrap().unwrap();
     let timeline = serde_json::to_string(&detail).unwrap();
@@ -200,13 +201,11 @@ async fn remediating(store: &Store, org: u32) -> (String, Job, i64) {
     (incident, fix, run)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_target_is_held_by_one_run_until_it_ends() {
-    let (_dir, store) = store().await;
-    let (incident, fix, run) = remediating(&store, 1).await;
-    let (other_incident, _, other) = remediating(&store, 2).await;
+async fn a_target_is_held_by_one_run_until_it_ends(store: &Store) {
+    let (incident, fix, run) = remediating(store, 1).await;
+    let (other_incident, _, other) = remediating(store, 2).await;
 
-    hold(&store, run, &incident).await;
+    hold(store, run, &incident).await;
     let again = store
         .journal_write(write(run, &incident, "b", "api"))
         .await
@@ -228,7 +227,7 @@ async fn a_target_is_held_by_one_run_until_it_ends() {
         .unwrap();
     assert!(elsewhere.is_ok(), "another target is free: {elsewhere:?}");
 
-    finish(&store, &fix, run).await;
+    finish(store, &fix, run).await;
     let after = store
         .journal_write(write(other, &other_incident, "b", "api"))
         .await
@@ -236,10 +235,8 @@ async fn a_target_is_held_by_one_run_until_it_ends() {
     assert!(after.is_ok(), "the lease ended with its run: {after:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_global_write_budget_refuses_writes_past_it() {
-    let (_dir, store) = store().await;
-    let (incident, _, run) = remediating(&store, 1).await;
+async fn the_global_write_budget_refuses_writes_past_it(store: &Store) {
+    let (incident, _, run) = remediating(store, 1).await;
     let budget = Some((2, 3_600_000, "1h".to_owned()));
     for (n, target) in ["a", "b", "c"].into_iter().enumerate() {
         let mut claim = write(run, &incident, "b", target);
@@ -258,12 +255,10 @@ async fn the_global_write_budget_refuses_writes_past_it() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
-    let (_dir, store) = store().await;
-    let (incident, _, run) = remediating(&store, 1).await;
-    hold(&store, run, &incident).await;
-    let (other_incident, _, other) = remediating(&store, 2).await;
+async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended(store: &Store) {
+    let (incident, _, run) = remediating(store, 1).await;
+    hold(store, run, &incident).await;
+    let (other_incident, _, other) = remediating(store, 2).await;
     let recovery = store.recover().await.unwrap();
     assert_eq!(recovery.interrupted, 2);
     let after = store
@@ -273,18 +268,16 @@ async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended() {
     assert!(after.is_ok(), "{after:?}");
     // What the interrupted remediation did is unknown: the plans behind it are diagnosed
     // again rather than run.
-    let next = claim(&store).await;
+    let next = claim(store).await;
     assert_eq!(names(&next), Some(("a".to_owned(), Phase::Diagnose)));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone() {
-    let (_dir, store) = store().await;
-    let (incident, _, run) = remediating(&store, 1).await;
-    hold(&store, run, &incident).await;
+async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone(store: &Store) {
+    let (incident, _, run) = remediating(store, 1).await;
+    hold(store, run, &incident).await;
     // Another incident's diagnosis is running meanwhile.
-    incident_with_two_runbooks(&store, 2).await;
-    let other = claim(&store).await.unwrap();
+    incident_with_two_runbooks(store, 2).await;
+    let other = claim(store).await.unwrap();
     assert_ne!(other.incident, incident);
 
     let fix = store
@@ -296,12 +289,12 @@ async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone() {
     assert_eq!(running.len(), 1);
     let job_id = store
         .db
-        .read(move |conn| {
-            Ok(conn.query_row(
+        .read(move |tx| {
+            tx.query_one(
                 "SELECT id FROM jobs WHERE state = 'running' AND phase = 'remediate'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )?)
+                &[],
+                |row| row.get::<i64>(0),
+            )
         })
         .await
         .unwrap();
@@ -317,20 +310,18 @@ async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone() {
     // Its target is free again; the other job was left alone.
     let leases: i64 = store
         .db
-        .read(
-            |conn| Ok(conn.query_row("SELECT count(*) FROM target_leases", [], |row| row.get(0))?),
-        )
+        .read(|tx| tx.query_one("SELECT count(*) FROM target_leases", &[], |row| row.get(0)))
         .await
         .unwrap();
     assert_eq!(leases, 0);
     let still: i64 = store
         .db
-        .read(move |conn| {
-            Ok(conn.query_row(
+        .read(move |tx| {
+            tx.query_one(
                 "SELECT count(*) FROM jobs WHERE id = ?1 AND state = 'running'",
-                [other.id],
+                &[&other.id],
                 |row| row.get(0),
-            )?)
+            )
         })
         .await
         .unwrap();
