@@ -171,6 +171,21 @@ pub(super) fn ingest(tx: &dyn Tx, delivery: &Delivery) -> Result<Ingested, Store
         ],
         |row| row.get(0),
     )?;
+    // Each identity's open incident is read, then written: concurrent deliveries of one alert
+    // (Alertmanager HA sends it to every replica at once) take its lock first, so the second
+    // sees the first's incident. Sorted, so two deliveries never wait on each other in turn.
+    let mut identities: Vec<String> = arrivals
+        .iter()
+        .map(|a| {
+            let key = a.group.as_deref().unwrap_or(&a.incident.fingerprint);
+            format!("incident:{}:{key}", a.incident.source)
+        })
+        .collect();
+    identities.sort_unstable();
+    identities.dedup();
+    for identity in &identities {
+        tx.lock(identity)?;
+    }
     let mut effects = Vec::with_capacity(arrivals.len());
     let mut escalations = 0;
     for arrival in arrivals {

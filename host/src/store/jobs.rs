@@ -79,9 +79,13 @@ pub(super) fn enqueue(
 /// waiting for approval.
 pub(super) fn claim(tx: &dyn Tx) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
+    // The state is checked again on the row itself: on PostgreSQL a second claimer that
+    // waited for this row's lock sees it running and claims nothing, and `SKIP LOCKED` sends
+    // it on to the next ready job instead of waiting at all.
     tx.query_opt(
-        "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
-         WHERE id = (
+        &format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+         WHERE state = 'queued' AND id = (
              SELECT j.id FROM jobs j
              WHERE j.state = 'queued' AND j.run_at_ms <= ?1
                AND (j.phase != 'remediate' OR NOT EXISTS (
@@ -93,9 +97,11 @@ pub(super) fn claim(tx: &dyn Tx) -> Result<Option<Job>, StoreError> {
                            AND o.state IN ('queued', 'awaiting_approval')
                            AND (o.priority, o.runbook, o.alert)
                                < (j.priority, j.runbook, j.alert)))))
-             ORDER BY j.run_at_ms, j.id LIMIT 1)
+             ORDER BY j.run_at_ms, j.id LIMIT 1{})
          RETURNING id, incident_id, runbook, phase, diagnosis, attempts, decided_by,
              verifications, alert",
+            tx.dialect().skip_locked()
+        ),
         &[&ms, &at],
         |row| {
             let phase: String = row.get(3)?;

@@ -192,6 +192,14 @@ impl Tx for PgTx<'_> {
         Dialect::Postgres
     }
 
+    fn lock(&self, key: &str) -> Result<(), StoreError> {
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
+            &[&key],
+        )
+        .map(drop)
+    }
+
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
         self.handle
             .block_on(self.client.batch_execute(sql))

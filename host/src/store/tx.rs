@@ -22,6 +22,15 @@ impl Dialect {
             Dialect::Postgres => "seq",
         }
     }
+
+    /// Appended to a claim's subquery: PostgreSQL locks the row it picks and passes over rows
+    /// another claimer holds; SQLite has one writer and needs nothing.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE OF j SKIP LOCKED",
+        }
+    }
 }
 
 /// A parameter's value, as every backend binds it.
@@ -217,6 +226,11 @@ pub(crate) trait Tx {
     /// Runs a statement, returning the rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError>;
 
+    /// Holds the lock named `key` until the transaction ends, waiting for another transaction
+    /// that holds it: PostgreSQL's advisory lock. SQLite's single writer already serialises
+    /// every write, so there it does nothing.
+    fn lock(&self, key: &str) -> Result<(), StoreError>;
+
     /// Runs a script of statements without parameters (a schema migration).
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
@@ -331,6 +345,10 @@ impl Tx for SqliteTx<'_> {
             .prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(binds(params)))?;
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    }
+
+    fn lock(&self, _key: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {

@@ -132,6 +132,27 @@ impl Running {
         }
     }
 
+    /// Runs one statement with `?1` bound to `id` on the daemon's database behind its back
+    /// (a test's way to age a row); the rows it changed.
+    pub fn db_exec(&self, sql: &str, id: &str) -> usize {
+        match &self.env.postgres {
+            Some(server) => {
+                let sql = sql.replace("?1", &format!("'{}'", id.replace('\'', "''")));
+                let count = server
+                    .psql(&format!(
+                        "WITH changed AS ({sql} RETURNING 1) SELECT count(*) FROM changed"
+                    ))
+                    .unwrap();
+                count.trim().parse().unwrap()
+            }
+            None => {
+                let db = rusqlite::Connection::open(&self.env.config.database.path).unwrap();
+                db.busy_timeout(Duration::from_secs(5)).unwrap();
+                db.execute(sql, [id]).unwrap()
+            }
+        }
+    }
+
     pub async fn stop(mut self) -> Env {
         if let Some(daemon) = self.daemon.take() {
             daemon.shutdown().await.unwrap();
@@ -208,198 +229,6 @@ async fn created(app: &Running, body: String) -> String {
     let (status, answer) = app.post("/webhooks/alertmanager", body).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     answer["alerts"][0]["incident"].as_str().unwrap().to_owned()
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
-    let env = Env::new();
-    env.policy("probe", "probe", &probe_policy("diagnose", ""));
-    let app = Running::start(env).await;
-    let body = firing("a1");
-    let sends = (0..5).map(|_| app.post("/webhooks/alertmanager", body.clone()));
-    let answers = futures_util::future::join_all(sends).await;
-    let mut actions: Vec<String> = answers
-        .iter()
-        .map(|(status, answer)| {
-            assert_eq!(*status, StatusCode::OK, "{answer}");
-            answer["alerts"][0]["action"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    actions.sort();
-    assert_eq!(
-        actions,
-        ["created", "re-fired", "re-fired", "re-fired", "re-fired"]
-    );
-
-    let incidents = app.incidents().await;
-    assert_eq!(incidents.len(), 1, "{incidents:#?}");
-    let id = incidents[0]["id"].as_str().unwrap();
-    assert_eq!(incidents[0]["fired"], 5);
-    let detail = app.wait_for(id, "the diagnosis", settled).await;
-    let runs = detail["runs"].as_array().unwrap();
-    assert_eq!(runs.len(), 1, "one run for five deliveries: {detail:#}");
-    assert_eq!(runs[0]["outcome"], "diagnosed");
-    assert_eq!(
-        kinds(&detail).iter().filter(|k| *k == "re-fired").count(),
-        4
-    );
-    // Mode diagnose: the findings go to a human.
-    assert!(kinds(&detail).contains(&"escalated".to_owned()));
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn firing_firing_resolved_firing_makes_two_episodes() {
-    let mut env = Env::new();
-    env.policy("probe", "probe", &probe_policy("diagnose", ""));
-    // Reopening is off: a new startsAt after resolution is a new incident.
-    env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
-    let app = Running::start(env).await;
-    let first = created(&app, firing("ep")).await;
-    let again = app.post("/webhooks/alertmanager", firing("ep")).await;
-    assert_eq!(
-        again.1["alerts"][0],
-        json!({"action": "re-fired", "incident": first})
-    );
-    // Let the runbook diagnose it first, so the post-mortem has a diagnosis.
-    app.wait_for(&first, "the diagnosis", |d| {
-        settled(d) && !d["runs"].as_array().unwrap().is_empty()
-    })
-    .await;
-    let resolved = payload("resolved", "ep", "2026-11-24T03:00:00.51Z", json!({}));
-    let answer = app.post("/webhooks/alertmanager", resolved.clone()).await;
-    assert_eq!(
-        answer.1["alerts"][0],
-        json!({"action": "resolved", "incident": first})
-    );
-    // A duplicate resolved changes nothing.
-    let answer = app.post("/webhooks/alertmanager", resolved).await;
-    assert_eq!(answer.1["alerts"][0]["action"], "stale");
-    let next = payload(
-        "firing",
-        "ep",
-        "2026-11-24T05:00:00Z",
-        json!({"summary": "again"}),
-    );
-    let second = created(&app, next).await;
-    assert_ne!(
-        first, second,
-        "a new startsAt after resolution opens a new episode"
-    );
-    // A late re-send of the first episode's firing alert does not reopen it.
-    let late = app.post("/webhooks/alertmanager", firing("ep")).await;
-    assert_eq!(late.1["alerts"][0]["action"], "re-fired");
-    assert_eq!(late.1["alerts"][0]["incident"], second.as_str());
-
-    let one = app.incident(&first).await;
-    assert_eq!(one["status"], "resolved");
-    let timeline = kinds(&one);
-    let at = |kind: &str| timeline.iter().position(|k| k == kind).unwrap();
-    assert!(
-        at("created") < at("re-fired") && at("re-fired") < at("resolved"),
-        "{timeline:?}"
-    );
-    assert_eq!(timeline.last().unwrap(), "resolved", "{timeline:?}");
-    let two = app.incident(&second).await;
-    assert_eq!(two["status"], "open");
-    assert_eq!(two["title"], "again");
-    assert_eq!(app.incidents().await.len(), 2);
-    // The post-mortem draft of the resolved episode is written to the configured dir.
-    let dir = app.env.dir.path().join("postmortems");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let draft = loop {
-        // Only the finished file: the draft is written to a temporary name and renamed.
-        let found = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.contains(&first) && name.ends_with(".md")
-            });
-        if let Some(entry) = found {
-            break std::fs::read_to_string(entry.path()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no post-mortem in {}",
-            dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    for section in [
-        &format!("# Post-Mortem: {first}"),
-        "## Summary",
-        "## Timeline",
-        "## Diagnosis",
-        "### probe (sha256",
-        "mode diagnose",
-        "## Root Cause",
-        "## What Went Well",
-        "## Action Items",
-        "| resolved | the alert resolved |",
-    ] {
-        assert!(draft.contains(section), "missing {section:?} in:\n{draft}");
-    }
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_resolution_keeps_when_the_sender_says_it_ended_beside_when_it_arrived() {
-    let app = Running::start(Env::new()).await;
-    let id = created(&app, firing("ended")).await;
-    let resolved = payload("resolved", "ended", "2026-11-24T03:00:00.51Z", json!({}));
-    let (status, _) = app.post("/webhooks/alertmanager", resolved).await;
-    assert_eq!(status, StatusCode::OK);
-    let detail = app.incident(&id).await;
-    assert_eq!(detail["ended_at"], "2026-11-24T04:00:00.000Z", "{detail}");
-    assert_ne!(
-        detail["resolved_at"], detail["ended_at"],
-        "the arrival is kept beside it"
-    );
-    let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
-    let markdown = markdown.as_str().unwrap();
-    assert!(
-        markdown.contains("- **Duration:** 60 minutes"),
-        "{markdown}"
-    );
-    assert!(
-        markdown.contains("- **Ended (as the sender says):** 2026-11-24T04:00:00.000Z"),
-        "{markdown}"
-    );
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flapping_alert_reopens_its_incident_within_the_window() {
-    let env = Env::new();
-    let app = Running::start(env).await;
-    let first = created(&app, firing("flap")).await;
-    let resolved = payload("resolved", "flap", "2026-11-24T03:00:00.51Z", json!({}));
-    app.post("/webhooks/alertmanager", resolved).await;
-    let next = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
-    let (_, answer) = app.post("/webhooks/alertmanager", next).await;
-    assert_eq!(
-        answer["alerts"][0],
-        json!({"action": "reopened", "incident": first})
-    );
-    let detail = app.incident(&first).await;
-    assert_eq!(detail["status"], "open");
-    assert!(kinds(&detail).contains(&"reopened".to_owned()));
-    assert_eq!(app.incidents().await.len(), 1);
-    // It resolves again; a late re-send of the episode that reopened it changes nothing.
-    let resolved = payload("resolved", "flap", "2026-11-24T03:10:00Z", json!({}));
-    let (_, answer) = app.post("/webhooks/alertmanager", resolved).await;
-    assert_eq!(answer["alerts"][0]["action"], "resolved");
-    let late = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
-    let (_, answer) = app.post("/webhooks/alertmanager", late).await;
-    assert_eq!(
-        answer["alerts"][0],
-        json!({"action": "stale", "incident": first})
-    );
-    assert_eq!(app.incident(&first).await["status"], "resolved");
-    assert_eq!(app.incidents().await.len(), 1);
-    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -519,225 +348,6 @@ async fn every_webhook_status_code_says_what_is_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn approval_runs_the_plan_once_and_unapproved_plans_expire() {
-    let mut env = Env::new();
-    env.policy("probe", "probe", &probe_policy("approve", ""));
-    // Long enough that no click races the expiry; the expiry case moves its own deadline.
-    env.config.pipeline.approval_timeout = HumanDuration(Duration::from_secs(3600));
-    let app = Running::start(env).await;
-
-    let id = created(&app, firing("approve")).await;
-    app.wait_for(&id, "the plan to await approval", |d| {
-        job_states(d) == ["awaiting_approval"]
-    })
-    .await;
-    let (status, answer) = app
-        .post(
-            &format!("/api/incidents/{id}/approve"),
-            r#"{"by": "alice"}"#,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["runbooks"], json!(["probe"]));
-    let (status, answer) = app.post(&format!("/api/incidents/{id}/approve"), "").await;
-    assert_eq!(
-        status,
-        StatusCode::CONFLICT,
-        "a second click decides nothing"
-    );
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .contains("awaits approval")
-    );
-    let detail = app
-        .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
-        .await;
-    let phases = phases(&detail);
-    assert_eq!(phases, ["diagnose", "remediate"]);
-    let timeline = kinds(&detail);
-    let approved = timeline.iter().position(|k| k == "approved").unwrap();
-    let remediated = timeline.iter().position(|k| k == "remediated").unwrap();
-    assert!(approved < remediated, "{timeline:?}");
-    assert_eq!(detail["remediated"], true);
-
-    // Nobody approves the next one: it expires and escalates.
-    let other = created(&app, firing("expire")).await;
-    app.wait_for(&other, "the plan to await approval", |d| {
-        job_states(d) == ["awaiting_approval"]
-    })
-    .await;
-    let db = rusqlite::Connection::open(&app.env.config.database.path).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let due = db
-        .execute(
-            "UPDATE jobs SET expires_ms = 0 WHERE incident_id = ?1 AND state = 'awaiting_approval'",
-            [&other],
-        )
-        .unwrap();
-    assert_eq!(due, 1, "the approval window has passed");
-    let detail = app
-        .wait_for(&other, "the approval to expire", |d| {
-            job_states(d) == ["expired"]
-        })
-        .await;
-    let timeline = kinds(&detail);
-    assert!(
-        timeline.contains(&"approval-expired".to_owned()),
-        "{timeline:?}"
-    );
-    assert_eq!(timeline.last().unwrap(), "escalated");
-    assert_eq!(detail["escalated"], true);
-    assert_eq!(
-        detail["runs"].as_array().unwrap().len(),
-        1,
-        "never remediated"
-    );
-
-    // Rejection ends the plan without running it.
-    let third = created(&app, firing("reject")).await;
-    app.wait_for(&third, "the plan", |d| {
-        job_states(d) == ["awaiting_approval"]
-    })
-    .await;
-    let (status, _) = app
-        .post(&format!("/api/incidents/{third}/reject"), "")
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    let detail = app.incident(&third).await;
-    assert_eq!(job_states(&detail), ["rejected"]);
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_plan_queued_without_approval_waits_when_the_policy_requires_it() {
-    let env = Env::new();
-    env.policy("probe", "probe", &probe_policy("approve", ""));
-    let app = Running::start(env).await;
-    let id = created(&app, firing("requeued")).await;
-    app.wait_for(&id, "the plan to await approval", |d| {
-        job_states(d) == ["awaiting_approval"]
-    })
-    .await;
-    // What auto mode leaves behind when the policy changes to approve before the worker
-    // gets to it: the remediation queued with nobody's approval.
-    let db = rusqlite::Connection::open(&app.env.config.database.path).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let flipped = db
-        .execute(
-            "UPDATE jobs SET state = 'queued', run_at_ms = 0 WHERE incident_id = ?1 AND decided_by IS NULL",
-            [&id],
-        )
-        .unwrap();
-    assert_eq!(flipped, 1);
-    let detail = app
-        .wait_for(&id, "the plan sent back for approval", |d| {
-            job_states(d) == ["awaiting_approval"]
-                && d["timeline"].as_array().unwrap().iter().any(|e| {
-                    e["message"] == "probe's policy now says mode approve: the plan awaits approval"
-                })
-        })
-        .await;
-    assert_eq!(
-        detail["runs"].as_array().unwrap().len(),
-        1,
-        "not remediated"
-    );
-    app.post(
-        &format!("/api/incidents/{id}/approve"),
-        r#"{"by": "alice"}"#,
-    )
-    .await;
-    let detail = app
-        .wait_for(&id, "the approved remediation", |d| {
-            job_states(d) == ["done"]
-        })
-        .await;
-    assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_pause_switch_holds_remediation_but_not_diagnosis() {
-    let env = Env::new();
-    env.policy("probe", "probe", &probe_policy("auto", ""));
-    let app = Running::start(env).await;
-    let (status, _) = app.post("/api/remediation", r#"{"paused": true}"#).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(app.get("/api/remediation").await.1, json!({"paused": true}));
-
-    let id = created(&app, firing("paused")).await;
-    let detail = app
-        .wait_for(&id, "the held plan", |d| {
-            job_states(d) == ["awaiting_approval"]
-        })
-        .await;
-    assert_eq!(
-        detail["runs"].as_array().unwrap().len(),
-        1,
-        "diagnosed only"
-    );
-    assert!(
-        detail["timeline"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["message"] == "remediation is paused: the plan awaits approval"),
-        "{detail:#}"
-    );
-    // Approving during the pause still does not remediate.
-    app.post(&format!("/api/incidents/{id}/approve"), "").await;
-    let detail = app
-        .wait_for(&id, "the plan held again", |d| {
-            job_states(d) == ["awaiting_approval"] && kinds(d).contains(&"paused".to_owned())
-        })
-        .await;
-    assert_eq!(detail["runs"].as_array().unwrap().len(), 1);
-
-    let (status, _) = app.post("/api/remediation", r#"{"paused": false}"#).await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.post("/api/remediation", r#"{"pause": false}"#).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    app.post(&format!("/api/incidents/{id}/approve"), "").await;
-    let detail = app
-        .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
-        .await;
-    assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_exhausted_run_budget_escalates_instead_of_running() {
-    let env = Env::new();
-    env.policy(
-        "probe",
-        "probe",
-        &probe_policy("diagnose", "max_runs = { count = 1, per = \"1h\" }"),
-    );
-    let app = Running::start(env).await;
-    let first = created(&app, firing("budget-1")).await;
-    app.wait_for(&first, "the first run", settled).await;
-    let second = created(&app, firing("budget-2")).await;
-    let detail = app
-        .wait_for(&second, "the refusal", |d| job_states(d) == ["skipped"])
-        .await;
-    assert!(detail["runs"].as_array().unwrap().is_empty());
-    let timeline = kinds(&detail);
-    assert!(
-        timeline.contains(&"budget-exhausted".to_owned()),
-        "{timeline:?}"
-    );
-    assert_eq!(timeline.last().unwrap(), "escalated");
-    let (_, runbooks) = app.get("/api/runbooks").await;
-    assert_eq!(
-        runbooks["runbooks"][0]["budget"],
-        json!({"count": 1, "per": "1h", "used": 1})
-    );
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_bad_policy_on_reload_is_refused_and_the_last_good_version_serves() {
     let env = Env::new();
     let policy = env.policy("probe", "probe", &probe_policy("diagnose", ""));
@@ -764,93 +374,6 @@ async fn a_bad_policy_on_reload_is_refused_and_the_last_good_version_serves() {
     let id = created(&app, firing("reload")).await;
     let detail = app.wait_for(&id, "the run", settled).await;
     assert_eq!(detail["runs"][0]["outcome"], "diagnosed");
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_api_lists_filters_pages_and_documents_itself() {
-    let env = Env::new();
-    let app = Running::start(env).await;
-    for n in 0..5 {
-        created(&app, firing(&format!("list-{n}"))).await;
-    }
-    let (_, page) = app.get("/api/incidents?limit=2").await;
-    assert_eq!(page["incidents"].as_array().unwrap().len(), 2);
-    let next = page["next"].as_str().unwrap().to_owned();
-    let (_, rest) = app
-        .get(&format!("/api/incidents?limit=10&before={next}"))
-        .await;
-    assert_eq!(rest["incidents"].as_array().unwrap().len(), 3);
-    assert!(rest["next"].is_null());
-    let (status, error) = app.get("/api/incidents?limit=10&before=INC-GONE0000").await;
-    assert_eq!(
-        status,
-        StatusCode::BAD_REQUEST,
-        "an unknown cursor is not page 1"
-    );
-    assert!(
-        error["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("before: no incident \"INC-GONE0000\""),
-        "{error}"
-    );
-    let (_, open) = app.get("/api/incidents?status=open&since=1h").await;
-    assert_eq!(open["incidents"].as_array().unwrap().len(), 5);
-    let (status, error) = app.get("/api/incidents?status=closed").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(
-        error["error"],
-        "status: \"closed\" is not one of open, acknowledged, mitigated, resolved"
-    );
-    let (status, _) = app.get("/api/incidents/INC-00000000").await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-
-    // No runbook applies: escalated straight away, and the timeline says why.
-    let id = open["incidents"][0]["id"].as_str().unwrap();
-    let detail = app.incident(id).await;
-    assert_eq!(kinds(&detail), ["created", "escalated"]);
-    assert_eq!(
-        detail["timeline"][1]["message"],
-        "no runbook matches this alert: manual response needed"
-    );
-    let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
-    assert_eq!(status, StatusCode::OK);
-    let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    let (status, _) = app.post(&format!("/api/incidents/{id}/resolve"), "").await;
-    assert_eq!(status, StatusCode::OK);
-    let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
-    assert!(
-        markdown
-            .as_str()
-            .unwrap()
-            .contains("| acknowledged | acknowledged by api |")
-    );
-
-    // Every path in the OpenAPI document is routed.
-    let (_, document) = app.get("/api/openapi.json").await;
-    for (path, operations) in document["paths"].as_object().unwrap() {
-        let concrete = path
-            .replace("{id}/{action}", &format!("{id}/ack"))
-            .replace("{id}", id);
-        for method in operations.as_object().unwrap().keys() {
-            let request = match method.as_str() {
-                "get" => app.client.get(format!("{}{concrete}", app.base)),
-                _ => app
-                    .client
-                    .post(format!("{}{concrete}", app.base))
-                    .body("{}"),
-            };
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let body = response.text().await.unwrap();
-            assert!(
-                !body.contains("no such route") && status != StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path} is documented but not served"
-            );
-        }
-    }
     app.stop().await;
 }
 
@@ -1132,82 +655,565 @@ fn serving_off_loopback_without_credentials_is_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn grafana_and_generic_senders_open_and_resolve_incidents() {
-    let mut env = Env::new();
-    env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
-    let app = Running::start(env).await;
-    // Grafana unified alerting's webhook body: the Alertmanager shape plus its own fields.
-    let grafana = |status: &str| {
-        json!({
-            "receiver": "quell", "status": status, "orgId": 1, "version": "1",
-            "state": if status == "firing" { "alerting" } else { "ok" },
-            "title": "[FIRING:1] DiskFull", "message": "rendered", "groupKey": "{}:{}",
-            "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
-            "externalURL": "http://grafana:3000/",
-            "alerts": [{
-                "status": status,
-                "labels": {"alertname": "DiskFull", "grafana_folder": "infra", "severity": "high"},
-                "annotations": {"summary": "disk almost full"},
-                "startsAt": "2026-11-24T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://grafana/alerting/grafana/abc/view",
-                "fingerprint": "3f2a9c0d1e4b5a67", "silenceURL": "", "dashboardURL": "",
-                "panelURL": "", "values": {"B": 97.5, "C": 1}, "valueString": "[ var='B' ]"
-            }]
-        })
-        .to_string()
-    };
-    let (status, answer) = app.post("/webhooks/grafana", grafana("firing")).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
-    let detail = app.incident(&id).await;
-    assert_eq!(detail["source"], "grafana");
-    assert_eq!(detail["severity"], "high");
-    assert_eq!(detail["title"], "disk almost full");
-    let (_, answer) = app.post("/webhooks/grafana", grafana("resolved")).await;
-    assert_eq!(
-        answer["alerts"][0],
-        json!({"action": "resolved", "incident": id})
-    );
+// Shared behaviour: each runs on SQLite and on a real PostgreSQL server.
+crate::harness::on_both_backends! {
+    async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
+        let env = Env::new();
+        env.policy("probe", "probe", &probe_policy("diagnose", ""));
+        let app = Running::start(env).await;
+        let body = firing("a1");
+        let sends = (0..5).map(|_| app.post("/webhooks/alertmanager", body.clone()));
+        let answers = futures_util::future::join_all(sends).await;
+        let mut actions: Vec<String> = answers
+            .iter()
+            .map(|(status, answer)| {
+                assert_eq!(*status, StatusCode::OK, "{answer}");
+                answer["alerts"][0]["action"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        actions.sort();
+        assert_eq!(
+            actions,
+            ["created", "re-fired", "re-fired", "re-fired", "re-fired"]
+        );
 
-    let generic = json!({
-        "dedup_key": "queue-billing", "title": "Queue backed up", "severity": "critical",
-        "labels": {"service": "billing"}
-    });
-    let (status, answer) = app.post("/webhooks/generic", generic.to_string()).await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
-    let detail = app.incident(&id).await;
-    assert_eq!(
-        (detail["source"].as_str(), detail["fingerprint"].as_str()),
-        (Some("generic"), Some("queue-billing"))
-    );
-    assert_eq!(detail["title"], "Queue backed up");
-    let (status, answer) = app
-        .post(
-            "/webhooks/generic",
-            json!({"dedup_key": "queue-billing", "status": "resolved"}).to_string(),
+        let incidents = app.incidents().await;
+        assert_eq!(incidents.len(), 1, "{incidents:#?}");
+        let id = incidents[0]["id"].as_str().unwrap();
+        assert_eq!(incidents[0]["fired"], 5);
+        let detail = app.wait_for(id, "the diagnosis", settled).await;
+        let runs = detail["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "one run for five deliveries: {detail:#}");
+        assert_eq!(runs[0]["outcome"], "diagnosed");
+        assert_eq!(
+            kinds(&detail).iter().filter(|k| *k == "re-fired").count(),
+            4
+        );
+        // Mode diagnose: the findings go to a human.
+        assert!(kinds(&detail).contains(&"escalated".to_owned()));
+        app.stop().await;
+    }
+
+    async fn firing_firing_resolved_firing_makes_two_episodes() {
+        let mut env = Env::new();
+        env.policy("probe", "probe", &probe_policy("diagnose", ""));
+        // Reopening is off: a new startsAt after resolution is a new incident.
+        env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
+        let app = Running::start(env).await;
+        let first = created(&app, firing("ep")).await;
+        let again = app.post("/webhooks/alertmanager", firing("ep")).await;
+        assert_eq!(
+            again.1["alerts"][0],
+            json!({"action": "re-fired", "incident": first})
+        );
+        // Let the runbook diagnose it first, so the post-mortem has a diagnosis.
+        app.wait_for(&first, "the diagnosis", |d| {
+            settled(d) && !d["runs"].as_array().unwrap().is_empty()
+        })
+        .await;
+        let resolved = payload("resolved", "ep", "2026-11-24T03:00:00.51Z", json!({}));
+        let answer = app.post("/webhooks/alertmanager", resolved.clone()).await;
+        assert_eq!(
+            answer.1["alerts"][0],
+            json!({"action": "resolved", "incident": first})
+        );
+        // A duplicate resolved changes nothing.
+        let answer = app.post("/webhooks/alertmanager", resolved).await;
+        assert_eq!(answer.1["alerts"][0]["action"], "stale");
+        let next = payload(
+            "firing",
+            "ep",
+            "2026-11-24T05:00:00Z",
+            json!({"summary": "again"}),
+        );
+        let second = created(&app, next).await;
+        assert_ne!(
+            first, second,
+            "a new startsAt after resolution opens a new episode"
+        );
+        // A late re-send of the first episode's firing alert does not reopen it.
+        let late = app.post("/webhooks/alertmanager", firing("ep")).await;
+        assert_eq!(late.1["alerts"][0]["action"], "re-fired");
+        assert_eq!(late.1["alerts"][0]["incident"], second.as_str());
+
+        let one = app.incident(&first).await;
+        assert_eq!(one["status"], "resolved");
+        let timeline = kinds(&one);
+        let at = |kind: &str| timeline.iter().position(|k| k == kind).unwrap();
+        assert!(
+            at("created") < at("re-fired") && at("re-fired") < at("resolved"),
+            "{timeline:?}"
+        );
+        assert_eq!(timeline.last().unwrap(), "resolved", "{timeline:?}");
+        let two = app.incident(&second).await;
+        assert_eq!(two["status"], "open");
+        assert_eq!(two["title"], "again");
+        assert_eq!(app.incidents().await.len(), 2);
+        // The post-mortem draft of the resolved episode is written to the configured dir.
+        let dir = app.env.dir.path().join("postmortems");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let draft = loop {
+            // Only the finished file: the draft is written to a temporary name and renamed.
+            let found = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.contains(&first) && name.ends_with(".md")
+                });
+            if let Some(entry) = found {
+                break std::fs::read_to_string(entry.path()).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no post-mortem in {}",
+                dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for section in [
+            &format!("# Post-Mortem: {first}"),
+            "## Summary",
+            "## Timeline",
+            "## Diagnosis",
+            "### probe (sha256",
+            "mode diagnose",
+            "## Root Cause",
+            "## What Went Well",
+            "## Action Items",
+            "| resolved | the alert resolved |",
+        ] {
+            assert!(draft.contains(section), "missing {section:?} in:\n{draft}");
+        }
+        app.stop().await;
+    }
+
+    async fn a_resolution_keeps_when_the_sender_says_it_ended_beside_when_it_arrived() {
+        let app = Running::start(Env::new()).await;
+        let id = created(&app, firing("ended")).await;
+        let resolved = payload("resolved", "ended", "2026-11-24T03:00:00.51Z", json!({}));
+        let (status, _) = app.post("/webhooks/alertmanager", resolved).await;
+        assert_eq!(status, StatusCode::OK);
+        let detail = app.incident(&id).await;
+        assert_eq!(detail["ended_at"], "2026-11-24T04:00:00.000Z", "{detail}");
+        assert_ne!(
+            detail["resolved_at"], detail["ended_at"],
+            "the arrival is kept beside it"
+        );
+        let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
+        let markdown = markdown.as_str().unwrap();
+        assert!(
+            markdown.contains("- **Duration:** 60 minutes"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("- **Ended (as the sender says):** 2026-11-24T04:00:00.000Z"),
+            "{markdown}"
+        );
+        app.stop().await;
+    }
+
+    async fn a_flapping_alert_reopens_its_incident_within_the_window() {
+        let env = Env::new();
+        let app = Running::start(env).await;
+        let first = created(&app, firing("flap")).await;
+        let resolved = payload("resolved", "flap", "2026-11-24T03:00:00.51Z", json!({}));
+        app.post("/webhooks/alertmanager", resolved).await;
+        let next = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
+        let (_, answer) = app.post("/webhooks/alertmanager", next).await;
+        assert_eq!(
+            answer["alerts"][0],
+            json!({"action": "reopened", "incident": first})
+        );
+        let detail = app.incident(&first).await;
+        assert_eq!(detail["status"], "open");
+        assert!(kinds(&detail).contains(&"reopened".to_owned()));
+        assert_eq!(app.incidents().await.len(), 1);
+        // It resolves again; a late re-send of the episode that reopened it changes nothing.
+        let resolved = payload("resolved", "flap", "2026-11-24T03:10:00Z", json!({}));
+        let (_, answer) = app.post("/webhooks/alertmanager", resolved).await;
+        assert_eq!(answer["alerts"][0]["action"], "resolved");
+        let late = payload("firing", "flap", "2026-11-24T03:10:00Z", json!({}));
+        let (_, answer) = app.post("/webhooks/alertmanager", late).await;
+        assert_eq!(
+            answer["alerts"][0],
+            json!({"action": "stale", "incident": first})
+        );
+        assert_eq!(app.incident(&first).await["status"], "resolved");
+        assert_eq!(app.incidents().await.len(), 1);
+        app.stop().await;
+    }
+
+    async fn approval_runs_the_plan_once_and_unapproved_plans_expire() {
+        let mut env = Env::new();
+        env.policy("probe", "probe", &probe_policy("approve", ""));
+        // Long enough that no click races the expiry; the expiry case moves its own deadline.
+        env.config.pipeline.approval_timeout = HumanDuration(Duration::from_secs(3600));
+        let app = Running::start(env).await;
+
+        let id = created(&app, firing("approve")).await;
+        app.wait_for(&id, "the plan to await approval", |d| {
+            job_states(d) == ["awaiting_approval"]
+        })
+        .await;
+        let (status, answer) = app
+            .post(
+                &format!("/api/incidents/{id}/approve"),
+                r#"{"by": "alice"}"#,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["runbooks"], json!(["probe"]));
+        let (status, answer) = app.post(&format!("/api/incidents/{id}/approve"), "").await;
+        assert_eq!(
+            status,
+            StatusCode::CONFLICT,
+            "a second click decides nothing"
+        );
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .contains("awaits approval")
+        );
+        let detail = app
+            .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
+            .await;
+        let phases = phases(&detail);
+        assert_eq!(phases, ["diagnose", "remediate"]);
+        let timeline = kinds(&detail);
+        let approved = timeline.iter().position(|k| k == "approved").unwrap();
+        let remediated = timeline.iter().position(|k| k == "remediated").unwrap();
+        assert!(approved < remediated, "{timeline:?}");
+        assert_eq!(detail["remediated"], true);
+
+        // Nobody approves the next one: it expires and escalates.
+        let other = created(&app, firing("expire")).await;
+        app.wait_for(&other, "the plan to await approval", |d| {
+            job_states(d) == ["awaiting_approval"]
+        })
+        .await;
+        let due = app.db_exec(
+            "UPDATE jobs SET expires_ms = 0 WHERE incident_id = ?1 AND state = 'awaiting_approval'",
+            &other,
+        );
+        assert_eq!(due, 1, "the approval window has passed");
+        let detail = app
+            .wait_for(&other, "the approval to expire", |d| {
+                job_states(d) == ["expired"]
+            })
+            .await;
+        let timeline = kinds(&detail);
+        assert!(
+            timeline.contains(&"approval-expired".to_owned()),
+            "{timeline:?}"
+        );
+        assert_eq!(timeline.last().unwrap(), "escalated");
+        assert_eq!(detail["escalated"], true);
+        assert_eq!(
+            detail["runs"].as_array().unwrap().len(),
+            1,
+            "never remediated"
+        );
+
+        // Rejection ends the plan without running it.
+        let third = created(&app, firing("reject")).await;
+        app.wait_for(&third, "the plan", |d| {
+            job_states(d) == ["awaiting_approval"]
+        })
+        .await;
+        let (status, _) = app
+            .post(&format!("/api/incidents/{third}/reject"), "")
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let detail = app.incident(&third).await;
+        assert_eq!(job_states(&detail), ["rejected"]);
+        app.stop().await;
+    }
+
+    async fn a_plan_queued_without_approval_waits_when_the_policy_requires_it() {
+        let env = Env::new();
+        env.policy("probe", "probe", &probe_policy("approve", ""));
+        let app = Running::start(env).await;
+        let id = created(&app, firing("requeued")).await;
+        app.wait_for(&id, "the plan to await approval", |d| {
+            job_states(d) == ["awaiting_approval"]
+        })
+        .await;
+        // What auto mode leaves behind when the policy changes to approve before the worker
+        // gets to it: the remediation queued with nobody's approval.
+        let flipped = app.db_exec(
+            "UPDATE jobs SET state = 'queued', run_at_ms = 0 WHERE incident_id = ?1 AND decided_by IS NULL",
+            &id,
+        );
+        assert_eq!(flipped, 1);
+        let detail = app
+            .wait_for(&id, "the plan sent back for approval", |d| {
+                job_states(d) == ["awaiting_approval"]
+                    && d["timeline"].as_array().unwrap().iter().any(|e| {
+                        e["message"] == "probe's policy now says mode approve: the plan awaits approval"
+                    })
+            })
+            .await;
+        assert_eq!(
+            detail["runs"].as_array().unwrap().len(),
+            1,
+            "not remediated"
+        );
+        app.post(
+            &format!("/api/incidents/{id}/approve"),
+            r#"{"by": "alice"}"#,
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["alerts"][0]["action"], "resolved");
-    // Without a starts_at it fires again later: a new incident, not a dropped alert.
-    let (_, answer) = app.post("/webhooks/generic", generic.to_string()).await;
-    assert_eq!(answer["alerts"][0]["action"], "created", "{answer}");
-    assert_ne!(answer["alerts"][0]["incident"], id.as_str());
-    let (status, answer) = app
-        .post("/webhooks/generic", json!({"title": "no key"}).to_string())
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "kept as a dead letter, and a failure the sender shows: {answer}"
-    );
-    assert!(
-        answer["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("dedup_key (at /dedup_key) is required")
-    );
-    app.stop().await;
+        let detail = app
+            .wait_for(&id, "the approved remediation", |d| {
+                job_states(d) == ["done"]
+            })
+            .await;
+        assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
+        app.stop().await;
+    }
+
+    async fn the_pause_switch_holds_remediation_but_not_diagnosis() {
+        let env = Env::new();
+        env.policy("probe", "probe", &probe_policy("auto", ""));
+        let app = Running::start(env).await;
+        let (status, _) = app.post("/api/remediation", r#"{"paused": true}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(app.get("/api/remediation").await.1, json!({"paused": true}));
+
+        let id = created(&app, firing("paused")).await;
+        let detail = app
+            .wait_for(&id, "the held plan", |d| {
+                job_states(d) == ["awaiting_approval"]
+            })
+            .await;
+        assert_eq!(
+            detail["runs"].as_array().unwrap().len(),
+            1,
+            "diagnosed only"
+        );
+        assert!(
+            detail["timeline"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["message"] == "remediation is paused: the plan awaits approval"),
+            "{detail:#}"
+        );
+        // Approving during the pause still does not remediate.
+        app.post(&format!("/api/incidents/{id}/approve"), "").await;
+        let detail = app
+            .wait_for(&id, "the plan held again", |d| {
+                job_states(d) == ["awaiting_approval"] && kinds(d).contains(&"paused".to_owned())
+            })
+            .await;
+        assert_eq!(detail["runs"].as_array().unwrap().len(), 1);
+
+        let (status, _) = app.post("/api/remediation", r#"{"paused": false}"#).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app.post("/api/remediation", r#"{"pause": false}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        app.post(&format!("/api/incidents/{id}/approve"), "").await;
+        let detail = app
+            .wait_for(&id, "the remediation", |d| job_states(d) == ["done"])
+            .await;
+        assert_eq!(detail["runs"].as_array().unwrap().len(), 2);
+        app.stop().await;
+    }
+
+    async fn an_exhausted_run_budget_escalates_instead_of_running() {
+        let env = Env::new();
+        env.policy(
+            "probe",
+            "probe",
+            &probe_policy("diagnose", "max_runs = { count = 1, per = \"1h\" }"),
+        );
+        let app = Running::start(env).await;
+        let first = created(&app, firing("budget-1")).await;
+        app.wait_for(&first, "the first run", settled).await;
+        let second = created(&app, firing("budget-2")).await;
+        let detail = app
+            .wait_for(&second, "the refusal", |d| job_states(d) == ["skipped"])
+            .await;
+        assert!(detail["runs"].as_array().unwrap().is_empty());
+        let timeline = kinds(&detail);
+        assert!(
+            timeline.contains(&"budget-exhausted".to_owned()),
+            "{timeline:?}"
+        );
+        assert_eq!(timeline.last().unwrap(), "escalated");
+        let (_, runbooks) = app.get("/api/runbooks").await;
+        assert_eq!(
+            runbooks["runbooks"][0]["budget"],
+            json!({"count": 1, "per": "1h", "used": 1})
+        );
+        app.stop().await;
+    }
+
+    async fn the_api_lists_filters_pages_and_documents_itself() {
+        let env = Env::new();
+        let app = Running::start(env).await;
+        for n in 0..5 {
+            created(&app, firing(&format!("list-{n}"))).await;
+        }
+        let (_, page) = app.get("/api/incidents?limit=2").await;
+        assert_eq!(page["incidents"].as_array().unwrap().len(), 2);
+        let next = page["next"].as_str().unwrap().to_owned();
+        let (_, rest) = app
+            .get(&format!("/api/incidents?limit=10&before={next}"))
+            .await;
+        assert_eq!(rest["incidents"].as_array().unwrap().len(), 3);
+        assert!(rest["next"].is_null());
+        let (status, error) = app.get("/api/incidents?limit=10&before=INC-GONE0000").await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "an unknown cursor is not page 1"
+        );
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("before: no incident \"INC-GONE0000\""),
+            "{error}"
+        );
+        let (_, open) = app.get("/api/incidents?status=open&since=1h").await;
+        assert_eq!(open["incidents"].as_array().unwrap().len(), 5);
+        let (status, error) = app.get("/api/incidents?status=closed").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            error["error"],
+            "status: \"closed\" is not one of open, acknowledged, mitigated, resolved"
+        );
+        let (status, _) = app.get("/api/incidents/INC-00000000").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // No runbook applies: escalated straight away, and the timeline says why.
+        let id = open["incidents"][0]["id"].as_str().unwrap();
+        let detail = app.incident(id).await;
+        assert_eq!(kinds(&detail), ["created", "escalated"]);
+        assert_eq!(
+            detail["timeline"][1]["message"],
+            "no runbook matches this alert: manual response needed"
+        );
+        let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = app.post(&format!("/api/incidents/{id}/ack"), "").await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        let (status, _) = app.post(&format!("/api/incidents/{id}/resolve"), "").await;
+        assert_eq!(status, StatusCode::OK);
+        let (_, markdown) = app.get(&format!("/api/incidents/{id}/postmortem")).await;
+        assert!(
+            markdown
+                .as_str()
+                .unwrap()
+                .contains("| acknowledged | acknowledged by api |")
+        );
+
+        // Every path in the OpenAPI document is routed.
+        let (_, document) = app.get("/api/openapi.json").await;
+        for (path, operations) in document["paths"].as_object().unwrap() {
+            let concrete = path
+                .replace("{id}/{action}", &format!("{id}/ack"))
+                .replace("{id}", id);
+            for method in operations.as_object().unwrap().keys() {
+                let request = match method.as_str() {
+                    "get" => app.client.get(format!("{}{concrete}", app.base)),
+                    _ => app
+                        .client
+                        .post(format!("{}{concrete}", app.base))
+                        .body("{}"),
+                };
+                let response = request.send().await.unwrap();
+                let status = response.status();
+                let body = response.text().await.unwrap();
+                assert!(
+                    !body.contains("no such route") && status != StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path} is documented but not served"
+                );
+            }
+        }
+        app.stop().await;
+    }
+
+    async fn grafana_and_generic_senders_open_and_resolve_incidents() {
+        let mut env = Env::new();
+        env.config.pipeline.reopen_window = HumanDuration(Duration::ZERO);
+        let app = Running::start(env).await;
+        // Grafana unified alerting's webhook body: the Alertmanager shape plus its own fields.
+        let grafana = |status: &str| {
+            json!({
+                "receiver": "quell", "status": status, "orgId": 1, "version": "1",
+                "state": if status == "firing" { "alerting" } else { "ok" },
+                "title": "[FIRING:1] DiskFull", "message": "rendered", "groupKey": "{}:{}",
+                "truncatedAlerts": 0, "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                "externalURL": "http://grafana:3000/",
+                "alerts": [{
+                    "status": status,
+                    "labels": {"alertname": "DiskFull", "grafana_folder": "infra", "severity": "high"},
+                    "annotations": {"summary": "disk almost full"},
+                    "startsAt": "2026-11-24T03:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                    "generatorURL": "http://grafana/alerting/grafana/abc/view",
+                    "fingerprint": "3f2a9c0d1e4b5a67", "silenceURL": "", "dashboardURL": "",
+                    "panelURL": "", "values": {"B": 97.5, "C": 1}, "valueString": "[ var='B' ]"
+                }]
+            })
+            .to_string()
+        };
+        let (status, answer) = app.post("/webhooks/grafana", grafana("firing")).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+        let detail = app.incident(&id).await;
+        assert_eq!(detail["source"], "grafana");
+        assert_eq!(detail["severity"], "high");
+        assert_eq!(detail["title"], "disk almost full");
+        let (_, answer) = app.post("/webhooks/grafana", grafana("resolved")).await;
+        assert_eq!(
+            answer["alerts"][0],
+            json!({"action": "resolved", "incident": id})
+        );
+
+        let generic = json!({
+            "dedup_key": "queue-billing", "title": "Queue backed up", "severity": "critical",
+            "labels": {"service": "billing"}
+        });
+        let (status, answer) = app.post("/webhooks/generic", generic.to_string()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let id = answer["alerts"][0]["incident"].as_str().unwrap().to_owned();
+        let detail = app.incident(&id).await;
+        assert_eq!(
+            (detail["source"].as_str(), detail["fingerprint"].as_str()),
+            (Some("generic"), Some("queue-billing"))
+        );
+        assert_eq!(detail["title"], "Queue backed up");
+        let (status, answer) = app
+            .post(
+                "/webhooks/generic",
+                json!({"dedup_key": "queue-billing", "status": "resolved"}).to_string(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["alerts"][0]["action"], "resolved");
+        // Without a starts_at it fires again later: a new incident, not a dropped alert.
+        let (_, answer) = app.post("/webhooks/generic", generic.to_string()).await;
+        assert_eq!(answer["alerts"][0]["action"], "created", "{answer}");
+        assert_ne!(answer["alerts"][0]["incident"], id.as_str());
+        let (status, answer) = app
+            .post("/webhooks/generic", json!({"title": "no key"}).to_string())
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kept as a dead letter, and a failure the sender shows: {answer}"
+        );
+        assert!(
+            answer["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("dedup_key (at /dedup_key) is required")
+        );
+        app.stop().await;
+    }
 }

@@ -8,6 +8,7 @@ use quell::config::{Config, HumanDuration};
 use quell::incident::Incident;
 use quell::sandbox::{LoadedRunbook, Runtime};
 use quell_tests::kube_sim::KubeSim;
+use quell_tests::postgres::Postgres;
 use quell_tests::sshd::Sshd;
 
 /// The workspace root.
@@ -44,11 +45,55 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
-/// One test's world: a temp dir and a host configuration.
+/// One test's world: a temp dir, a host configuration and, for a test on PostgreSQL, its
+/// server.
 pub struct Env {
     pub dir: tempfile::TempDir,
     pub config: Config,
+    pub postgres: Option<std::sync::Arc<Postgres>>,
 }
+
+/// What `Env::new()` means inside the PostgreSQL half of [`on_both_backends!`]: the same
+/// world, its database a real PostgreSQL server of its own.
+pub struct OnPostgres;
+
+impl OnPostgres {
+    // Named `new` on purpose: it stands in for `Env::new` in the tests' bodies.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Env {
+        let mut env = Env::new();
+        let server = Postgres::start().expect("PostgreSQL starts (scripts/setup.sh installs it)");
+        env.config.database.url = Some(server.url());
+        env.postgres = Some(std::sync::Arc::new(server));
+        env
+    }
+}
+
+/// Runs each test twice, as `sqlite::name` and `postgres::name`: in the second, `Env::new()`
+/// in the test's body gives an `Env` on PostgreSQL ([`OnPostgres`]).
+macro_rules! on_both_backends {
+    ($(async fn $name:ident() $body:block)*) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() $body
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use crate::harness::OnPostgres as Env;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() $body
+            )*
+        }
+    };
+}
+pub(crate) use on_both_backends;
 
 impl Env {
     pub fn new() -> Env {
@@ -61,7 +106,11 @@ impl Env {
             "health-token".to_owned(),
             "Bearer test-token-value".to_owned(),
         );
-        Env { dir, config }
+        Env {
+            dir,
+            config,
+            postgres: None,
+        }
     }
 
     /// Points kubectl at the simulator.
