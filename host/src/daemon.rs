@@ -192,7 +192,7 @@ impl Daemon {
             );
             self.workers.abort_all();
             while self.workers.join_next().await.is_some() {}
-            let recovery = self.state.store.recover().await?;
+            let recovery = self.state.store.recover_own().await?;
             self.state
                 .metrics
                 .escalations

@@ -23,6 +23,7 @@ mod migrate;
 mod outbox;
 mod postgres;
 mod queries;
+mod replicas;
 mod runs;
 mod slack;
 mod sqlite;
@@ -35,7 +36,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
-pub use jobs::{Decision, Job, Pruned, Recovery};
+pub use jobs::{Decision, Job, Pruned, Recovery, Scope};
 pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, DigestBatch, Due, Routing, Settlement, UNROUTED_PAGE};
 pub use queries::{
@@ -140,6 +141,10 @@ impl Hub {
 pub struct Store {
     db: backend::Backend,
     hub: Arc<Hub>,
+    /// This replica, as the owner of the jobs it runs.
+    me: Arc<str>,
+    /// How long a claimed job stays this replica's without a renewal.
+    lease_ms: i64,
 }
 
 impl Store {
@@ -155,18 +160,22 @@ impl Store {
     /// SQLite file. Either way its schema is brought up to date, and a database a newer
     /// Quell wrote is refused.
     pub async fn connect(config: &crate::config::DatabaseConfig) -> anyhow::Result<Self> {
-        match &config.url {
-            Some(url) => Ok(Self::on(backend::Backend::Postgres(
+        let mut store = match &config.url {
+            Some(url) => Self::on(backend::Backend::Postgres(
                 postgres::Postgres::connect(url, config.pool_size).await?,
-            ))),
-            None => Self::open(&config.path, config.busy_timeout.0),
-        }
+            )),
+            None => Self::open(&config.path, config.busy_timeout.0)?,
+        };
+        store.lease_ms = i64::try_from(config.lease.0.as_millis()).unwrap_or(i64::MAX);
+        Ok(store)
     }
 
     fn on(db: backend::Backend) -> Self {
         Self {
             db,
             hub: Arc::new(Hub::default()),
+            me: replicas::identity().into(),
+            lease_ms: 30_000,
         }
     }
 
@@ -270,26 +279,6 @@ impl Store {
         Ok(expired)
     }
 
-    /// A job whose end could not be recorded, while the daemon goes on: a diagnosis or
-    /// verification is queued again, a remediation marked interrupted and escalated (never
-    /// re-run), as after a crash; its targets are let go.
-    pub async fn recover_job(&self, job: i64) -> Result<Recovery, StoreError> {
-        let recovery = self
-            .db
-            .write(move |conn| jobs::recover(conn, Some(job)))
-            .await?;
-        self.hub.ring(true);
-        Ok(recovery)
-    }
-
-    /// After a crash (or a shutdown that ran out of time): diagnoses that were running are
-    /// queued again, remediations are marked interrupted and escalated, never re-run.
-    pub async fn recover(&self) -> Result<Recovery, StoreError> {
-        let recovery = self.db.write(|conn| jobs::recover(conn, None)).await?;
-        self.hub.ring(recovery.requeued > 0);
-        Ok(recovery)
-    }
-
     /// Deletes deliveries received before `inbox_before_ms` and incidents resolved before
     /// `incidents_before_ms`, with everything that hangs off them.
     pub async fn prune(
@@ -303,11 +292,6 @@ impl Store {
     }
 
     // The job queue and runs.
-
-    /// Claims the oldest ready job.
-    pub async fn claim_job(&self) -> Result<Option<Job>, StoreError> {
-        self.db.write(jobs::claim).await
-    }
 
     /// Adds one capability call to a started run, as it is made; returns the call's id.
     pub async fn journal_call(

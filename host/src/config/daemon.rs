@@ -53,6 +53,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     /// Connections each replica keeps to PostgreSQL.
     pub pool_size: usize,
+    /// How long a job a replica claimed stays its own without a renewal (renewed every
+    /// second). A replica that dies has its running work taken over this long after.
+    pub lease: HumanDuration,
     /// The SQLite file (WAL mode, `synchronous=FULL`); created with its directory.
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process before the request is
@@ -65,6 +68,7 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             pool_size: 16,
+            lease: HumanDuration(Duration::from_secs(30)),
             path: PathBuf::from(".quell/quell.db"),
             busy_timeout: HumanDuration(Duration::from_secs(5)),
         }
@@ -77,6 +81,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
+            .field("lease", &self.lease)
             .field("path", &self.path)
             .field("busy_timeout", &self.busy_timeout)
             .finish()

@@ -32,9 +32,25 @@ impl Pipeline {
         }
     }
 
-    /// Expires plans nobody approved in time, every [`POLL`].
+    /// Expires plans nobody approved in time, every [`POLL`]. On a shared database it also
+    /// renews this replica's leases and takes over the work of replicas whose lease lapsed.
     pub(super) async fn expire_approvals(&self, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
+            if let Err(e) = self.store.renew_leases().await {
+                warn!(error = %e, "cannot renew this replica's job leases");
+            }
+            match self.store.sweep_lapsed().await {
+                Ok(taken) if taken.requeued + taken.interrupted > 0 => {
+                    self.metrics.escalations.inc_by(taken.interrupted as u64);
+                    warn!(
+                        requeued = taken.requeued,
+                        interrupted = taken.interrupted,
+                        "took over the work of a replica whose lease lapsed"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "cannot take over lapsed work"),
+            }
             match self.store.expire_approvals().await {
                 Ok(n) if n > 0 => {
                     self.metrics.escalations.inc_by(n as u64);

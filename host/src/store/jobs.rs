@@ -77,14 +77,15 @@ pub(super) fn enqueue(
 /// verification of its incident is queued or running, while another remediation of it runs,
 /// and while a plan ahead of it (lower priority, then runbook name, then alert) is queued or
 /// waiting for approval.
-pub(super) fn claim(tx: &dyn Tx) -> Result<Option<Job>, StoreError> {
+pub(super) fn claim(tx: &dyn Tx, owner: &str, lease_ms: i64) -> Result<Option<Job>, StoreError> {
     let (at, ms) = now();
     // The state is checked again on the row itself: on PostgreSQL a second claimer that
     // waited for this row's lock sees it running and claims nothing, and `SKIP LOCKED` sends
     // it on to the next ready job instead of waiting at all.
     tx.query_opt(
         &format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2,
+             owner = ?3, lease_until_ms = ?4
          WHERE state = 'queued' AND id = (
              SELECT j.id FROM jobs j
              WHERE j.state = 'queued' AND j.run_at_ms <= ?1
@@ -102,7 +103,7 @@ pub(super) fn claim(tx: &dyn Tx) -> Result<Option<Job>, StoreError> {
              verifications, alert",
             tx.dialect().skip_locked()
         ),
-        &[&ms, &at],
+        &[&ms, &at, &owner, &(ms + lease_ms)],
         |row| {
             let phase: String = row.get(3)?;
             Ok(Job {
@@ -337,19 +338,31 @@ pub struct Recovery {
 /// After a crash (or a shutdown that ran out of time): what was running is requeued when
 /// it is safe to run again, and escalated otherwise. With `only`, that one job (whose end
 /// could not be recorded), if it is still running.
-pub(super) fn recover(tx: &dyn Tx, only: Option<i64>) -> Result<Recovery, StoreError> {
+pub(super) fn recover(tx: &dyn Tx, scope: &Scope) -> Result<Recovery, StoreError> {
     let (at, ms) = now();
-    let halt = if only.is_some() {
-        Halt::Unrecorded
-    } else {
-        Halt::Stopped
+    let halt = match scope {
+        Scope::Job(_) => Halt::Unrecorded,
+        Scope::All | Scope::Owner(_) | Scope::Lapsed => Halt::Stopped,
     };
+    let (job, owner, lapsed) = match scope {
+        Scope::Job(id) => (Some(*id), None, None),
+        Scope::All => (None, None, None),
+        Scope::Owner(owner) => (None, Some(owner.as_str()), None),
+        Scope::Lapsed => (None, None, Some(ms)),
+    };
+    // ?3 one job, ?4 one owner's, ?5 those whose lease ended by then (or that never had one:
+    // claimed before leases existed); all NULL: every running job.
+    let scoped = "(CAST(?3 AS BIGINT) IS NULL OR id = ?3)
+           AND (CAST(?4 AS TEXT) IS NULL OR owner = ?4)
+           AND (CAST(?5 AS BIGINT) IS NULL OR lease_until_ms IS NULL OR lease_until_ms <= ?5)";
     let requeued_jobs: Vec<(i64, String, String)> = tx.query_vec(
-        "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2
-         WHERE state = 'running' AND phase IN ('diagnose', 'verify')
-           AND (CAST(?3 AS BIGINT) IS NULL OR id = ?3)
-         RETURNING id, incident_id, runbook",
-        &[&ms, &at, &only],
+        &format!(
+            "UPDATE jobs SET state = 'queued', run_at_ms = ?1, updated_at = ?2, owner = NULL,
+                 lease_until_ms = NULL
+             WHERE state = 'running' AND phase IN ('diagnose', 'verify') AND {scoped}
+             RETURNING id, incident_id, runbook"
+        ),
+        &[&ms, &at, &job, &owner, &lapsed],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
     for (id, incident, runbook) in &requeued_jobs {
@@ -362,10 +375,14 @@ pub(super) fn recover(tx: &dyn Tx, only: Option<i64>) -> Result<Recovery, StoreE
         )?;
     }
     let interrupted_jobs: Vec<(i64, String, String)> = tx.query_vec(
-        "UPDATE jobs SET state = 'interrupted', updated_at = ?1
-         WHERE state = 'running' AND phase = 'remediate' AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2)
-         RETURNING id, incident_id, runbook",
-        &[&at, &only],
+        &format!(
+            "UPDATE jobs SET state = 'interrupted', updated_at = ?2, owner = NULL,
+                 lease_until_ms = NULL
+             WHERE state = 'running' AND phase = 'remediate' AND CAST(?1 AS BIGINT) IS NOT NULL
+               AND {scoped}
+             RETURNING id, incident_id, runbook"
+        ),
+        &[&ms, &at, &job, &owner, &lapsed],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
     )?;
     for (id, incident, runbook) in &interrupted_jobs {
@@ -383,12 +400,15 @@ pub(super) fn recover(tx: &dyn Tx, only: Option<i64>) -> Result<Recovery, StoreE
             "the end of this run could not be recorded; the calls below are what it did"
         }
     };
-    tx.execute(
-        "UPDATE runs SET outcome = 'interrupted', error = ?2
-         WHERE outcome = 'running' AND (CAST(?1 AS BIGINT) IS NULL OR job_id = ?1)",
-        &[&only, &why],
-    )?;
-    // Targets held by runs that are over (a crash ends every run of this process).
+    // Only the runs of the jobs recovered here: another replica's runs go on.
+    for (id, _, _) in requeued_jobs.iter().chain(&interrupted_jobs) {
+        tx.execute(
+            "UPDATE runs SET outcome = 'interrupted', error = ?2
+             WHERE outcome = 'running' AND job_id = ?1",
+            &[id, &why],
+        )?;
+    }
+    // Targets held by runs that are over.
     tx.execute(
         "DELETE FROM target_leases
          WHERE run_id NOT IN (SELECT id FROM runs WHERE outcome = 'running')",
@@ -398,6 +418,27 @@ pub(super) fn recover(tx: &dyn Tx, only: Option<i64>) -> Result<Recovery, StoreE
         requeued: requeued_jobs.len(),
         interrupted: interrupted_jobs.len(),
     })
+}
+
+/// Which running jobs [`recover`] takes back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// One job whose end could not be recorded.
+    Job(i64),
+    /// Every running job: the one process of an embedded database starting or stopping.
+    All,
+    /// This replica's own, as it stops.
+    Owner(String),
+    /// Those whose owner stopped renewing its lease: a replica that died.
+    Lapsed,
+}
+
+/// Renews the lease on every job `owner` is running, to `until_ms`; returns how many.
+pub(super) fn renew(tx: &dyn Tx, owner: &str, until_ms: i64) -> Result<u64, StoreError> {
+    tx.execute(
+        "UPDATE jobs SET lease_until_ms = ?2 WHERE owner = ?1 AND state = 'running'",
+        &[&owner, &until_ms],
+    )
 }
 
 /// Takes one run from a runbook's budget (`count` per `per_ms`); false when exhausted.

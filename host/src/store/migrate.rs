@@ -22,11 +22,16 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     // Incident semantics: the order of an incident's remediations, verification checks, the
     // targets a running remediation holds, and the global write budget.
     (3, include_str!("v3.sql")),
+    // Several replicas: the owner of a running job and its lease.
+    (4, include_str!("v4.sql")),
 ];
 
 /// PostgreSQL's schema starts at version 3, the SQLite schema it matches; later versions
 /// move in step with [`MIGRATIONS`].
-pub(super) const POSTGRES: &[(u32, &str)] = &[(3, include_str!("postgres/schema.sql"))];
+pub(super) const POSTGRES: &[(u32, &str)] = &[
+    (3, include_str!("postgres/schema.sql")),
+    (4, include_str!("postgres/v4.sql")),
+];
 
 /// A key for `pg_advisory_xact_lock`: replicas starting together migrate one at a time.
 const MIGRATION_LOCK: i64 = 0x7175_656c_6c00_0001;

@@ -259,7 +259,8 @@ async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended(store: &Store) {
     let (incident, _, run) = remediating(store, 1).await;
     hold(store, run, &incident).await;
     let (other_incident, _, other) = remediating(store, 2).await;
-    let recovery = store.recover().await.unwrap();
+    // This process's runs end (on SQLite, the one process; on PostgreSQL, this replica).
+    let recovery = store.recover_own().await.unwrap();
     assert_eq!(recovery.interrupted, 2);
     let after = store
         .journal_write(write(other, &other_incident, "b", "api"))
@@ -326,4 +327,99 @@ async fn a_job_whose_end_cannot_be_recorded_is_recovered_alone(store: &Store) {
         .await
         .unwrap();
     assert_eq!(still, 1, "the other incident's diagnosis still runs");
+}
+
+/// A store on `server` as one replica, whose leases last `lease`.
+async fn replica(server: &quell_tests::postgres::Postgres, lease: Duration) -> Store {
+    let config = crate::config::DatabaseConfig {
+        url: Some(server.url()),
+        lease: crate::config::HumanDuration(lease),
+        ..Default::default()
+    };
+    Store::connect(&config).await.unwrap()
+}
+
+/// What the incident's jobs and runs are doing: (job states, run outcomes), in id order.
+async fn states(store: &Store, incident: &str) -> (Vec<String>, Vec<String>) {
+    let detail = store
+        .incident_detail(incident.to_owned())
+        .await
+        .unwrap()
+        .unwrap();
+    let jobs = detail.jobs.iter().map(|j| j.state.clone()).collect();
+    let runs = detail.runs.iter().map(|r| r.outcome.clone()).collect();
+    (jobs, runs)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_replicas_work_is_taken_over_once_its_lease_lapses_and_live_work_is_not() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    // `dead` claims with a lease that is over at once: a replica that stopped renewing.
+    let (live, dead) = (
+        replica(&server, Duration::from_secs(60)).await,
+        replica(&server, Duration::ZERO).await,
+    );
+    let (live_incident, _, _) = remediating(&live, 1).await;
+    let (dead_incident, _, _) = remediating(&dead, 2).await;
+    let diagnosing = incident_with_two_runbooks(&dead, 3).await;
+    let diagnosis = claim(&dead).await.unwrap();
+    assert_eq!(diagnosis.incident, diagnosing);
+    let before = states(&live, &live_incident).await;
+
+    // A replica starting now leaves the live work alone and takes over the dead one's.
+    let starting = replica(&server, Duration::from_secs(60)).await;
+    let recovery = starting.recover().await.unwrap();
+    assert_eq!((recovery.requeued, recovery.interrupted), (1, 1));
+    assert_eq!(
+        states(&live, &live_incident).await,
+        before,
+        "live work untouched"
+    );
+    let (jobs, runs) = states(&live, &dead_incident).await;
+    assert!(jobs.contains(&"interrupted".to_owned()), "{jobs:?}");
+    assert!(
+        !jobs.contains(&"running".to_owned()),
+        "never re-run: {jobs:?}"
+    );
+    assert_eq!(
+        runs.last().map(String::as_str),
+        Some("interrupted"),
+        "{runs:?}"
+    );
+    let detail = live.incident_detail(dead_incident).await.unwrap().unwrap();
+    assert!(
+        detail.incident.escalated,
+        "an interrupted remediation pages"
+    );
+    let (jobs, _) = states(&live, &diagnosing).await;
+    assert!(jobs.contains(&"queued".to_owned()), "{jobs:?}");
+
+    // The taken-over diagnosis is claimed again, by whoever is alive; a second sweep finds
+    // nothing more, and the live replica's renewals keep its remediation its own.
+    let mut claimed = Vec::new();
+    while let Some(job) = claim(&starting).await {
+        claimed.push(job.id);
+    }
+    assert!(claimed.contains(&diagnosis.id), "{claimed:?}");
+    assert_eq!(live.renew_leases().await.unwrap(), 1);
+    let again = starting.sweep_lapsed().await.unwrap();
+    assert_eq!((again.requeued, again.interrupted), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_stops_recovers_only_its_own_work() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    let (one, other) = (
+        replica(&server, Duration::from_secs(60)).await,
+        replica(&server, Duration::from_secs(60)).await,
+    );
+    assert_ne!(one.replica(), other.replica());
+    let (mine, _, _) = remediating(&one, 1).await;
+    let (theirs, _, _) = remediating(&other, 2).await;
+    let before = states(&one, &theirs).await;
+    let stopped = one.recover_own().await.unwrap();
+    assert_eq!((stopped.requeued, stopped.interrupted), (0, 1));
+    assert_eq!(states(&one, &theirs).await, before);
+    let (jobs, _) = states(&one, &mine).await;
+    assert!(jobs.contains(&"interrupted".to_owned()), "{jobs:?}");
 }

@@ -1,0 +1,98 @@
+//! Several replicas on one database: who runs which job, and taking over the work of a
+//! replica that died.
+//!
+//! A claimed job carries its replica's identity and a lease that the replica renews while it
+//! lives. A replica that stops renewing (killed, partitioned from the database) loses its
+//! running jobs once the lease lapses: another replica's sweep queues its diagnoses again and
+//! marks its remediations interrupted and escalated, never re-run, as crash recovery does on
+//! one node. On the embedded SQLite store there is one process, so it recovers everything
+//! at start, as before.
+
+use super::jobs::{self, Job, Recovery, Scope};
+use super::{Store, StoreError, now};
+
+/// This process among the replicas: host name, process id and a random part (a restarted
+/// process with a recycled pid is still another owner).
+pub(super) fn identity() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "quell".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+impl Store {
+    /// This replica's identity, as job owners record it.
+    pub fn replica(&self) -> &str {
+        &self.me
+    }
+
+    /// Whether several replicas may share this database (PostgreSQL).
+    fn shared(&self) -> bool {
+        matches!(self.db, super::backend::Backend::Postgres(_))
+    }
+
+    /// Claims the oldest ready job for this replica, under its lease.
+    pub async fn claim_job(&self) -> Result<Option<Job>, StoreError> {
+        let (me, lease_ms) = (self.me.clone(), self.lease_ms);
+        self.db
+            .write(move |tx| jobs::claim(tx, &me, lease_ms))
+            .await
+    }
+
+    /// Keeps this replica's running jobs its own for another lease; returns how many.
+    pub async fn renew_leases(&self) -> Result<u64, StoreError> {
+        let (me, until) = (self.me.clone(), now().1 + self.lease_ms);
+        self.db.write(move |tx| jobs::renew(tx, &me, until)).await
+    }
+
+    /// A job whose end could not be recorded, while the daemon goes on: a diagnosis or
+    /// verification is queued again, a remediation marked interrupted and escalated (never
+    /// re-run), as after a crash; its targets are let go.
+    pub async fn recover_job(&self, job: i64) -> Result<Recovery, StoreError> {
+        self.recover_scope(Scope::Job(job)).await
+    }
+
+    /// At start, after a crash: diagnoses that were running are queued again, remediations
+    /// are marked interrupted and escalated, never re-run. On SQLite that is every running
+    /// job; on a shared database only those whose replica's lease has lapsed, never the
+    /// live work of the others.
+    pub async fn recover(&self) -> Result<Recovery, StoreError> {
+        let scope = if self.shared() {
+            Scope::Lapsed
+        } else {
+            Scope::All
+        };
+        self.recover_scope(scope).await
+    }
+
+    /// As this replica stops with work still running (its shutdown ran out of time): that
+    /// work, recovered as after a crash.
+    pub async fn recover_own(&self) -> Result<Recovery, StoreError> {
+        let scope = if self.shared() {
+            Scope::Owner(self.me.to_string())
+        } else {
+            Scope::All
+        };
+        self.recover_scope(scope).await
+    }
+
+    /// Takes over the work of replicas whose lease lapsed; nothing on SQLite.
+    pub async fn sweep_lapsed(&self) -> Result<Recovery, StoreError> {
+        if !self.shared() {
+            return Ok(Recovery::default());
+        }
+        self.recover_scope(Scope::Lapsed).await
+    }
+
+    async fn recover_scope(&self, scope: Scope) -> Result<Recovery, StoreError> {
+        let one = matches!(scope, Scope::Job(_));
+        let recovery = self.db.write(move |tx| jobs::recover(tx, &scope)).await?;
+        self.hub.ring(one || recovery.requeued > 0);
+        Ok(recovery)
+    }
+}
