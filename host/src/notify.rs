@@ -137,6 +137,10 @@ pub trait Destination: Send + Sync + 'static {
 /// How often a destination's digest is updated at most.
 pub const DIGEST_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a replica stays a destination's only sender without renewing (it renews on every
+/// pass): a sender that dies is replaced this long after.
+pub const LEAD: Duration = Duration::from_secs(15);
+
 /// Starts a dispatcher per configured destination; the store's [`Hub`] tells them a notice
 /// was committed (they also look every half second).
 pub async fn start(
@@ -224,6 +228,18 @@ impl<D: Destination> Dispatcher<D> {
             let notified = self.hub.notices().notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // With several replicas one sends to each destination, so each notice goes
+            // once and the destination's pacing holds; the others wait to take over.
+            match self.store.lead(&format!("dispatch:{name}"), LEAD).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stop.changed() => {}
+                    }
+                    continue;
+                }
+            }
             if let Err(e) = self.route().await {
                 warn!(destination = name, error = %e, "cannot route notifications");
             }

@@ -441,6 +441,25 @@ pub(super) fn renew(tx: &dyn Tx, owner: &str, until_ms: i64) -> Result<u64, Stor
     )
 }
 
+/// Takes or renews the lease named `name` for `owner` until `until_ms`, unless another
+/// owner holds it past `now_ms`; true when `owner` holds it now.
+pub(super) fn lead(
+    tx: &dyn Tx,
+    name: &str,
+    owner: &str,
+    (now_ms, until_ms): (i64, i64),
+) -> Result<bool, StoreError> {
+    let holder: Option<String> = tx.query_opt(
+        "INSERT INTO leases (name, owner, until_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms
+         WHERE leases.owner = excluded.owner OR leases.until_ms <= ?4
+         RETURNING owner",
+        &[&name, &owner, &until_ms, &now_ms],
+        |row| row.get(0),
+    )?;
+    Ok(holder.is_some())
+}
+
 /// Takes one run from a runbook's budget (`count` per `per_ms`); false when exhausted.
 pub(super) fn take_budget(
     tx: &dyn Tx,

@@ -122,6 +122,10 @@ pub(super) fn record(
         plan: said.plan.to_vec(),
         commands: said.commands.to_vec(),
     };
+    // Routing follows ids (`unrouted`), so a notice must not become visible after one with
+    // a higher id: with several writers (PostgreSQL) the next notice's id is taken only once
+    // this transaction has committed. SQLite's one writer already works that way.
+    tx.lock("outbox")?;
     tx.execute(
         "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",

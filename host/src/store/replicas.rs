@@ -50,6 +50,21 @@ impl Store {
         self.db.write(move |tx| jobs::renew(tx, &me, until)).await
     }
 
+    /// Whether this replica is the one doing the work named `name` (a destination's
+    /// sender) for the next `lease`: it takes the lease when it is free or lapsed and renews
+    /// it while it holds it. On SQLite there is one process, so always.
+    pub async fn lead(&self, name: &str, lease: std::time::Duration) -> Result<bool, StoreError> {
+        if !self.shared() {
+            return Ok(true);
+        }
+        let (name, me) = (name.to_owned(), self.me.clone());
+        let now_ms = now().1;
+        let until = now_ms + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        self.db
+            .write(move |tx| jobs::lead(tx, &name, &me, (now_ms, until)))
+            .await
+    }
+
     /// A job whose end could not be recorded, while the daemon goes on: a diagnosis or
     /// verification is queued again, a remediation marked interrupted and escalated (never
     /// re-run), as after a crash; its targets are let go.

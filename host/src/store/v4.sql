@@ -5,3 +5,11 @@
 ALTER TABLE jobs ADD COLUMN owner TEXT;
 ALTER TABLE jobs ADD COLUMN lease_until_ms INTEGER;
 CREATE INDEX jobs_owner ON jobs(owner) WHERE state = 'running';
+
+-- Work one replica does at a time (a notification destination's sender): held while its
+-- owner renews it, taken over once it lapses.
+CREATE TABLE leases (
+    name     TEXT PRIMARY KEY,
+    owner    TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+);

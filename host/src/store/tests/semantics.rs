@@ -423,3 +423,27 @@ async fn a_replica_that_stops_recovers_only_its_own_work() {
     let (jobs, _) = states(&one, &mine).await;
     assert!(jobs.contains(&"interrupted".to_owned()), "{jobs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_replica_at_a_time_sends_to_a_destination_and_another_takes_over_when_it_lapses() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    let (one, other) = (
+        replica(&server, Duration::from_secs(60)).await,
+        replica(&server, Duration::from_secs(60)).await,
+    );
+    let held = Duration::from_secs(60);
+    assert!(one.lead("dispatch:slack", held).await.unwrap());
+    assert!(!other.lead("dispatch:slack", held).await.unwrap(), "taken");
+    assert!(one.lead("dispatch:slack", held).await.unwrap(), "renewed");
+    assert!(
+        other.lead("dispatch:pagerduty", held).await.unwrap(),
+        "another destination is another lease"
+    );
+    // `one` renews with a lease that is over at once, as a sender that stopped renewing.
+    assert!(one.lead("dispatch:slack", Duration::ZERO).await.unwrap());
+    assert!(
+        other.lead("dispatch:slack", held).await.unwrap(),
+        "taken over"
+    );
+    assert!(!one.lead("dispatch:slack", held).await.unwrap());
+}
