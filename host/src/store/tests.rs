@@ -564,4 +564,5 @@ async fn a_late_grafana_resend_of_an_episode_resolved_before_the_upgrade_is_stal
     );
 }
 
+mod migrations;
 mod semantics;
