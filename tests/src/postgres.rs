@@ -64,17 +64,26 @@ impl Postgres {
                 "--no-sync",
             ],
         )?;
+        pg.restart()?;
+        pg.psql_as("postgres", "CREATE DATABASE quell")?;
+        Ok(pg)
+    }
+
+    /// Starts the server again after [`Postgres::stop`], on the same port and data, and waits
+    /// until it accepts connections.
+    pub fn restart(&self) -> anyhow::Result<()> {
         let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            pg.dir.display()
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
         );
-        pg.tool(
+        self.tool(
             "pg_ctl",
             &[
                 "-D",
-                &data.display().to_string(),
+                &self.dir.join("data").display().to_string(),
                 "-l",
-                &pg.dir.join("server.log").display().to_string(),
+                &self.dir.join("server.log").display().to_string(),
                 "-o",
                 &options,
                 "-w",
@@ -83,9 +92,16 @@ impl Postgres {
                 "start",
             ],
         )
-        .map_err(|e| anyhow::anyhow!("{e}\nserver log:\n{}", pg.log()))?;
-        pg.psql_as("postgres", "CREATE DATABASE quell")?;
-        Ok(pg)
+        .map_err(|e| anyhow::anyhow!("{e}\nserver log:\n{}", self.log()))?;
+        Ok(())
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: connections are cut, as when
+    /// the database's node fails); [`Postgres::restart`] brings it back.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        let data = self.dir.join("data").display().to_string();
+        self.tool("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"])?;
+        Ok(())
     }
 
     /// `postgres://quell@127.0.0.1:<port>/quell`.

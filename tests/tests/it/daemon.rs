@@ -655,6 +655,43 @@ fn serving_off_loopback_without_credentials_is_refused() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_that_loses_its_database_answers_503_and_recovers_without_a_restart() {
+    let env = crate::harness::OnPostgres::new();
+    env.policy("probe", "probe", &probe_policy("diagnose", ""));
+    let app = Running::start(env).await;
+    let before = created(&app, firing("before")).await;
+    let server = app.env.postgres.clone().unwrap();
+
+    server.stop().unwrap();
+    let (status, answer) = app.get("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "alive, only not ready");
+    // Nothing is acknowledged that was not committed: the sender is told to retry.
+    let (status, answer) = app.post("/webhooks/alertmanager", firing("during")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+
+    server.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while app.get("/readyz").await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "ready again without a restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sender's retry is taken now, and what was acknowledged before is all there.
+    let during = created(&app, firing("during")).await;
+    assert_ne!(during, before);
+    app.wait_for(&before, "the first incident's diagnosis", |d| {
+        d["runs"].as_array().is_some_and(|runs| !runs.is_empty())
+    })
+    .await;
+    app.wait_for(&during, "the retried alert's diagnosis", |d| {
+        d["runs"].as_array().is_some_and(|runs| !runs.is_empty())
+    })
+    .await;
+    app.stop().await;
+}
+
 // Shared behaviour: each runs on SQLite and on a real PostgreSQL server.
 crate::harness::on_both_backends! {
     async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
