@@ -6,7 +6,8 @@
 //!    time, so a stalled daemon cannot hide queueing (no coordinated omission).
 //!
 //! `cargo bench -p quell --bench ingest` (QUELL_BENCH_SECS sets each phase's length, 10 s;
-//! QUELL_BENCH_BIN runs another `quell` binary, for an A/B against an earlier commit).
+//! QUELL_BENCH_BIN runs another `quell` binary, for an A/B against an earlier commit;
+//! QUELL_BENCH_DATABASE_URL runs it on PostgreSQL: `scripts/bench-pg.sh` starts one).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // a bench tool
 
@@ -60,7 +61,12 @@ fn start_daemon() -> Daemon {
     .unwrap();
     let binary =
         std::env::var_os("QUELL_BENCH_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_quell").into());
-    let child = Command::new(binary)
+    let mut command = Command::new(binary);
+    // QUELL_BENCH_DATABASE_URL: the same load on PostgreSQL (scripts/bench-pg.sh).
+    if let Some(url) = std::env::var_os("QUELL_BENCH_DATABASE_URL") {
+        command.env("QUELL_DATABASE_URL", url);
+    }
+    let child = command
         .args(["serve", "--config"])
         .arg(&config)
         .env("QUELL_LOG", "warn")

@@ -175,14 +175,15 @@ impl Postgres {
 
 /// A transaction on one pooled connection, driven from a blocking thread.
 struct PgTx<'a> {
-    client: &'a tokio_postgres::Client,
+    client: &'a deadpool_postgres::ClientWrapper,
     handle: &'a Handle,
 }
 
 impl PgTx<'_> {
+    /// The statement, prepared once per connection and then taken from its cache.
     fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
         self.handle
-            .block_on(self.client.prepare(&dollars(sql)))
+            .block_on(self.client.prepare_cached(&dollars(sql)))
             .map_err(|e| with_statement(from_pg(e), sql))
     }
 }

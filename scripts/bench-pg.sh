@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The ingest benchmark on PostgreSQL: a throwaway cluster on disk with PostgreSQL's durable
+# defaults (fsync and synchronous_commit on), Debian's server run as `postgres` when we are
+# root. Arguments go to the benchmark. Usage: scripts/bench-pg.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+dir=$(mktemp -d /tmp/quell-bench-pg.XXXXXX)
+chmod 755 "$dir"
+as_server() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_server "$bin/initdb" -D "$dir/data" -U quell --auth=trust --encoding=UTF8 --locale=C >/dev/null
+as_server "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+    -o "-p $port -c listen_addresses=127.0.0.1 -k $dir -c max_connections=200" start >/dev/null
+trap 'as_server "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null; rm -rf "$dir"' EXIT
+psql -X -q -h 127.0.0.1 -p "$port" -U quell -d postgres -c "CREATE DATABASE quell"
+echo "PostgreSQL $(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'SHOW server_version'):" \
+    "fsync=$(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'SHOW fsync')," \
+    "synchronous_commit=$(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'SHOW synchronous_commit')"
+QUELL_BENCH_DATABASE_URL="postgres://quell@127.0.0.1:$port/quell" \
+    cargo bench -p quell --bench ingest -- "$@"
