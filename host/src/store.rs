@@ -17,8 +17,10 @@
 mod apply;
 mod backend;
 mod groups;
+mod hub;
 mod incidents;
 mod jobs;
+mod listen;
 mod migrate;
 mod outbox;
 mod postgres;
@@ -33,8 +35,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
-
+pub use hub::Hub;
 pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
 pub use jobs::{Decision, Job, Pruned, Recovery, Scope};
 pub use migrate::latest as schema_version;
@@ -110,32 +111,6 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// Wake-ups rung after commits: workers wait on `jobs`, dispatchers on `notices`.
-#[derive(Debug, Default)]
-pub struct Hub {
-    jobs: Notify,
-    notices: Notify,
-}
-
-impl Hub {
-    /// What workers wait on: a job may be ready.
-    pub fn jobs(&self) -> &Notify {
-        &self.jobs
-    }
-
-    /// What dispatchers wait on: a notice may have been committed.
-    pub fn notices(&self) -> &Notify {
-        &self.notices
-    }
-
-    fn ring(&self, jobs: bool) {
-        if jobs {
-            self.jobs.notify_waiters();
-        }
-        self.notices.notify_waiters();
-    }
-}
-
 /// The database handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -161,9 +136,12 @@ impl Store {
     /// Quell wrote is refused.
     pub async fn connect(config: &crate::config::DatabaseConfig) -> anyhow::Result<Self> {
         let mut store = match &config.url {
-            Some(url) => Self::on(backend::Backend::Postgres(
-                postgres::Postgres::connect(url, config.pool_size).await?,
-            )),
+            Some(url) => {
+                let db = postgres::Postgres::connect(url, config.pool_size).await?;
+                let store = Self::on(backend::Backend::Postgres(db.clone()));
+                listen::start(&db, &store.hub);
+                store
+            }
             None => Self::open(&config.path, config.busy_timeout.0)?,
         };
         store.lease_ms = i64::try_from(config.lease.0.as_millis()).unwrap_or(i64::MAX);

@@ -24,6 +24,8 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    /// For the listener's own connection, outside the pool.
+    config: Arc<tokio_postgres::Config>,
     /// The URL without its password, for messages.
     shown: Arc<str>,
 }
@@ -57,7 +59,7 @@ impl Postgres {
             .parse()
             .map_err(|e| anyhow::anyhow!("[database] url ({shown}): {e}"))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -71,7 +73,11 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        let db = Self { pool, shown };
+        let db = Self {
+            pool,
+            config: Arc::new(config),
+            shown,
+        };
         db.migrate().await?;
         Ok(db)
     }
@@ -86,6 +92,33 @@ impl Postgres {
             message: format!("{}: {e}", self.shown),
             source: Some(Arc::new(e)),
         })
+    }
+
+    /// A connection of its own, outside the pool, for `LISTEN`; the caller polls its
+    /// messages.
+    pub(super) async fn listener(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        StoreError,
+    > {
+        self.config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(from_pg)
+    }
+
+    /// Sends `payload` on `channel` to every listening replica (outside any transaction).
+    pub(super) async fn notify(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .await
+            .map_err(from_pg)?;
+        Ok(())
     }
 
     /// Checks the database answers: a pooled connection and `SELECT 1`.

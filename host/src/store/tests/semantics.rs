@@ -447,3 +447,29 @@ async fn one_replica_at_a_time_sends_to_a_destination_and_another_takes_over_whe
     );
     assert!(!one.lead("dispatch:slack", held).await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn work_queued_on_one_replica_wakes_the_workers_of_another() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    let (one, other) = (
+        replica(&server, Duration::from_secs(60)).await,
+        replica(&server, Duration::from_secs(60)).await,
+    );
+    // A hang guard while the listener connects, not a timing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !other.hub().listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener connects"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let woken = other.hub().jobs().notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    // Nothing rings `other`'s hub in this process: only the database's NOTIFY can wake it.
+    incident_with_two_runbooks(&one, 1).await;
+    tokio::time::timeout(Duration::from_secs(30), woken)
+        .await
+        .expect("the other replica's workers were woken");
+}
