@@ -11,6 +11,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use quell_tests::http::{HttpServer, TestRoutes};
 use quell_tests::postgres::Postgres;
 use quell_tests::receivers::{PagerDuty, ROUTING_KEY, SLACK_TOKEN, Slack};
 use serde_json::{Value, json};
@@ -34,35 +37,38 @@ impl Replica {
     }
 }
 
-fn start(
-    dir: &std::path::Path,
-    n: usize,
-    database: &str,
-    slack: &Slack,
-    pd: &PagerDuty,
-) -> Replica {
+fn notify(slack: &Slack, pd: &PagerDuty) -> String {
+    format!(
+        "[notify.slack]\nbot_token = {SLACK_TOKEN:?}\nchannel = \"C0QUELL\"\napi_url = {:?}\n\
+         digest_after = 1000\n\
+         [notify.pagerduty]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
+        slack.api_url(),
+        pd.enqueue_url(),
+    )
+}
+
+/// Starts replica `n` on `database` with the runbook policies in `runbooks` and `extra`
+/// configuration, and waits until it is ready.
+fn start(dir: &std::path::Path, n: usize, database: &str, runbooks: &str, extra: &str) -> Replica {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let home = dir.join(format!("replica-{n}"));
-    std::fs::create_dir_all(home.join("runbooks")).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
     let config = home.join("quell.toml");
     std::fs::write(
         &config,
         format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\
-             [database]\nlease = \"3s\"\n[runbooks]\ndir = {:?}\n[postmortems]\ndir = {:?}\n\
-             [sandbox]\ncache_dir = {:?}\n\
-             [notify.slack]\nbot_token = {SLACK_TOKEN:?}\nchannel = \"C0QUELL\"\napi_url = {:?}\n\
-             digest_after = 1000\n\
-             [notify.pagerduty]\nrouting_key = {ROUTING_KEY:?}\nurl = {:?}\n",
-            home.join("runbooks").display().to_string(),
+             [database]\nlease = \"3s\"\n[runbooks]\ndir = {runbooks:?}\n\
+             [postmortems]\ndir = {:?}\n[http]\ntimeout = \"5m\"\n[sandbox]\ncache_dir = {:?}\n{extra}",
             home.join("postmortems").display().to_string(),
-            home.join("cache").display().to_string(),
-            slack.api_url(),
-            pd.enqueue_url(),
+            common::workspace()
+                .join("target/quell-test-cache")
+                .display()
+                .to_string(),
         ),
     )
     .unwrap();
@@ -133,8 +139,19 @@ fn three_replicas_make_one_incident_per_alert_and_page_once_through_a_kill() {
     let server = Postgres::start().unwrap();
     let (slack, pd) = (Slack::start().unwrap(), PagerDuty::start().unwrap());
     let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    let runbooks = runbooks.display().to_string();
     let mut replicas: Vec<Replica> = (0..3)
-        .map(|n| start(dir.path(), n, &server.url(), &slack, &pd))
+        .map(|n| {
+            start(
+                dir.path(),
+                n,
+                &server.url(),
+                &runbooks,
+                &notify(&slack, &pd),
+            )
+        })
         .collect();
 
     // Each alert: alone to one replica, or the same delivery to all three at once.
@@ -204,4 +221,97 @@ fn three_replicas_make_one_incident_per_alert_and_page_once_through_a_kill() {
     );
     assert!(slack.violations().is_empty(), "{:?}", slack.violations());
     assert!(pd.violations().is_empty(), "{:?}", pd.violations());
+}
+
+#[test]
+fn a_remediation_on_a_killed_replica_is_interrupted_and_escalated_by_another_never_rerun() {
+    let server = Postgres::start().unwrap();
+    let routes = TestRoutes::new();
+    let stall = HttpServer::start(IpAddr::V4(Ipv4Addr::LOCALHOST), routes.router()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let runbooks = dir.path().join("runbooks/probe");
+    std::fs::create_dir_all(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("policy.toml"),
+        format!(
+            "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"auto\"\ntimeout = \"5m\"\n\
+             [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"x\"]\n\
+             [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+             [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
+             [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+             [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
+            quell_tests::probe_component().display().to_string()
+        ),
+    )
+    .unwrap();
+    let runbooks = dir.path().join("runbooks").display().to_string();
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|n| start(dir.path(), n, &server.url(), &runbooks, ""))
+        .collect();
+    let stalls = || {
+        routes
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/stall")
+            .count()
+    };
+
+    // A remediation that hangs in a host call, on whichever replica claims it.
+    let body = json!({
+        "version": "4", "status": "firing", "receiver": "quell",
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "Probe", "service": "stuck"},
+            "annotations": {"quell.test/remediate-calls":
+                json!([{"http": {"method": "GET", "url": stall.url("/stall")}}]).to_string()},
+            "startsAt": "2026-11-24T03:00:00Z",
+            "fingerprint": "stuck",
+        }],
+    });
+    let incident = send_all(&[&replicas[0]], &body.to_string()).remove(0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stalls() == 0 {
+        assert!(Instant::now() < deadline, "the remediation to stall");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let owner = server
+        .psql("SELECT owner FROM jobs WHERE phase = 'remediate' AND state = 'running'")
+        .unwrap();
+    let running = replicas
+        .iter()
+        .position(|r| owner.contains(&format!("-{}-", r.child.id())))
+        .unwrap_or_else(|| panic!("the owner {owner:?} is one of the replicas"));
+    let mut dead = replicas.remove(running);
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+
+    // The survivor takes it over once the lease (3 s) lapses: interrupted, escalated.
+    let survivor = &replicas[0];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let detail = loop {
+        let detail = common::get(&survivor.url(&format!("/api/incidents/{incident}"))).unwrap();
+        let interrupted = detail["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["phase"] == "remediate" && j["state"] == "interrupted");
+        if interrupted && detail["escalated"] == true {
+            break detail;
+        }
+        assert!(Instant::now() < deadline, "taken over: {detail:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let runs: Vec<&str> = detail["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["phase"] == "remediate")
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        runs,
+        ["interrupted"],
+        "one remediation run, ended by the takeover"
+    );
+    assert_eq!(stalls(), 1, "the remediation started once and never again");
 }
