@@ -420,7 +420,7 @@ pub(super) fn recover(tx: &dyn Tx, scope: &Scope) -> Result<Recovery, StoreError
     })
 }
 
-/// Which running jobs [`recover`] takes back.
+/// Which running jobs a recovery takes back (`Store::recover` and its kin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// One job whose end could not be recorded.
