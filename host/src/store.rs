@@ -466,7 +466,7 @@ impl Store {
         text: String,
     ) -> Result<(), StoreError> {
         self.db
-            .write(move |conn| slack::set_plan(conn, [incident, runbook, channel, ts, text]))
+            .write(move |conn| slack::set_plan(conn, &[&incident, &runbook, &channel, &ts, &text]))
             .await
     }
 

@@ -14,10 +14,11 @@ pub(super) enum Backend {
 }
 
 impl Backend {
-    /// Runs `write` in one transaction and returns once it has committed.
+    /// Runs `write` in one transaction and returns once it has committed. It may run more
+    /// than once: PostgreSQL rolls a deadlock's victim back, and it is run again.
     pub(super) async fn write<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        write: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         match self {
             Backend::Sqlite(db) => db.write(write).await,
@@ -28,7 +29,7 @@ impl Backend {
     /// Runs `read` in one snapshot.
     pub(super) async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        read: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         match self {
             Backend::Sqlite(db) => db.read(read).await,

@@ -131,7 +131,7 @@ impl Postgres {
     /// Runs `write` in a read-committed transaction and returns once it has committed.
     pub(super) async fn write<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        write: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.transaction("BEGIN", true, write).await
     }
@@ -139,7 +139,7 @@ impl Postgres {
     /// Runs `read` in one read-only snapshot.
     pub(super) async fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        read: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.transaction(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
@@ -153,39 +153,28 @@ impl Postgres {
         &self,
         begin: &'static str,
         commit: bool,
-        work: impl FnOnce(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let client = self.client().await?;
         let handle = Handle::current();
         tokio::task::spawn_blocking(move || {
-            handle
-                .block_on(client.batch_execute(begin))
-                .map_err(from_pg)?;
-            let tx = PgTx {
-                client: &client,
-                handle: &handle,
-            };
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&tx)));
-            match outcome {
-                Ok(Ok(value)) if commit => {
-                    // A connection lost during COMMIT leaves its outcome unknown: the caller
-                    // is told the database is unavailable, never that it committed.
-                    handle
-                        .block_on(client.batch_execute("COMMIT"))
-                        .map_err(from_pg)?;
-                    Ok(value)
-                }
-                Ok(result) => {
-                    handle
-                        .block_on(client.batch_execute("ROLLBACK"))
-                        .map_err(from_pg)?;
-                    result
-                }
-                Err(_) => {
-                    tracing::error!("a database operation panicked; it was rolled back");
-                    // The connection's state is unknown: it is closed, not pooled.
-                    drop(deadpool_postgres::Object::take(client));
-                    Err(StoreError::failed("a database operation panicked"))
+            let mut attempt = 1;
+            loop {
+                let result = once(&client, &handle, begin, commit, &work);
+                match result {
+                    // PostgreSQL chose this transaction as a deadlock's victim (two
+                    // transactions took the same locks in different orders) and rolled it
+                    // back: the operation runs again from the start.
+                    Err(e) if retryable(&e) && attempt < RETRIES => {
+                        tracing::debug!(attempt, error = %e, "retrying a database operation");
+                        attempt += 1;
+                    }
+                    Err(e) if panicked(&e) => {
+                        // The connection's state is unknown: it is closed, not pooled.
+                        drop(deadpool_postgres::Object::take(client));
+                        return Err(e);
+                    }
+                    other => return other,
                 }
             }
         })
@@ -269,6 +258,68 @@ impl Tx for PgTx<'_> {
         }
         Ok(())
     }
+}
+
+/// How many times an operation runs at most when PostgreSQL rolls it back as a deadlock's
+/// victim or for a serialization failure.
+const RETRIES: u32 = 5;
+
+/// One attempt: `work` between `begin` and `COMMIT` (or `ROLLBACK`), on `client`.
+fn once<T>(
+    client: &deadpool_postgres::Object,
+    handle: &Handle,
+    begin: &str,
+    commit: bool,
+    work: &impl Fn(&dyn Tx) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    handle
+        .block_on(client.batch_execute(begin))
+        .map_err(from_pg)?;
+    let tx = PgTx { client, handle };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&tx))) {
+        Ok(Ok(value)) if commit => {
+            // A connection lost during COMMIT leaves its outcome unknown: the caller is told
+            // the database is unavailable, never that it committed.
+            handle
+                .block_on(client.batch_execute("COMMIT"))
+                .map_err(from_pg)?;
+            Ok(value)
+        }
+        Ok(result) => {
+            handle
+                .block_on(client.batch_execute("ROLLBACK"))
+                .map_err(from_pg)?;
+            result
+        }
+        Err(_) => {
+            tracing::error!("a database operation panicked; it was rolled back");
+            Err(StoreError::Failed {
+                message: PANICKED.to_owned(),
+                source: None,
+            })
+        }
+    }
+}
+
+const PANICKED: &str = "a database operation panicked";
+
+/// Whether `error` is the one [`once`] returns for a panic.
+fn panicked(error: &StoreError) -> bool {
+    matches!(error, StoreError::Failed { message, source: None } if message == PANICKED)
+}
+
+/// Whether PostgreSQL rolled the transaction back for a deadlock (40P01) or a serialization
+/// failure (40001): running it again is the remedy.
+fn retryable(error: &StoreError) -> bool {
+    let (StoreError::Failed { source, .. } | StoreError::Unavailable { source, .. }) = error;
+    source
+        .as_ref()
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|code| {
+            *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        })
 }
 
 /// `?N` placeholders (the SQL both backends share) as PostgreSQL's `$N`.

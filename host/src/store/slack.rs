@@ -41,8 +41,8 @@ pub(super) fn plan(
 }
 
 /// Keeps a plan message: incident, runbook, channel, ts, text.
-pub(super) fn set_plan(tx: &dyn Tx, row: [String; 5]) -> Result<(), StoreError> {
-    let [incident, runbook, channel, ts, text] = &row;
+pub(super) fn set_plan(tx: &dyn Tx, row: &[&String; 5]) -> Result<(), StoreError> {
+    let [incident, runbook, channel, ts, text] = row;
     tx.execute(
         "INSERT INTO slack_plans (incident_id, runbook, channel, ts, text)
          VALUES (?1, ?2, ?3, ?4, ?5)

@@ -1,5 +1,6 @@
 //! The PostgreSQL schema's versions: a database an older Quell wrote is upgraded with its
-//! data, one a newer Quell wrote is refused, and replicas starting together migrate once.
+//! data, one a newer Quell wrote is refused, and replicas starting together migrate once;
+//! and the backend's own retry of a deadlock's victim.
 
 use super::super::*;
 use quell_tests::postgres::Postgres;
@@ -93,5 +94,48 @@ async fn replicas_starting_together_on_an_empty_database_migrate_it_once() {
             .unwrap()
             .trim(),
         format!("1|{}", schema_version())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlocks_victim_is_run_again_and_both_writes_land() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Barrier};
+    let server = Postgres::start().unwrap();
+    let store = Store::connect(&config(&server)).await.unwrap();
+    // Both take one lock, meet, then take the other's: PostgreSQL rolls one back.
+    let met = Arc::new(Barrier::new(2));
+    let runs = Arc::new(AtomicU32::new(0));
+    let write = |first: &'static str, second: &'static str| {
+        let (store, met, runs) = (store.clone(), met.clone(), runs.clone());
+        tokio::spawn(async move {
+            store
+                .db
+                .write(move |tx| {
+                    let attempt = runs.fetch_add(1, Ordering::SeqCst);
+                    tx.lock(first)?;
+                    if attempt < 2 {
+                        met.wait();
+                    }
+                    tx.lock(second)?;
+                    tx.execute(
+                        "INSERT INTO settings (key, value) VALUES (?1, 'v')",
+                        &[&first],
+                    )?;
+                    Ok(())
+                })
+                .await
+        })
+    };
+    let (one, other) = (write("a", "b"), write("b", "a"));
+    one.await.unwrap().unwrap();
+    other.await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 3, "the victim ran once more");
+    assert_eq!(
+        server
+            .psql("SELECT string_agg(key, ',' ORDER BY key) FROM settings WHERE key IN ('a', 'b')")
+            .unwrap()
+            .trim(),
+        "a,b"
     );
 }
