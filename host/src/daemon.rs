@@ -113,6 +113,7 @@ impl Daemon {
         check_exposure(&config)?;
         let config = Arc::new(config);
         let store = Store::connect(&config.database).await?;
+        info!(database = %store.location(), "database open");
         let recovery = store
             .recover()
             .await

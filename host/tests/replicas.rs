@@ -231,19 +231,7 @@ fn a_remediation_on_a_killed_replica_is_interrupted_and_escalated_by_another_nev
     let dir = tempfile::tempdir().unwrap();
     let runbooks = dir.path().join("runbooks/probe");
     std::fs::create_dir_all(&runbooks).unwrap();
-    std::fs::write(
-        runbooks.join("policy.toml"),
-        format!(
-            "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"auto\"\ntimeout = \"5m\"\n\
-             [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"x\"]\n\
-             [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
-             [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
-             [http]\nnetworks = [\"127.0.0.0/8\"]\n\
-             [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
-            quell_tests::probe_component().display().to_string()
-        ),
-    )
-    .unwrap();
+    std::fs::write(runbooks.join("policy.toml"), common::auto_probe_policy()).unwrap();
     let runbooks = dir.path().join("runbooks").display().to_string();
     let mut replicas: Vec<Replica> = (0..2)
         .map(|n| start(dir.path(), n, &server.url(), &runbooks, ""))

@@ -14,7 +14,9 @@ use nix::unistd::Pid;
 use quell_tests::http::{HttpServer, TestRoutes};
 use serde_json::{Value, json};
 
-use quell_tests::{probe_component, workspace};
+mod common;
+
+use quell_tests::workspace;
 
 /// The daemon's process, killed if a test fails before it does.
 struct Daemon(Child);
@@ -52,19 +54,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let runbooks = dir.path().join("runbooks/probe");
         std::fs::create_dir_all(&runbooks).unwrap();
-        std::fs::write(
-            runbooks.join("policy.toml"),
-            format!(
-                "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"auto\"\ntimeout = \"5m\"\n\
-                 [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"x\"]\n\
-                 [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
-                 [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
-                 [http]\nnetworks = [\"127.0.0.0/8\"]\n\
-                 [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
-                probe_component().display().to_string()
-            ),
-        )
-        .unwrap();
+        std::fs::write(runbooks.join("policy.toml"), common::auto_probe_policy()).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

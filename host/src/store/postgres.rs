@@ -337,7 +337,7 @@ fn dollars(sql: &str) -> String {
 }
 
 fn with_statement(error: StoreError, sql: &str) -> StoreError {
-    let first = sql.trim().lines().next().unwrap_or_default();
+    let first = super::tx::first_line(sql);
     match error {
         StoreError::Failed { message, source } => StoreError::Failed {
             message: format!("{message} (in: {first})"),

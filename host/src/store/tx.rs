@@ -289,7 +289,8 @@ impl dyn Tx + '_ {
     }
 }
 
-fn first_line(sql: &str) -> &str {
+/// A statement's first line, to name it in an error.
+pub(crate) fn first_line(sql: &str) -> &str {
     sql.trim().lines().next().unwrap_or_default()
 }
 

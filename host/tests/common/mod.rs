@@ -47,3 +47,17 @@ pub fn get(url: &str) -> Option<Value> {
         Some(serde_json::from_str(&body).unwrap_or(Value::String(body)))
     })
 }
+
+/// The probe runbook's policy in mode auto, each capability granted a little (the probe
+/// imports them all): remediations that make HTTP calls to loopback servers.
+pub fn auto_probe_policy() -> String {
+    format!(
+        "[runbook]\nname = \"probe\"\ncomponent = {:?}\nmode = \"auto\"\ntimeout = \"5m\"\n\
+         [[kubectl.allow]]\nverbs = [\"get\"]\nresources = [\"pods\"]\nnamespaces = [\"x\"]\n\
+         [ssh]\nuser = \"root\"\nhosts = [\"127.0.0.1\"]\n\
+         [ssh.commands]\ntouch = {{ run = \"true\", effect = \"write\" }}\n\
+         [http]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[http.allow]]\nmethods = [\"GET\"]\nurls = [\"http://127.0.0.1:*/**\"]\n",
+        quell_tests::probe_component().display().to_string()
+    )
+}
