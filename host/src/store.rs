@@ -77,6 +77,19 @@ pub enum StoreError {
         #[source]
         source: Option<Source>,
     },
+    /// This replica no longer holds the job it was working on: its lease lapsed (a stall, a
+    /// partition from the database) and another replica took the job over. Nothing of its
+    /// result was recorded; the job is the other replica's now.
+    #[error(
+        "job {job} is no longer this replica's ({replica}): its lease lapsed and another \
+         replica took it over, so its result is not recorded"
+    )]
+    Lost {
+        /// The job.
+        job: i64,
+        /// This replica.
+        replica: String,
+    },
 }
 
 impl StoreError {
@@ -209,10 +222,14 @@ impl Store {
 
     /// Applies a transition: its state, timeline, notices and follow-up jobs, in one
     /// transaction.
+    ///
+    /// A transition of a job is fenced: it applies only while the job runs under this
+    /// replica, and otherwise fails with [`StoreError::Lost`] and changes nothing.
     pub async fn apply(&self, transition: Transition) -> Result<Applied, StoreError> {
+        let me = self.me.clone();
         let (applied, queued) = self
             .db
-            .write(move |conn| apply::apply(conn, &transition))
+            .write(move |conn| apply::apply(conn, &transition, &me))
             .await?;
         self.hub.ring(queued);
         Ok(applied)
@@ -285,13 +302,15 @@ impl Store {
 
     /// Journals a write as started, in one transaction with taking its target for the run
     /// and a place in the global write budget. The inner error says why the write may not
-    /// run: another run holds the target, or the budget is spent.
+    /// run: another run holds the target, the budget is spent, or this replica no longer
+    /// holds the run's job (its lease lapsed and another replica took it over).
     pub async fn journal_write(
         &self,
         write: WriteClaim,
     ) -> Result<Result<i64, String>, StoreError> {
+        let me = self.me.clone();
         self.db
-            .write(move |conn| runs::journal_write(conn, &write))
+            .write(move |conn| runs::journal_write(conn, &write, &me))
             .await
     }
 

@@ -126,9 +126,16 @@ impl Pipeline {
             match self.store.claim_job().await {
                 Ok(Some(job)) => {
                     let span = info_span!("run", worker, incident = %job.incident, runbook = %job.runbook, phase = %job.phase);
-                    if let Err(e) = self.execute(&job).instrument(span).await {
-                        warn!(job = job.id, error = %e, "job could not be recorded; it is recovered as after a crash");
-                        self.recover_job(job.id, &mut stop).await;
+                    match self.execute(&job).instrument(span).await {
+                        Ok(()) => {}
+                        // Another replica has the job now; it is not ours to recover.
+                        Err(e @ StoreError::Lost { .. }) => {
+                            warn!(job = job.id, error = %e, "job lost to another replica");
+                        }
+                        Err(e) => {
+                            warn!(job = job.id, error = %e, "job could not be recorded; it is recovered as after a crash");
+                            self.recover_job(job.id, &mut stop).await;
+                        }
                     }
                     continue;
                 }

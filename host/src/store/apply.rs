@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::tx::Tx;
-use super::{StoreError, jobs, now, outbox, runs};
+use super::{StoreError, jobs, now, outbox, replicas, runs};
 use crate::lifecycle::{
     Applied, EventKind, Facts, IncidentStatus, NoticeKind, Step, Transition,
     cancelled_by_resolution,
@@ -56,7 +56,20 @@ impl Facts for Sql<'_> {
 }
 
 /// Applies `transition`; the second value says whether it queued work.
-pub(super) fn apply(tx: &dyn Tx, transition: &Transition) -> Result<(Applied, bool), StoreError> {
+/// A transition of a job applies only while `me` holds the job (see [`replicas::holds`]).
+pub(super) fn apply(
+    tx: &dyn Tx,
+    transition: &Transition,
+    me: &str,
+) -> Result<(Applied, bool), StoreError> {
+    if let Some(job) = transition.job()
+        && !replicas::holds(tx, job.id, me)?
+    {
+        return Err(StoreError::Lost {
+            job: job.id,
+            replica: me.to_owned(),
+        });
+    }
     let incident = transition.incident();
     let (steps, proceed) = transition.steps(&mut Sql { tx, incident })?;
     let job = transition.job().map(|j| (j.id, j.runbook.as_str()));

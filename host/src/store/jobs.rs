@@ -341,11 +341,11 @@ pub struct Recovery {
 pub(super) fn recover(tx: &dyn Tx, scope: &Scope) -> Result<Recovery, StoreError> {
     let (at, ms) = now();
     let halt = match scope {
-        Scope::Job(_) => Halt::Unrecorded,
+        Scope::Job(..) => Halt::Unrecorded,
         Scope::All | Scope::Owner(_) | Scope::Lapsed => Halt::Stopped,
     };
     let (job, owner, lapsed) = match scope {
-        Scope::Job(id) => (Some(*id), None, None),
+        Scope::Job(id, owner) => (Some(*id), Some(owner.as_str()), None),
         Scope::All => (None, None, None),
         Scope::Owner(owner) => (None, Some(owner.as_str()), None),
         Scope::Lapsed => (None, None, Some(ms)),
@@ -423,8 +423,8 @@ pub(super) fn recover(tx: &dyn Tx, scope: &Scope) -> Result<Recovery, StoreError
 /// Which running jobs a recovery takes back (`Store::recover` and its kin).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
-    /// One job whose end could not be recorded.
-    Job(i64),
+    /// One job whose end could not be recorded, if it is still this owner's.
+    Job(i64, String),
     /// Every running job: the one process of an embedded database starting or stopping.
     All,
     /// This replica's own, as it stops.

@@ -311,7 +311,9 @@ fn panicked(error: &StoreError) -> bool {
 /// Whether PostgreSQL rolled the transaction back for a deadlock (40P01) or a serialization
 /// failure (40001): running it again is the remedy.
 fn retryable(error: &StoreError) -> bool {
-    let (StoreError::Failed { source, .. } | StoreError::Unavailable { source, .. }) = error;
+    let (StoreError::Failed { source, .. } | StoreError::Unavailable { source, .. }) = error else {
+        return false;
+    };
     source
         .as_ref()
         .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())

@@ -9,7 +9,36 @@
 //! at start, as before.
 
 use super::jobs::{self, Job, Recovery, Scope};
+use super::tx::Tx;
 use super::{Store, StoreError, now};
+
+/// Whether job `job` is still running under replica `me`: the fence that keeps a replica
+/// whose lease lapsed (a stall, a partition) from recording over the replica that took its
+/// job over. On PostgreSQL the job's row stays locked to the end of the transaction, so a
+/// takeover waits for it, or it for the takeover.
+pub(super) fn holds(tx: &dyn Tx, job: i64, me: &str) -> Result<bool, StoreError> {
+    let held: Option<i64> = tx.query_opt(
+        &format!(
+            "SELECT id FROM jobs WHERE id = ?1 AND state = 'running' AND owner = ?2{}",
+            tx.dialect().for_update()
+        ),
+        &[&job, &me],
+        |row| row.get(0),
+    )?;
+    Ok(held.is_some())
+}
+
+/// [`holds`], for the job of run `run`.
+pub(super) fn holds_run(tx: &dyn Tx, run: i64, me: &str) -> Result<bool, StoreError> {
+    let job: Option<i64> =
+        tx.query_opt("SELECT job_id FROM runs WHERE id = ?1", &[&run], |row| {
+            row.get(0)
+        })?;
+    match job {
+        Some(job) => holds(tx, job, me),
+        None => Ok(false),
+    }
+}
 
 /// This process among the replicas: host name, process id and a random part (a restarted
 /// process with a recycled pid is still another owner).
@@ -73,7 +102,8 @@ impl Store {
     /// verification is queued again, a remediation marked interrupted and escalated (never
     /// re-run), as after a crash; its targets are let go.
     pub async fn recover_job(&self, job: i64) -> Result<Recovery, StoreError> {
-        self.recover_scope(Scope::Job(job)).await
+        self.recover_scope(Scope::Job(job, self.me.to_string()))
+            .await
     }
 
     /// At start, after a crash: diagnoses that were running are queued again, remediations
@@ -109,7 +139,7 @@ impl Store {
     }
 
     async fn recover_scope(&self, scope: Scope) -> Result<Recovery, StoreError> {
-        let one = matches!(scope, Scope::Job(_));
+        let one = matches!(scope, Scope::Job(..));
         let recovery = self.db.write(move |tx| jobs::recover(tx, &scope)).await?;
         self.hub.ring(one || recovery.requeued > 0);
         Ok(recovery)

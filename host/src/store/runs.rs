@@ -56,7 +56,15 @@ pub struct WriteClaim {
 pub(super) fn journal_write(
     tx: &dyn Tx,
     write: &WriteClaim,
+    me: &str,
 ) -> Result<Result<i64, String>, StoreError> {
+    // Every write is journaled before it runs, so fencing the journal fences the writes.
+    if !super::replicas::holds_run(tx, write.run, me)? {
+        return Ok(Err(format!(
+            "this replica ({me}) no longer holds the run's job: its lease lapsed and another \
+             replica took the job over"
+        )));
+    }
     let held: Option<(i64, String, String)> = tx.query_opt(
         "SELECT run_id, incident_id, runbook FROM target_leases WHERE target = ?1",
         &[&write.target.key],

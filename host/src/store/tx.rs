@@ -31,6 +31,15 @@ impl Dialect {
             Dialect::Postgres => " FOR UPDATE OF j SKIP LOCKED",
         }
     }
+
+    /// Appended to a read whose row the transaction goes on to change or relies on: on
+    /// PostgreSQL it locks the row to the end of the transaction; SQLite has one writer.
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
 }
 
 /// A parameter's value, as every backend binds it.

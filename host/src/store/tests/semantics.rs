@@ -49,25 +49,26 @@ fn record(job: &Job, phase: Phase, outcome: RunOutcome) -> RunRecord {
 
 /// Finishes `job`'s diagnosis with a plan, in mode auto.
 async fn diagnose(store: &Store, job: &Job) {
+    store.apply(diagnosed(job)).await.unwrap();
+}
+
+/// `job`'s diagnosis, done, with a plan in mode auto.
+fn diagnosed(job: &Job) -> Transition {
     assert_eq!(job.phase, Phase::Diagnose, "{job:?}");
-    store
-        .apply(Transition::Diagnosed {
-            job: job.to_ref(),
-            run: Box::new(record(job, Phase::Diagnose, RunOutcome::Diagnosed)),
-            outcome: DiagnosisOutcome::Diagnosed {
-                summary: "api is failing".to_owned(),
-                findings: Vec::new(),
-                plan: vec!["roll back".to_owned()],
-                detail: serde_json::json!({}),
-                stored: r#"{"summary":"api is failing","findings":[],"plan":["roll back"]}"#
-                    .to_owned(),
-                escalation: None,
-            },
-            mode: Mode::Auto,
-            expires_ms: i64::MAX,
-        })
-        .await
-        .unwrap();
+    Transition::Diagnosed {
+        job: job.to_ref(),
+        run: Box::new(record(job, Phase::Diagnose, RunOutcome::Diagnosed)),
+        outcome: DiagnosisOutcome::Diagnosed {
+            summary: "api is failing".to_owned(),
+            findings: Vec::new(),
+            plan: vec!["roll back".to_owned()],
+            detail: serde_json::json!({}),
+            stored: r#"{"summary":"api is failing","findings":[],"plan":["roll back"]}"#.to_owned(),
+            escalation: None,
+        },
+        mode: Mode::Auto,
+        expires_ms: i64::MAX,
+    }
 }
 
 /// Starts `job`'s remediation; returns its run id.
@@ -89,20 +90,22 @@ async fn begin(store: &Store, job: &Job) -> i64 {
 }
 
 async fn finish(store: &Store, job: &Job, run_id: i64) {
-    store
-        .apply(Transition::Remediated {
-            job: job.to_ref(),
-            run_id,
-            run: Box::new(record(job, Phase::Remediate, RunOutcome::Remediated)),
-            outcome: RemediationOutcome::Done {
-                success: true,
-                action: "rolled back".to_owned(),
-                details: String::new(),
-            },
-            verify: None,
-        })
-        .await
-        .unwrap();
+    store.apply(remediated(job, run_id)).await.unwrap();
+}
+
+/// `job`'s remediation (run `run_id`), done.
+fn remediated(job: &Job, run_id: i64) -> Transition {
+    Transition::Remediated {
+        job: job.to_ref(),
+        run_id,
+        run: Box::new(record(job, Phase::Remediate, RunOutcome::Remediated)),
+        outcome: RemediationOutcome::Done {
+            success: true,
+            action: "rolled back".to_owned(),
+            details: String::new(),
+        },
+        verify: None,
+    }
 }
 
 async fn claim(store: &Store) -> Option<Job> {
@@ -258,15 +261,16 @@ async fn the_global_write_budget_refuses_writes_past_it(store: &Store) {
 async fn recovery_lets_go_of_the_targets_of_runs_a_crash_ended(store: &Store) {
     let (incident, _, run) = remediating(store, 1).await;
     hold(store, run, &incident).await;
-    let (other_incident, _, other) = remediating(store, 2).await;
+    remediating(store, 2).await;
     // This process's runs end (on SQLite, the one process; on PostgreSQL, this replica).
     let recovery = store.recover_own().await.unwrap();
     assert_eq!(recovery.interrupted, 2);
-    let after = store
-        .journal_write(write(other, &other_incident, "b", "api"))
+    let held: i64 = store
+        .db
+        .read(|tx| tx.query_one("SELECT count(*) FROM target_leases", &[], |row| row.get(0)))
         .await
         .unwrap();
-    assert!(after.is_ok(), "{after:?}");
+    assert_eq!(held, 0, "the target is free again");
     // What the interrupted remediation did is unknown: the plans behind it are diagnosed
     // again rather than run.
     let next = claim(store).await;
@@ -472,4 +476,70 @@ async fn work_queued_on_one_replica_wakes_the_workers_of_another() {
     tokio::time::timeout(Duration::from_secs(30), woken)
         .await
         .expect("the other replica's workers were woken");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_whose_lease_lapsed_records_nothing_more_and_may_not_write() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    // `stalled` claims with a lease that is over at once: a replica in a long pause.
+    let (stalled, taker) = (
+        replica(&server, Duration::ZERO).await,
+        replica(&server, Duration::from_secs(60)).await,
+    );
+    let (fixing, fix, run) = remediating(&stalled, 1).await;
+    let diagnosing = incident_with_two_runbooks(&stalled, 2).await;
+    let diagnosis = claim(&stalled).await.unwrap();
+    assert_eq!(diagnosis.incident, diagnosing);
+    let swept = taker.sweep_lapsed().await.unwrap();
+    assert_eq!((swept.requeued, swept.interrupted), (1, 1));
+    let before = (
+        states(&taker, &fixing).await,
+        states(&taker, &diagnosing).await,
+    );
+
+    // The stalled replica wakes up and tries to record its results: both are refused, and
+    // neither incident changes.
+    for (late, job) in [
+        (stalled.apply(diagnosed(&diagnosis)).await, diagnosis.id),
+        (stalled.apply(remediated(&fix, run)).await, fix.id),
+    ] {
+        match late {
+            Err(StoreError::Lost { job: lost, replica }) => {
+                assert_eq!((lost, replica.as_str()), (job, stalled.replica()));
+            }
+            other => panic!("job {job}: {other:?}"),
+        }
+    }
+    // Its remediation may not write either: the journal refuses it, so it never runs.
+    let refused = stalled
+        .journal_write(write(run, &fixing, "b", "api"))
+        .await
+        .unwrap();
+    let why = refused.expect_err("a write of a lost job is refused");
+    assert!(why.contains("no longer holds the run's job"), "{why}");
+    // And recovering "its" job is not its to do.
+    let recovered = stalled.recover_job(fix.id).await.unwrap();
+    assert_eq!((recovered.requeued, recovered.interrupted), (0, 0));
+    assert_eq!(
+        (
+            states(&taker, &fixing).await,
+            states(&taker, &diagnosing).await
+        ),
+        before
+    );
+    let leases: i64 = taker
+        .db
+        .read(|tx| tx.query_one("SELECT count(*) FROM target_leases", &[], |row| row.get(0)))
+        .await
+        .unwrap();
+    assert_eq!(leases, 0, "no target taken by the stalled replica");
+
+    // The replica that took the diagnosis over runs it and records it.
+    let again = loop {
+        let job = claim(&taker).await.expect("the diagnosis is queued again");
+        if job.id == diagnosis.id {
+            break job;
+        }
+    };
+    taker.apply(diagnosed(&again)).await.unwrap();
 }
