@@ -294,7 +294,11 @@ async fn incident(
         Ok(None) => return refused(StatusCode::NOT_FOUND, &format!("no incident {id}")),
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let draft = crate::postmortem::render(&detail, app.config.server.public_url.as_deref());
+    let public_url = app.config.server.public_url.as_deref();
+    let draft = match crate::postmortem::draft(&app.store, &detail, public_url).await {
+        Ok((draft, _)) => draft,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
     let title = format!("{} — {}", detail.incident.id, detail.incident.title);
     let body = pages::incident(&detail, session.role, &session.csrf, &draft);
     with_cookie(

@@ -8,7 +8,25 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::store::IncidentDetail;
+use crate::store::{IncidentDetail, Store, StoreError};
+
+/// The draft to show for `detail`: the one stored when the incident resolved, while it is
+/// still resolved that way (the second value is then true); otherwise, an open incident or
+/// a draft not yet written, the draft rendered now.
+pub async fn draft(
+    store: &Store,
+    detail: &IncidentDetail,
+    public_url: Option<&str>,
+) -> Result<(String, bool), StoreError> {
+    let incident = &detail.incident;
+    if incident.status == "resolved"
+        && let Some(stored) = store.postmortem(incident.id.clone()).await?
+        && incident.resolved_at.as_deref() == Some(stored.resolved_at.as_str())
+    {
+        return Ok((stored.body, true));
+    }
+    Ok((render(detail, public_url), false))
+}
 
 /// Markdown table cells: one line, pipes escaped, cut at `max` characters.
 fn cell(text: &str, max: usize) -> String {
@@ -299,17 +317,14 @@ fn findings(out: &mut String, diagnosis: &Value) {
     }
 }
 
-/// Writes the draft to `<dir>/<date>-<id>.md` (the seed's file name) and returns the path.
-pub fn save(
-    dir: &Path,
-    detail: &IncidentDetail,
-    public_url: Option<&str>,
-) -> std::io::Result<PathBuf> {
+/// Writes `draft`, the draft of `detail`, to `<dir>/<date>-<id>.md` (the seed's file name)
+/// and returns the path.
+pub fn save(dir: &Path, detail: &IncidentDetail, draft: &str) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let date = detail.incident.created_at.get(..10).unwrap_or("undated");
     let path = dir.join(format!("{date}-{}.md", detail.incident.id));
     let tmp = path.with_extension("md.tmp");
-    std::fs::write(&tmp, render(detail, public_url))?;
+    std::fs::write(&tmp, draft)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }

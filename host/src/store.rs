@@ -24,6 +24,7 @@ mod listen;
 mod migrate;
 mod outbox;
 mod postgres;
+mod postmortems;
 mod queries;
 mod replicas;
 mod runs;
@@ -40,6 +41,7 @@ pub use incidents::{Arrival, Delivery, Effect, Ingested, Selected};
 pub use jobs::{Decision, Job, Pruned, Recovery, Scope};
 pub use migrate::latest as schema_version;
 pub use outbox::{DeadNotification, DigestBatch, Due, Routing, Settlement, UNROUTED_PAGE};
+pub use postmortems::StoredDraft;
 pub use queries::{
     AlertCounts, AlertSummary, DeadLetter, Event, Gauges, IncidentDetail, IncidentFilter,
     IncidentPage, IncidentSummary, JobSummary, Run,

@@ -106,15 +106,23 @@ pub async fn show(
     Ok(Json(detail(&app, id).await?).into_response())
 }
 
-/// `GET /api/incidents/{id}/postmortem`: the draft as Markdown.
+/// `GET /api/incidents/{id}/postmortem`: the draft as Markdown: the one stored when the
+/// incident resolved (`x-quell-draft: stored`), else rendered now (`live`).
 pub async fn postmortem(
     State(app): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let detail = detail(&app, id).await?;
-    let text = postmortem::render(&detail, app.config.server.public_url.as_deref());
+    let (text, stored) =
+        postmortem::draft(&app.store, &detail, app.config.server.public_url.as_deref()).await?;
     Ok((
-        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/markdown; charset=utf-8"),
+            (
+                header::HeaderName::from_static("x-quell-draft"),
+                if stored { "stored" } else { "live" },
+            ),
+        ],
         text,
     )
         .into_response())

@@ -330,14 +330,18 @@ impl Default for PipelineConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PostmortemConfig {
-    /// Where drafts are written when an incident resolves.
+    /// Where drafts are written as files when an incident resolves.
     pub dir: PathBuf,
+    /// Whether drafts are also written as files under `dir`; they are always kept in the
+    /// database and served by the API (`false` suits several replicas, which share no disk).
+    pub files: bool,
 }
 
 impl Default for PostmortemConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from(".quell/postmortems"),
+            files: true,
         }
     }
 }

@@ -10,7 +10,8 @@ use super::{POLL, Pipeline, millis};
 use crate::store::now;
 
 impl Pipeline {
-    /// Applies `[retention]` at start and every hour.
+    /// Applies `[retention]` at start and every hour, and writes the post-mortem drafts that
+    /// are missing.
     pub(super) async fn prune(&self, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
             let (_, ms) = now();
@@ -25,6 +26,7 @@ impl Pipeline {
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "cannot apply retention"),
             }
+            self.write_missing_postmortems().await;
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(3600)) => {}
                 _ = stop.changed() => {}
@@ -70,30 +72,62 @@ impl Pipeline {
     pub fn resolved(self: &Arc<Self>, id: &str) {
         let pipeline = self.clone();
         let id = id.to_owned();
-        tokio::spawn(async move {
-            match pipeline.store.incident_detail(id.clone()).await {
-                Ok(Some(detail)) => {
-                    let dir = pipeline.postmortems.clone();
-                    let url = pipeline.public_url.clone();
-                    let saved = tokio::task::spawn_blocking(move || {
-                        crate::postmortem::save(&dir, &detail, url.as_deref())
-                    })
-                    .await;
-                    match saved {
-                        Ok(Ok(path)) => {
-                            info!(incident = %id, path = %path.display(), "post-mortem draft written")
-                        }
-                        Ok(Err(e)) => {
-                            warn!(incident = %id, error = %e, "cannot write the post-mortem draft")
-                        }
-                        Err(e) => warn!(incident = %id, error = %e, "post-mortem task failed"),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    warn!(incident = %id, error = %e, "cannot read the incident for its post-mortem")
+        tokio::spawn(async move { pipeline.write_postmortem(&id).await });
+    }
+
+    /// Writes the drafts a replica that resolved an incident did not get to write (it
+    /// stopped first), a page at a time.
+    async fn write_missing_postmortems(&self) {
+        match self.store.missing_postmortems(100).await {
+            Ok(ids) => {
+                for id in ids {
+                    self.write_postmortem(&id).await;
                 }
             }
-        });
+            Err(e) => warn!(error = %e, "cannot look for missing post-mortem drafts"),
+        }
+    }
+
+    /// Writes the draft of incident `id`'s resolution into the database, and as a file when
+    /// `[postmortems] files` is on; nothing if it is no longer resolved.
+    async fn write_postmortem(&self, id: &str) {
+        let detail = match self.store.incident_detail(id.to_owned()).await {
+            Ok(Some(detail)) => detail,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(incident = %id, error = %e, "cannot read the incident for its post-mortem");
+                return;
+            }
+        };
+        let Some(resolved_at) = detail
+            .incident
+            .resolved_at
+            .clone()
+            .filter(|_| detail.incident.status == "resolved")
+        else {
+            return;
+        };
+        let draft = crate::postmortem::render(&detail, self.public_url.as_deref());
+        let stored = self
+            .store
+            .save_postmortem(id.to_owned(), resolved_at, draft.clone())
+            .await;
+        match stored {
+            Ok(()) => info!(incident = %id, "post-mortem draft stored"),
+            Err(e) => warn!(incident = %id, error = %e, "cannot store the post-mortem draft"),
+        }
+        let Some(dir) = self.postmortems.clone() else {
+            return;
+        };
+        let saved =
+            tokio::task::spawn_blocking(move || crate::postmortem::save(&dir, &detail, &draft))
+                .await;
+        match saved {
+            Ok(Ok(path)) => {
+                info!(incident = %id, path = %path.display(), "post-mortem draft written")
+            }
+            Ok(Err(e)) => warn!(incident = %id, error = %e, "cannot write the post-mortem draft"),
+            Err(e) => warn!(incident = %id, error = %e, "post-mortem task failed"),
+        }
     }
 }

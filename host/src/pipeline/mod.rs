@@ -39,7 +39,8 @@ pub struct Pipeline {
     runbooks: RwLock<Arc<Runbooks>>,
     runbooks_dir: PathBuf,
     config: PipelineConfig,
-    postmortems: PathBuf,
+    /// Where drafts are also written as files, if they are.
+    postmortems: Option<PathBuf>,
     public_url: Option<String>,
     retention: RetentionConfig,
     metrics: Arc<Metrics>,
@@ -67,7 +68,10 @@ impl Pipeline {
             runbooks: RwLock::new(Arc::new(Runbooks::default())),
             runbooks_dir: config.runbooks.dir.clone(),
             config: config.pipeline.clone(),
-            postmortems: config.postmortems.dir.clone(),
+            postmortems: config
+                .postmortems
+                .files
+                .then(|| config.postmortems.dir.clone()),
             public_url: config.server.public_url.clone(),
             retention: config.retention.clone(),
             metrics,

@@ -24,6 +24,8 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
     (3, include_str!("v3.sql")),
     // Several replicas: the owner of a running job and its lease.
     (4, include_str!("v4.sql")),
+    // Post-mortem drafts kept in the database.
+    (5, include_str!("v5.sql")),
 ];
 
 /// PostgreSQL's schema starts at version 3, the SQLite schema it matches; later versions
@@ -31,6 +33,7 @@ pub(super) const MIGRATIONS: &[(u32, &str)] = &[
 pub(super) const POSTGRES: &[(u32, &str)] = &[
     (3, include_str!("postgres/schema.sql")),
     (4, include_str!("postgres/v4.sql")),
+    (5, include_str!("postgres/v5.sql")),
 ];
 
 /// A key for `pg_advisory_xact_lock`: replicas starting together migrate one at a time.

@@ -91,6 +91,23 @@ impl Running {
         )
     }
 
+    /// The incident's post-mortem draft and whether it was served as stored at resolution
+    /// (`x-quell-draft: stored`) or rendered now (`live`).
+    pub async fn draft(&self, id: &str) -> (String, String) {
+        let response = self
+            .client
+            .get(format!("{}/api/incidents/{id}/postmortem", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let kind = response.headers()["x-quell-draft"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (kind, response.text().await.unwrap())
+    }
+
     pub async fn incidents(&self) -> Vec<Value> {
         let (status, page) = self.get("/api/incidents?limit=500").await;
         assert_eq!(status, StatusCode::OK, "{page}");
@@ -692,6 +709,55 @@ async fn a_replica_that_loses_its_database_answers_503_and_recovers_without_a_re
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_replica_serves_the_post_mortem_stored_when_an_incident_resolved() {
+    let mut env = crate::harness::OnPostgres::new();
+    env.policy("probe", "probe", &probe_policy("diagnose", ""));
+    daemon_config(&mut env);
+    // Replicas share no disk: drafts live in the database only.
+    env.config.postmortems.files = false;
+    let other = Env {
+        dir: tempfile::tempdir().unwrap(),
+        config: env.config.clone(),
+        postgres: env.postgres.clone(),
+    };
+    let (one, two) = (
+        Running::start_configured(env).await,
+        Running::start_configured(other).await,
+    );
+    let id = created(&one, firing("pm")).await;
+    one.wait_for(&id, "the diagnosis", |d| {
+        settled(d) && !d["runs"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let resolved = payload("resolved", "pm", "2026-11-24T03:00:00.51Z", json!({}));
+    let (status, answer) = one.post("/webhooks/alertmanager", resolved).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    // The replica that did not resolve it serves the draft the other one stored.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let draft = loop {
+        let (kind, draft) = two.draft(&id).await;
+        if kind == "stored" {
+            break draft;
+        }
+        assert!(Instant::now() < deadline, "no stored draft: {draft}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for part in [
+        &format!("# Post-Mortem: {id}"),
+        "## Diagnosis",
+        "| resolved |",
+    ] {
+        assert!(draft.contains(part), "missing {part:?} in:\n{draft}");
+    }
+    assert_eq!(one.draft(&id).await, ("stored".to_owned(), draft));
+    let dir = one.env.config.postmortems.dir.clone();
+    assert!(!dir.exists(), "no file written: {}", dir.display());
+    one.stop().await;
+    two.stop().await;
+}
+
 // Shared behaviour: each runs on SQLite and on a real PostgreSQL server.
 crate::harness::on_both_backends! {
     async fn five_concurrent_deliveries_make_one_incident_and_one_run() {
@@ -823,6 +889,10 @@ crate::harness::on_both_backends! {
         ] {
             assert!(draft.contains(section), "missing {section:?} in:\n{draft}");
         }
+        // The API serves the same draft, kept in the database at resolution; the open
+        // episode's is rendered as it stands.
+        assert_eq!(app.draft(&first).await, ("stored".to_owned(), draft));
+        assert_eq!(app.draft(&second).await.0, "live");
         app.stop().await;
     }
 

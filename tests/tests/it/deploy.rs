@@ -46,3 +46,19 @@ fn the_configmap_configuration_parses_and_uses_the_mounted_paths() {
     let containerfile = std::fs::read_to_string(dir.join("Containerfile")).unwrap();
     assert!(containerfile.contains("/usr/share/quell/runbooks"));
 }
+
+#[test]
+fn the_postgres_configmap_parses_and_keeps_nothing_on_the_pods_disk_that_others_need() {
+    let dir = workspace().join("deploy/kubernetes/postgres");
+    let configmap = std::fs::read_to_string(dir.join("configmap.yaml")).unwrap();
+    let config = Config::parse(&block(&configmap, "quell.toml")).unwrap();
+    assert_eq!(config.server.listen.port(), 8080);
+    // The database URL comes from the Secret, through the environment.
+    assert_eq!(config.database.url, None);
+    let deployment = std::fs::read_to_string(dir.join("deployment.yaml")).unwrap();
+    assert!(deployment.contains("QUELL_DATABASE_URL"), "{deployment}");
+    assert!(deployment.contains("replicas: 2"), "{deployment}");
+    // Pods share no disk: post-mortem drafts live in the database only.
+    assert!(!config.postmortems.files);
+    assert!(config.sandbox.cache_dir.starts_with("/var/lib/quell"));
+}
