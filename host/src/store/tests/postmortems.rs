@@ -19,7 +19,10 @@ async fn a_draft_is_kept_per_resolution_and_goes_with_its_incident(store: &Store
         "open"
     );
     super::ingest(store, super::grafana("resolved", 1)).await;
-    assert_eq!(store.missing_postmortems(10).await.unwrap(), [id.clone()]);
+    assert_eq!(
+        store.missing_postmortems(10).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
     assert_eq!(store.postmortem(id.clone()).await.unwrap(), None);
 
     let at = resolved_at(store, &id).await;
@@ -45,7 +48,10 @@ async fn a_draft_is_kept_per_resolution_and_goes_with_its_incident(store: &Store
         )
         .await
         .unwrap();
-    assert_eq!(store.missing_postmortems(10).await.unwrap(), [id.clone()]);
+    assert_eq!(
+        store.missing_postmortems(10).await.unwrap(),
+        std::slice::from_ref(&id)
+    );
 
     // Retention deletes the incident, and its draft with it.
     let pruned = store.prune(0, now().1 + 1).await.unwrap();
