@@ -14,6 +14,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # The PostgreSQL store's tests start a real server (Debian's) in a temp directory.
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# ... and make a certificate authority for its TLS tests.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # The end-to-end webhook test runs the real Alertmanager; the package also installs the
 # templates its Debian build hard-codes (/usr/share/prometheus/alertmanager/*.tmpl).
 [ -x /usr/bin/prometheus-alertmanager ] && [ -f /usr/share/prometheus/alertmanager/default.tmpl ] \

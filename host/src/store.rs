@@ -152,7 +152,7 @@ impl Store {
     pub async fn connect(config: &crate::config::DatabaseConfig) -> anyhow::Result<Self> {
         let mut store = match &config.url {
             Some(url) => {
-                let db = postgres::Postgres::connect(url, config.pool_size).await?;
+                let db = postgres::Postgres::connect(url, config).await?;
                 let store = Self::on(backend::Backend::Postgres(db.clone()));
                 listen::start(&db, &store.hub);
                 store

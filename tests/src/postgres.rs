@@ -129,6 +129,105 @@ impl Postgres {
         Ok(text(&checked_output(out, "psql")?))
     }
 
+    /// Turns TLS on (`ssl = on`, reloaded) with a server certificate for `127.0.0.1` signed
+    /// by a certificate authority made for it with `openssl`; returns the authority's PEM
+    /// file, for clients to trust. Plain connections are still accepted.
+    pub fn enable_tls(&self) -> anyhow::Result<PathBuf> {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
+        let at = |name: &str| tls.join(name).display().to_string();
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            checked(
+                Command::new("openssl").args(args).current_dir(&tls),
+                "openssl (Debian: apt-get install openssl)",
+            )
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=quell test CA",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])?;
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            &at("server.key"),
+            "-out",
+            &at("server.csr"),
+        ])?;
+        std::fs::write(
+            tls.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &at("server.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &at("server.ext"),
+            "-out",
+            &at("server.crt"),
+        ])?;
+        if self.as_postgres {
+            checked(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&tls),
+                "chown postgres",
+            )?;
+        }
+        // The server refuses a key others can read.
+        checked(
+            Command::new("chmod").arg("600").arg(tls.join("server.key")),
+            "chmod",
+        )?;
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_cert_file = '{}'",
+            at("server.crt")
+        ))?;
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_key_file = '{}'",
+            at("server.key")
+        ))?;
+        self.psql("ALTER SYSTEM SET ssl = on")?;
+        self.psql("SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until the server says TLS is on.
+        for _ in 0..600 {
+            if self.psql("SHOW ssl")?.trim() == "on" {
+                return Ok(tls.join("ca.pem"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        bail!("TLS did not come on; server log:\n{}", self.log())
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

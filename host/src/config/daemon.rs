@@ -56,6 +56,15 @@ pub struct DatabaseConfig {
     /// How long a job a replica claimed stays its own without a renewal (renewed every
     /// second). A replica that dies has its running work taken over this long after.
     pub lease: HumanDuration,
+    /// TLS to PostgreSQL: PEM certificates of the authorities that sign the server's
+    /// certificate, trusted beside the web's public roots. TLS is used as the URL's
+    /// `sslmode` says (`prefer` by default, `require`, `disable`); when it is used, the
+    /// server's certificate and name are always verified.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain) for servers that ask for one; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
     /// The SQLite file (WAL mode, `synchronous=FULL`); created with its directory.
     pub path: PathBuf,
     /// How long a write waits for a lock held by another process before the request is
@@ -69,6 +78,9 @@ impl Default for DatabaseConfig {
             url: None,
             pool_size: 16,
             lease: HumanDuration(Duration::from_secs(30)),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             path: PathBuf::from(".quell/quell.db"),
             busy_timeout: HumanDuration(Duration::from_secs(5)),
         }
@@ -82,6 +94,9 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &self.url.as_ref().map(|_| "<set>"))
             .field("pool_size", &self.pool_size)
             .field("lease", &self.lease)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
             .field("path", &self.path)
             .field("busy_timeout", &self.busy_timeout)
             .finish()

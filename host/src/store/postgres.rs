@@ -15,6 +15,12 @@ use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
 use super::tx::{Column, Dialect, More, Param, Row, Tx, Value};
 use super::{Source, StoreError};
+use crate::config::DatabaseConfig;
+
+mod tls;
+
+/// A connection's stream: TLS or plain, as its URL's `sslmode` and the server decide.
+type Stream = <tls::Tls as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
 
 /// How long a caller waits for a pooled connection before the database counts as
 /// unavailable.
@@ -26,6 +32,7 @@ pub struct Postgres {
     pool: Pool,
     /// For the listener's own connection, outside the pool.
     config: Arc<tokio_postgres::Config>,
+    tls: tls::Tls,
     /// The URL without its password, for messages.
     shown: Arc<str>,
 }
@@ -51,16 +58,19 @@ pub(super) fn redacted(url: &str) -> String {
 }
 
 impl Postgres {
-    /// Connects to the database at `url` (a `postgres://` URL or a key=value string),
-    /// checks it answers, and brings its schema up to date.
-    pub(super) async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+    /// Connects to the database at `url` (a `postgres://` URL or a key=value string) with
+    /// `database`'s pool size and TLS files, checks it answers, and brings its schema up to
+    /// date.
+    pub(super) async fn connect(url: &str, database: &DatabaseConfig) -> anyhow::Result<Self> {
         let shown: Arc<str> = redacted(url).into();
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| anyhow::anyhow!("[database] url ({shown}): {e}"))?;
+        let tls = tls::connector(database)?;
+        let pool_size = database.pool_size;
         let manager = Manager::from_config(
             config.clone(),
-            tokio_postgres::NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -76,6 +86,7 @@ impl Postgres {
         let db = Self {
             pool,
             config: Arc::new(config),
+            tls,
             shown,
         };
         db.migrate().await?;
@@ -89,7 +100,7 @@ impl Postgres {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| StoreError::Unavailable {
-            message: format!("{}: {e}", self.shown),
+            message: format!("{}: {}", self.shown, causes(&e)),
             source: Some(Arc::new(e)),
         })
     }
@@ -101,14 +112,11 @@ impl Postgres {
     ) -> Result<
         (
             tokio_postgres::Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+            tokio_postgres::Connection<tokio_postgres::Socket, Stream>,
         ),
         StoreError,
     > {
-        self.config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(from_pg)
+        self.config.connect(self.tls.clone()).await.map_err(from_pg)
     }
 
     /// Sends `payload` on `channel` to every listening replica (outside any transaction).
@@ -490,6 +498,21 @@ fn unavailable_state(code: &str) -> bool {
         .any(|class| code.starts_with(class))
 }
 
+/// `error` and its causes, one after the other: a failed TLS handshake says why it failed
+/// (an unknown issuer, a wrong name) rather than only that it did.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        let said = next.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = next.source();
+    }
+    text
+}
+
 fn from_pg(error: tokio_postgres::Error) -> StoreError {
     let unavailable = error.is_closed()
         || match error.code() {
@@ -499,7 +522,7 @@ fn from_pg(error: tokio_postgres::Error) -> StoreError {
         };
     let message = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        None => causes(&error),
     };
     let source: Option<Source> = Some(Arc::new(error));
     if unavailable {

@@ -567,3 +567,4 @@ async fn a_late_grafana_resend_of_an_episode_resolved_before_the_upgrade_is_stal
 mod migrations;
 mod postmortems;
 mod semantics;
+mod tls;
