@@ -125,7 +125,7 @@ pub(super) fn run(
                 queued = true;
             }
             Step::MarkRemediated => {
-                tx.execute(
+                tx.send(
                     "UPDATE incidents SET remediated = 1 WHERE id = ?1",
                     &[&incident],
                 )?;
@@ -181,14 +181,14 @@ fn set_status(
     ms: i64,
 ) -> Result<(), StoreError> {
     if status == IncidentStatus::Resolved {
-        tx.execute(
+        tx.send(
             "UPDATE incidents SET status = 'resolved', resolved_at = ?2, resolved_ms = ?3,
                  updated_at = ?2
              WHERE id = ?1",
             &[&incident, &at, &ms],
         )?;
     } else {
-        tx.execute(
+        tx.send(
             "UPDATE incidents SET status = ?2, updated_at = ?3 WHERE id = ?1",
             &[&incident, &status.as_str(), &at],
         )?;
@@ -219,7 +219,7 @@ fn cancel_pending(tx: &dyn Tx, incident: &str, (at, ms): (&str, i64)) -> Result<
 
 /// Marks an incident escalated to a human, with the reason on its timeline and a notice.
 pub(super) fn escalate(tx: &dyn Tx, id: &str, at: &str, reason: &str) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
         &[&id, &at],
     )?;
@@ -243,7 +243,7 @@ pub(super) fn event(
     message: &str,
     detail: Option<&Value>,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "INSERT INTO events (incident_id, at, kind, runbook, message, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         &[

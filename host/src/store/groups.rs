@@ -34,7 +34,7 @@ fn upsert(
     at: &str,
 ) -> Result<(), StoreError> {
     let alert = &arrival.incident;
-    tx.execute(
+    tx.send(
         "INSERT INTO incident_alerts (incident_id, fingerprint, status, title, severity, labels,
              annotations, alert_json, starts_at, ends_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
@@ -139,7 +139,7 @@ pub(super) fn fire(
         return stale(tx, (at, ms), id, why);
     }
     upsert(tx, &id, arrival, "firing", at)?;
-    tx.execute(
+    tx.send(
         "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
         &[&id, &at],
     )?;
@@ -232,7 +232,7 @@ pub(super) fn resolve(
         None,
         &resolution("the group's last firing alert resolved"),
     )?;
-    tx.execute(
+    tx.send(
         "UPDATE incidents SET ended_at = ?2 WHERE id = ?1",
         &[&id, &alert.ends_at],
     )?;

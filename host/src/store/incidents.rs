@@ -256,7 +256,7 @@ fn open_incident_of(tx: &dyn Tx, alert: &Incident) -> Result<Option<OpenIncident
     };
     let open = open_incident(tx, &alert.source, previous)?;
     if let Some(open) = &open {
-        tx.execute(
+        tx.send(
             "UPDATE incidents SET fingerprint = ?2 WHERE id = ?1",
             &[&open.id, &alert.fingerprint],
         )?;
@@ -276,7 +276,7 @@ pub(super) fn fire(
 ) -> Result<Effect, StoreError> {
     let alert = &arrival.incident;
     if let Some(open) = open_incident_of(tx, alert)? {
-        tx.execute(
+        tx.send(
             "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
             &[&open.id, &at],
         )?;
@@ -327,7 +327,7 @@ pub(super) fn fire(
         .filter(|(_, _, resolved_ms)| *resolved_ms >= ms - reopen_window_ms)
         .map(|(id, _, _)| id.clone());
     let effect = if let Some(id) = recent.filter(|_| reopen_window_ms > 0) {
-        tx.execute(
+        tx.send(
             "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_ms = NULL,
                  ended_at = NULL, fingerprint = ?5,
                  fired = fired + 1, starts_at = ?2, alert_json = ?3, updated_at = ?4
@@ -464,7 +464,7 @@ fn resolve_alert(
         None,
         &resolution("the alert resolved"),
     )?;
-    tx.execute(
+    tx.send(
         "UPDATE incidents SET ended_at = ?2 WHERE id = ?1",
         &[&open.id, &alert.ends_at],
     )?;

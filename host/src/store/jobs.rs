@@ -124,7 +124,7 @@ pub(super) fn claim(tx: &dyn Tx, owner: &str, lease_ms: i64) -> Result<Option<Jo
 /// Sets a job's final or next state.
 pub(super) fn set_state(tx: &dyn Tx, job: i64, state: JobState) -> Result<(), StoreError> {
     let (at, _) = now();
-    tx.execute(
+    tx.send(
         "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
         &[&job, &state.as_str(), &at],
     )?;
@@ -139,7 +139,7 @@ pub(super) fn await_approval(
     expires_ms: i64,
 ) -> Result<(), StoreError> {
     let (at, _) = now();
-    tx.execute(
+    tx.send(
         "UPDATE jobs SET state = 'awaiting_approval', phase = 'remediate', diagnosis = ?2,
              expires_ms = ?3, updated_at = ?4
          WHERE id = ?1",
@@ -151,7 +151,7 @@ pub(super) fn await_approval(
 /// Puts a claimed remediation back to wait for approval (remediation is paused).
 pub(super) fn hold(tx: &dyn Tx, job: i64, expires_ms: i64) -> Result<(), StoreError> {
     let (at, _) = now();
-    tx.execute(
+    tx.send(
         "UPDATE jobs SET state = 'awaiting_approval', expires_ms = ?2, updated_at = ?3
          WHERE id = ?1",
         &[&job, &expires_ms, &at],
@@ -162,7 +162,7 @@ pub(super) fn hold(tx: &dyn Tx, job: i64, expires_ms: i64) -> Result<(), StoreEr
 /// Queues the job's next verification check `after_ms` from now.
 pub(super) fn queue_verify(tx: &dyn Tx, job: i64, after_ms: i64) -> Result<(), StoreError> {
     let (at, ms) = now();
-    tx.execute(
+    tx.send(
         "UPDATE jobs SET state = 'queued', phase = 'verify', run_at_ms = ?2,
              verifications = verifications + 1, updated_at = ?3
          WHERE id = ?1",
@@ -174,7 +174,7 @@ pub(super) fn queue_verify(tx: &dyn Tx, job: i64, after_ms: i64) -> Result<(), S
 /// Queues the remediate phase of a diagnosed job at once (mode `auto`).
 pub(super) fn queue_remediation(tx: &dyn Tx, job: i64, diagnosis: &str) -> Result<(), StoreError> {
     let (at, ms) = now();
-    tx.execute(
+    tx.send(
         "UPDATE jobs SET state = 'queued', phase = 'remediate', diagnosis = ?2, run_at_ms = ?3,
              updated_at = ?4
          WHERE id = ?1",
@@ -402,14 +402,14 @@ pub(super) fn recover(tx: &dyn Tx, scope: &Scope) -> Result<Recovery, StoreError
     };
     // Only the runs of the jobs recovered here: another replica's runs go on.
     for (id, _, _) in requeued_jobs.iter().chain(&interrupted_jobs) {
-        tx.execute(
+        tx.send(
             "UPDATE runs SET outcome = 'interrupted', error = ?2
              WHERE outcome = 'running' AND job_id = ?1",
             &[id, &why],
         )?;
     }
     // Targets held by runs that are over.
-    tx.execute(
+    tx.send(
         "DELETE FROM target_leases
          WHERE run_id NOT IN (SELECT id FROM runs WHERE outcome = 'running')",
         &[],
@@ -476,7 +476,7 @@ pub(super) fn take_budget(
     if used >= i64::from(count) {
         return Ok(false);
     }
-    tx.execute(
+    tx.send(
         "INSERT INTO budget (runbook, at_ms) VALUES (?1, ?2)",
         &[&runbook, &ms],
     )?;
@@ -506,7 +506,7 @@ pub(super) fn paused(tx: &dyn Tx) -> Result<bool, StoreError> {
 
 /// Pauses or resumes remediation.
 pub(super) fn set_paused(tx: &dyn Tx, paused: bool) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "INSERT INTO settings (key, value) VALUES ('remediation_paused', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&if paused { "true" } else { "false" }],
@@ -538,34 +538,34 @@ pub(super) fn prune(
         "DELETE FROM incidents WHERE status = 'resolved' AND resolved_ms < ?1",
         &[&incidents_before_ms],
     )?;
-    tx.execute(
+    tx.send(
         "DELETE FROM calls WHERE run_id NOT IN (SELECT id FROM runs)",
         &[],
     )?;
     // Notices: settled ones past the inbox retention, and any whose incident is gone.
-    tx.execute(
+    tx.send(
         "DELETE FROM notifications WHERE incident_id NOT IN (SELECT id FROM incidents)
             OR (created_ms < ?1 AND NOT EXISTS (SELECT 1 FROM deliveries d
                     WHERE d.notification_id = notifications.id
                       AND d.state IN ('pending', 'batched', 'digest')))",
         &[&inbox_before_ms],
     )?;
-    tx.execute(
+    tx.send(
         "DELETE FROM deliveries WHERE notification_id NOT IN (SELECT id FROM notifications)",
         &[],
     )?;
     for table in ["slack_threads", "slack_plans"] {
-        tx.execute(
+        tx.send(
             &format!("DELETE FROM {table} WHERE incident_id NOT IN (SELECT id FROM incidents)"),
             &[],
         )?;
     }
     let (_, ms) = now();
-    tx.execute(
+    tx.send(
         "DELETE FROM budget WHERE at_ms < ?1",
         &[&(ms - 400 * 86_400_000)],
     )?;
-    tx.execute(
+    tx.send(
         "DELETE FROM writes WHERE at_ms < ?1",
         &[&(ms - 400 * 86_400_000)],
     )?;

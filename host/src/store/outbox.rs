@@ -21,7 +21,7 @@ pub(super) fn configure(tx: &dyn Tx, destinations: &[&str]) -> Result<(), StoreE
         )?
         .unwrap_or_default();
     let before: Vec<&str> = before.split(',').collect();
-    tx.execute(
+    tx.send(
         "INSERT INTO settings (key, value) VALUES ('notify', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&destinations.join(",")],
@@ -33,7 +33,7 @@ pub(super) fn configure(tx: &dyn Tx, destinations: &[&str]) -> Result<(), StoreE
     let (at, _) = now();
     for destination in destinations.iter().filter(|d| !before.contains(d)) {
         // The HAVING ends the SELECT, so SQLite does not read ON CONFLICT as a join's ON.
-        tx.execute(
+        tx.send(
             "INSERT INTO deliveries
                  (notification_id, destination, incident_id, state, next_at_ms, created_at)
              SELECT max(id), ?1, '', 'skipped', 0, ?2 FROM notifications
@@ -43,16 +43,6 @@ pub(super) fn configure(tx: &dyn Tx, destinations: &[&str]) -> Result<(), StoreE
         )?;
     }
     Ok(())
-}
-
-fn enabled(tx: &dyn Tx) -> Result<bool, StoreError> {
-    Ok(tx
-        .query_opt(
-            "SELECT value FROM settings WHERE key = 'notify'",
-            &[],
-            |row| row.get::<String>(0),
-        )?
-        .is_some_and(|v| !v.is_empty()))
 }
 
 /// What a notice says, beside its kind and incident.
@@ -88,12 +78,11 @@ pub(super) fn record(
     runbook: Option<&str>,
     said: &Said<'_>,
 ) -> Result<(), StoreError> {
-    if !enabled(tx)? {
-        return Ok(());
-    }
+    // The incident as the notice shows it, and only when some destination is configured.
     let Some(view) = tx.query_opt(
         "SELECT id, title, severity, status, source, created_at, escalated, labels
-         FROM incidents WHERE id = ?1",
+         FROM incidents WHERE id = ?1
+           AND EXISTS (SELECT 1 FROM settings WHERE key = 'notify' AND value != '')",
         &[&incident],
         |row| {
             Ok(IncidentView {
@@ -126,7 +115,7 @@ pub(super) fn record(
     // a higher id: with several writers (PostgreSQL) the next notice's id is taken only once
     // this transaction has committed. SQLite's one writer already works that way.
     tx.lock("outbox")?;
-    tx.execute(
+    tx.send(
         "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
         &[
@@ -246,7 +235,7 @@ pub(super) fn route(
         if matches!(state, "pending" | "batched") {
             backlog += 1;
         }
-        tx.execute(insert, &[id, &destination, incident, &state, &due, &at])?;
+        tx.send(insert, &[id, &destination, incident, &state, &due, &at])?;
     }
     Ok(())
 }
@@ -300,7 +289,7 @@ pub(super) fn settle_digest(
     through: i64,
 ) -> Result<(), StoreError> {
     let (at, _) = now();
-    tx.execute(
+    tx.send(
         "UPDATE deliveries SET state = 'digested', sent_at = ?3
          WHERE destination = ?1 AND state = 'digest' AND id <= ?2",
         &[&destination, &through, &at],
@@ -381,7 +370,7 @@ pub struct Settlement {
 pub(super) fn settle(tx: &dyn Tx, settlement: &Settlement) -> Result<(), StoreError> {
     let (at, ms) = now();
     let next = ms + i64::try_from(settlement.retry_in.as_millis()).unwrap_or(i64::MAX / 2);
-    tx.execute(
+    tx.send(
         "UPDATE deliveries SET
              -- A batch tried again stays the batch: joins meanwhile are still told by it.
              state = CASE WHEN ?2 = 'pending' AND state = 'batched' THEN 'batched' ELSE ?2 END,

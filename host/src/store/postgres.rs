@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 
-use super::tx::{Column, Dialect, More, Param, Row, Tx, Value};
+use super::tx::Tx;
 use super::{Source, StoreError};
 use crate::config::DatabaseConfig;
 
 mod tls;
+mod transaction;
+
+use transaction::PgTx;
 
 /// A connection's stream: TLS or plain, as its URL's `sslmode` and the server decide.
 type Stream = <tls::Tls as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream;
@@ -203,71 +205,6 @@ impl Postgres {
     }
 }
 
-/// A transaction on one pooled connection, driven from a blocking thread.
-struct PgTx<'a> {
-    client: &'a deadpool_postgres::ClientWrapper,
-    handle: &'a Handle,
-}
-
-impl PgTx<'_> {
-    /// The statement, prepared once per connection and then taken from its cache.
-    fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
-        self.handle
-            .block_on(self.client.prepare_cached(&dollars(sql)))
-            .map_err(|e| with_statement(from_pg(e), sql))
-    }
-}
-
-impl Tx for PgTx<'_> {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn lock(&self, key: &str) -> Result<(), StoreError> {
-        self.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(?1, 0))",
-            &[&key],
-        )
-        .map(drop)
-    }
-
-    fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        self.handle
-            .block_on(self.client.batch_execute(sql))
-            .map_err(from_pg)
-    }
-
-    fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError> {
-        let statement = self.statement(sql)?;
-        let values = bind(&statement, params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        self.handle
-            .block_on(self.client.execute(&statement, &refs))
-            .map_err(|e| with_statement(from_pg(e), sql))
-    }
-
-    fn each(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        row: &mut dyn FnMut(&dyn Row) -> Result<More, StoreError>,
-    ) -> Result<(), StoreError> {
-        let statement = self.statement(sql)?;
-        let values = bind(&statement, params)?;
-        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
-        let rows = self
-            .handle
-            .block_on(self.client.query(&statement, &refs))
-            .map_err(|e| with_statement(from_pg(e), sql))?;
-        for next in &rows {
-            if !row(&PgRow(next))? {
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// How many times an operation runs at most when PostgreSQL rolls it back as a deadlock's
 /// victim or for a serialization failure.
 const RETRIES: u32 = 5;
@@ -276,27 +213,18 @@ const RETRIES: u32 = 5;
 fn once<T>(
     client: &deadpool_postgres::Object,
     handle: &Handle,
-    begin: &str,
+    begin: &'static str,
     commit: bool,
     work: &impl Fn(&dyn Tx) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    handle
-        .block_on(client.batch_execute(begin))
-        .map_err(from_pg)?;
-    let tx = PgTx { client, handle };
+    let tx = PgTx::begin(client, handle, begin);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&tx))) {
         Ok(Ok(value)) if commit => {
-            // A connection lost during COMMIT leaves its outcome unknown: the caller is told
-            // the database is unavailable, never that it committed.
-            handle
-                .block_on(client.batch_execute("COMMIT"))
-                .map_err(from_pg)?;
+            tx.commit()?;
             Ok(value)
         }
         Ok(result) => {
-            handle
-                .block_on(client.batch_execute("ROLLBACK"))
-                .map_err(from_pg)?;
+            tx.rollback()?;
             result
         }
         Err(_) => {
@@ -330,164 +258,6 @@ fn retryable(error: &StoreError) -> bool {
             *code == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
                 || *code == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
         })
-}
-
-/// `?N` placeholders (the SQL both backends share) as PostgreSQL's `$N`.
-fn dollars(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '?' && chars.peek().is_some_and(char::is_ascii_digit) {
-            out.push('$');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn with_statement(error: StoreError, sql: &str) -> StoreError {
-    let first = super::tx::first_line(sql);
-    match error {
-        StoreError::Failed { message, source } => StoreError::Failed {
-            message: format!("{message} (in: {first})"),
-            source,
-        },
-        unavailable => unavailable,
-    }
-}
-
-/// A parameter as PostgreSQL takes it: the value converted to the type the server inferred
-/// for its placeholder.
-#[derive(Debug)]
-enum Bound<'a> {
-    Null,
-    I16(i16),
-    I32(i32),
-    I64(i64),
-    F64(f64),
-    Bool(bool),
-    Text(&'a str),
-    Bytes(&'a [u8]),
-}
-
-impl ToSql for Bound<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            Bound::Null => Ok(IsNull::Yes),
-            Bound::I16(v) => v.to_sql(ty, out),
-            Bound::I32(v) => v.to_sql(ty, out),
-            Bound::I64(v) => v.to_sql(ty, out),
-            Bound::F64(v) => v.to_sql(ty, out),
-            Bound::Bool(v) => v.to_sql(ty, out),
-            Bound::Text(v) => v.to_sql(ty, out),
-            Bound::Bytes(v) => v.to_sql(ty, out),
-        }
-    }
-
-    // `bind` chose the variant from the type, so every type it meets is accepted.
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    to_sql_checked!();
-}
-
-fn bind<'a>(
-    statement: &tokio_postgres::Statement,
-    params: &'a [&'a dyn Param],
-) -> Result<Vec<Bound<'a>>, StoreError> {
-    let types = statement.params();
-    if types.len() != params.len() {
-        return Err(StoreError::failed(format!(
-            "the statement takes {} parameters, {} given",
-            types.len(),
-            params.len()
-        )));
-    }
-    params
-        .iter()
-        .zip(types)
-        .enumerate()
-        .map(|(i, (param, ty))| {
-            let value = param.value();
-            bound(value, ty).ok_or_else(|| {
-                StoreError::failed(format!(
-                    "parameter ${}: cannot bind {value:?} as {ty}",
-                    i + 1
-                ))
-            })
-        })
-        .collect()
-}
-
-fn bound<'a>(value: Value<'a>, ty: &Type) -> Option<Bound<'a>> {
-    Some(match (value, ty) {
-        (Value::Null, _) => Bound::Null,
-        (Value::Int(v), &Type::INT8) => Bound::I64(v),
-        (Value::Int(v), &Type::INT4) => Bound::I32(i32::try_from(v).ok()?),
-        (Value::Int(v), &Type::INT2) => Bound::I16(i16::try_from(v).ok()?),
-        (Value::Int(v), &Type::BOOL) => Bound::Bool(v != 0),
-        #[allow(clippy::cast_precision_loss)] // counts and milliseconds, far below 2^53
-        (Value::Int(v), &Type::FLOAT8 | &Type::NUMERIC) => Bound::F64(v as f64),
-        (Value::Bool(v), &Type::BOOL) => Bound::Bool(v),
-        (Value::Bool(v), &Type::INT8) => Bound::I64(i64::from(v)),
-        (Value::Bool(v), &Type::INT4) => Bound::I32(i32::from(v)),
-        (Value::Text(v), &Type::TEXT | &Type::VARCHAR | &Type::BPCHAR | &Type::NAME) => {
-            Bound::Text(v)
-        }
-        (Value::Bytes(v), &Type::BYTEA) => Bound::Bytes(v),
-        _ => return None,
-    })
-}
-
-struct PgRow<'r>(&'r tokio_postgres::Row);
-
-impl Row for PgRow<'_> {
-    fn column(&self, index: usize) -> Result<Column<'_>, StoreError> {
-        let row = self.0;
-        let ty = row
-            .columns()
-            .get(index)
-            .map(|c| c.type_().clone())
-            .ok_or_else(|| StoreError::failed(format!("no column {index}")))?;
-        let got =
-            |e: tokio_postgres::Error| StoreError::failed(format!("column {index} ({ty}): {e}"));
-        Ok(match ty {
-            Type::INT8 => row
-                .try_get::<_, Option<i64>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, Column::Int),
-            Type::INT4 => row
-                .try_get::<_, Option<i32>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, |v| Column::Int(v.into())),
-            Type::INT2 => row
-                .try_get::<_, Option<i16>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, |v| Column::Int(v.into())),
-            Type::BOOL => row
-                .try_get::<_, Option<bool>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, |v| Column::Int(v.into())),
-            Type::FLOAT8 => row
-                .try_get::<_, Option<f64>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, Column::Real),
-            Type::BYTEA => row
-                .try_get::<_, Option<&[u8]>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, Column::Bytes),
-            _ => row
-                .try_get::<_, Option<&str>>(index)
-                .map_err(got)?
-                .map_or(Column::Null, Column::Text),
-        })
-    }
 }
 
 /// SQLSTATE classes that mean the database (not the statement) is the problem: connection
@@ -535,14 +305,6 @@ fn from_pg(error: tokio_postgres::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placeholders_become_dollars_and_nothing_else_changes() {
-        assert_eq!(
-            dollars("SELECT a FROM t WHERE b = ?1 AND c IN (?2, ?12) AND d = '?'"),
-            "SELECT a FROM t WHERE b = $1 AND c IN ($2, $12) AND d = '?'"
-        );
-    }
 
     #[test]
     fn a_password_never_reaches_a_message() {

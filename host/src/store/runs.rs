@@ -91,10 +91,10 @@ pub(super) fn journal_write(
                  ([pipeline] max_writes)"
             )));
         }
-        tx.execute("INSERT INTO writes (at_ms) VALUES (?1)", &[&ms])?;
+        tx.send("INSERT INTO writes (at_ms) VALUES (?1)", &[&ms])?;
     }
     if held.is_none() {
-        tx.execute(
+        tx.send(
             "INSERT INTO target_leases (target, shown, run_id, incident_id, runbook, taken_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             &[
@@ -112,7 +112,7 @@ pub(super) fn journal_write(
 
 /// Replaces call `id`'s record (journaled as started) with the finished call.
 pub(super) fn complete_call(tx: &dyn Tx, id: i64, call: &CallRecord) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "UPDATE calls SET decision = ?2, record = ?3 WHERE id = ?1",
         &[
             &id,
@@ -125,7 +125,7 @@ pub(super) fn complete_call(tx: &dyn Tx, id: i64, call: &CallRecord) -> Result<(
 
 /// Completes a started run (its calls were journaled).
 pub(super) fn finish_run(tx: &dyn Tx, id: i64, run: &RunRecord) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "UPDATE runs SET duration_ms = ?2, outcome = ?3, result = ?4, error = ?5, output = ?6
          WHERE id = ?1",
         &[
@@ -176,7 +176,7 @@ fn insert_run(tx: &dyn Tx, run: &RunRecord, outcome: RunOutcome) -> Result<i64, 
 
 /// Lets go of every target run `run` held.
 pub(super) fn release_targets(tx: &dyn Tx, run: i64) -> Result<(), StoreError> {
-    tx.execute("DELETE FROM target_leases WHERE run_id = ?1", &[&run])?;
+    tx.send("DELETE FROM target_leases WHERE run_id = ?1", &[&run])?;
     Ok(())
 }
 

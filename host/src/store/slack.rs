@@ -19,7 +19,7 @@ pub(super) fn set_thread(
     channel: &str,
     ts: &str,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "INSERT INTO slack_threads (incident_id, channel, ts) VALUES (?1, ?2, ?3)
          ON CONFLICT DO NOTHING",
         &[&incident, &channel, &ts],
@@ -43,7 +43,7 @@ pub(super) fn plan(
 /// Keeps a plan message: incident, runbook, channel, ts, text.
 pub(super) fn set_plan(tx: &dyn Tx, row: &[&String; 5]) -> Result<(), StoreError> {
     let [incident, runbook, channel, ts, text] = row;
-    tx.execute(
+    tx.send(
         "INSERT INTO slack_plans (incident_id, runbook, channel, ts, text)
          VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (incident_id, runbook)
@@ -80,7 +80,7 @@ pub(super) fn digest(tx: &dyn Tx) -> Result<Option<SlackDigest>, StoreError> {
 
 /// Keeps the digest message's state.
 pub(super) fn set_digest(tx: &dyn Tx, digest: &SlackDigest) -> Result<(), StoreError> {
-    tx.execute(
+    tx.send(
         "INSERT INTO settings (key, value) VALUES ('slack_digest', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         &[&serde_json::to_string(digest)?],

@@ -235,6 +235,11 @@ pub(crate) trait Tx {
     /// Runs a statement, returning the rows it changed.
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError>;
 
+    /// Runs a statement whose answer the caller does not need. A backend may send it with
+    /// the next statement instead of waiting for it alone (PostgreSQL pipelines them); an
+    /// error it meets is then returned by that statement, or by the commit, which fails.
+    fn send(&self, sql: &str, params: &[&dyn Param]) -> Result<(), StoreError>;
+
     /// Holds the lock named `key` until the transaction ends, waiting for another transaction
     /// that holds it: PostgreSQL's advisory lock. SQLite's single writer already serialises
     /// every write, so there it does nothing.
@@ -303,6 +308,18 @@ pub(crate) fn first_line(sql: &str) -> &str {
     sql.trim().lines().next().unwrap_or_default()
 }
 
+/// `error`, a statement's failure, naming the statement (its first line); an unavailable
+/// database is the database's trouble, not the statement's, and is left as it is.
+pub(crate) fn in_statement(error: StoreError, sql: &str) -> StoreError {
+    match error {
+        StoreError::Failed { message, source } => StoreError::Failed {
+            message: format!("{message} (in: {})", first_line(sql)),
+            source,
+        },
+        other => other,
+    }
+}
+
 /// A transaction on a SQLite connection (the writer's batch savepoint, or a reader's
 /// snapshot).
 pub(super) struct SqliteTx<'c>(pub &'c rusqlite::Connection);
@@ -352,13 +369,18 @@ impl Tx for SqliteTx<'_> {
     fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, StoreError> {
         let changed = self
             .0
-            .prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(binds(params)))?;
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(binds(params))))
+            .map_err(|e| in_statement(e.into(), sql))?;
         Ok(u64::try_from(changed).unwrap_or(u64::MAX))
     }
 
     fn lock(&self, _key: &str) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn send(&self, sql: &str, params: &[&dyn Param]) -> Result<(), StoreError> {
+        self.execute(sql, params).map(drop)
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
@@ -371,9 +393,12 @@ impl Tx for SqliteTx<'_> {
         params: &[&dyn Param],
         row: &mut dyn FnMut(&dyn Row) -> Result<More, StoreError>,
     ) -> Result<(), StoreError> {
-        let mut statement = self.0.prepare_cached(sql)?;
-        let mut rows = statement.query(rusqlite::params_from_iter(binds(params)))?;
-        while let Some(next) = rows.next()? {
+        let named = |e: rusqlite::Error| in_statement(e.into(), sql);
+        let mut statement = self.0.prepare_cached(sql).map_err(named)?;
+        let mut rows = statement
+            .query(rusqlite::params_from_iter(binds(params)))
+            .map_err(named)?;
+        while let Some(next) = rows.next().map_err(named)? {
             if !row(&SqliteRow(next))? {
                 break;
             }

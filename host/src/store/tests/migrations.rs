@@ -114,6 +114,9 @@ async fn a_deadlocks_victim_is_run_again_and_both_writes_land() {
                 .write(move |tx| {
                     let attempt = runs.fetch_add(1, Ordering::SeqCst);
                     tx.lock(first)?;
+                    // A lock goes out with the next statement that waits: this one makes
+                    // sure it is held before the two meet.
+                    tx.execute("SELECT 1", &[])?;
                     if attempt < 2 {
                         met.wait();
                     }
