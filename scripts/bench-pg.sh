@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The ingest benchmark on PostgreSQL: a throwaway cluster on disk with PostgreSQL's durable
-# defaults (fsync and synchronous_commit on), Debian's server run as `postgres` when we are
-# root. Arguments go to the benchmark. Usage: scripts/bench-pg.sh
+# A benchmark on PostgreSQL: a throwaway cluster on disk with PostgreSQL's durable defaults
+# (fsync and synchronous_commit on), Debian's server run as `postgres` when we are root.
+# Usage: scripts/bench-pg.sh [ingest|claims] [arguments for the benchmark]
+#   QUELL_BENCH_REPLICAS=3 scripts/bench-pg.sh ingest   three daemons on the one database
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bench=ingest
+case "${1:-}" in ingest|claims) bench=$1; shift ;; esac
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 dir=$(mktemp -d /tmp/quell-bench-pg.XXXXXX)
 chmod 755 "$dir"
@@ -19,4 +22,4 @@ echo "PostgreSQL $(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'S
     "fsync=$(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'SHOW fsync')," \
     "synchronous_commit=$(psql -X -A -t -h 127.0.0.1 -p "$port" -U quell -d quell -c 'SHOW synchronous_commit')"
 QUELL_BENCH_DATABASE_URL="postgres://quell@127.0.0.1:$port/quell" \
-    cargo bench -p quell --bench ingest -- "$@"
+    cargo bench -p quell --bench "$bench" -- "$@"

@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p quell --bench ingest` (QUELL_BENCH_SECS sets each phase's length, 10 s;
 //! QUELL_BENCH_BIN runs another `quell` binary, for an A/B against an earlier commit;
-//! QUELL_BENCH_DATABASE_URL runs it on PostgreSQL: `scripts/bench-pg.sh` starts one).
+//! QUELL_BENCH_DATABASE_URL runs it on PostgreSQL: `scripts/bench-pg.sh` starts one;
+//! QUELL_BENCH_REPLICAS=3 then starts three daemons on it and spreads the load across them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // a bench tool
 
@@ -101,19 +102,27 @@ async fn send(client: &reqwest::Client, url: &str, n: u64) {
     let _ = response.bytes().await;
 }
 
-async fn throughput(url: &str, seconds: u64, next: Arc<AtomicU64>) -> (u64, Duration) {
+/// Each daemon's webhook.
+fn webhooks(daemons: &[Daemon]) -> Vec<String> {
+    daemons
+        .iter()
+        .map(|d| format!("{}/webhooks/alertmanager", d.url))
+        .collect()
+}
+
+async fn throughput(daemons: &[Daemon], seconds: u64, next: Arc<AtomicU64>) -> (u64, Duration) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
         .unwrap();
-    let webhook = format!("{url}/webhooks/alertmanager");
+    let webhooks = webhooks(daemons);
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let (client, webhook, next, done) =
-            (client.clone(), webhook.clone(), next.clone(), done.clone());
+    for connection in 0..CONNECTIONS {
+        let webhook = webhooks[connection % webhooks.len()].clone();
+        let (client, next, done) = (client.clone(), next.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until {
                 let n = next.fetch_add(1, Ordering::Relaxed);
@@ -128,20 +137,23 @@ async fn throughput(url: &str, seconds: u64, next: Arc<AtomicU64>) -> (u64, Dura
     (done.load(Ordering::Relaxed), started.elapsed())
 }
 
-async fn open_loop(url: &str, seconds: u64, next: Arc<AtomicU64>) -> Vec<Duration> {
+async fn open_loop(daemons: &[Daemon], seconds: u64, next: Arc<AtomicU64>) -> Vec<Duration> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(CONNECTIONS)
         .build()
         .unwrap();
-    let webhook = format!("{url}/webhooks/alertmanager");
+    let webhooks = webhooks(daemons);
     let interval = Duration::from_nanos(1_000_000_000 / RATE);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for i in 0..(RATE * seconds) {
         let scheduled = started + interval * u32::try_from(i).unwrap();
         tokio::time::sleep_until(scheduled.into()).await;
-        let (client, webhook) = (client.clone(), webhook.clone());
         let n = next.fetch_add(1, Ordering::Relaxed);
+        let (client, webhook) = (
+            client.clone(),
+            webhooks[n as usize % webhooks.len()].clone(),
+        );
         tasks.push(tokio::spawn(async move {
             send(&client, &webhook, n).await;
             scheduled.elapsed()
@@ -162,27 +174,35 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(if benching { 10 } else { 1 });
-    let daemon = start_daemon();
+    let replicas = std::env::var("QUELL_BENCH_REPLICAS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|_| std::env::var_os("QUELL_BENCH_DATABASE_URL").is_some())
+        .unwrap_or(1usize);
+    let daemons: Vec<Daemon> = (0..replicas.max(1)).map(|_| start_daemon()).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let ready = Instant::now() + Duration::from_secs(60);
-        while reqwest::get(format!("{}/readyz", daemon.url)).await.is_err() {
-            assert!(Instant::now() < ready, "the daemon did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        for daemon in &daemons {
+            while reqwest::get(format!("{}/readyz", daemon.url)).await.is_err() {
+                assert!(Instant::now() < ready, "the daemon did not start");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let next = Arc::new(AtomicU64::new(0));
         // Warm-up: connections, page cache, prepared statements.
-        throughput(&daemon.url, 1, next.clone()).await;
-        let (alerts, elapsed) = throughput(&daemon.url, seconds, next.clone()).await;
+        throughput(&daemons, 1, next.clone()).await;
+        let (alerts, elapsed) = throughput(&daemons, seconds, next.clone()).await;
         println!(
-            "ingest/throughput: {alerts} alerts in {:.2} s over {CONNECTIONS} connections = {:.0} alerts/s durably acknowledged",
+            "ingest/throughput: {alerts} alerts in {:.2} s over {CONNECTIONS} connections to {} daemon(s) = {:.0} alerts/s durably acknowledged",
             elapsed.as_secs_f64(),
+            daemons.len(),
             alerts as f64 / elapsed.as_secs_f64()
         );
-        let latencies = open_loop(&daemon.url, seconds, next).await;
+        let latencies = open_loop(&daemons, seconds, next).await;
         println!(
             "ingest/latency at {RATE} alerts/s for {seconds} s: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms ({} requests)",
             percentile(&latencies, 0.50).as_secs_f64() * 1e3,
