@@ -223,12 +223,6 @@ pub(super) fn escalate(tx: &dyn Tx, id: &str, at: &str, reason: &str) -> Result<
         "UPDATE incidents SET escalated = 1, updated_at = ?2 WHERE id = ?1",
         &[&id, &at],
     )?;
-    escalated(tx, id, at, reason)
-}
-
-/// The timeline entry and notice of an escalation, for an incident already marked escalated
-/// (one created so).
-pub(super) fn escalated(tx: &dyn Tx, id: &str, at: &str, reason: &str) -> Result<(), StoreError> {
     event(tx, id, at, EventKind::Escalated, None, reason, None)?;
     outbox::record(
         tx,

@@ -264,57 +264,6 @@ fn open_incident_of(tx: &dyn Tx, alert: &Incident) -> Result<Option<OpenIncident
     Ok(open)
 }
 
-/// A recently resolved incident of an identity: id, startsAt, when it resolved.
-type Resolved = (String, Option<String>, i64);
-
-/// In one query, the open incident of `alert`'s identity (one still open under the identity
-/// an earlier Quell gave it is moved to the current one) and its recently resolved incidents
-/// (under either identity), newest first: one lookup serves re-firing, the staleness check
-/// and reopening.
-fn identity(
-    tx: &dyn Tx,
-    alert: &Incident,
-) -> Result<(Option<OpenIncident>, Vec<Resolved>), StoreError> {
-    let previous = alert
-        .previous_fingerprint
-        .as_ref()
-        .unwrap_or(&alert.fingerprint);
-    let mut open: Vec<(OpenIncident, String)> = Vec::new();
-    let mut resolved = Vec::new();
-    tx.each(
-        "SELECT id, starts_at, resolved_ms, fingerprint, status FROM incidents
-         WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status != 'resolved'
-         UNION ALL
-         SELECT id, starts_at, resolved_ms, fingerprint, status FROM (
-             SELECT id, starts_at, resolved_ms, fingerprint, status FROM incidents
-             WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status = 'resolved'
-             ORDER BY resolved_ms DESC LIMIT 20) AS recent",
-        &[&alert.source, &alert.fingerprint, &previous],
-        &mut |row| {
-            let (id, starts_at): (String, Option<String>) = (row.get(0)?, row.get(1)?);
-            if row.get::<String>(4)? == "resolved" {
-                resolved.push((id, starts_at, row.get::<Option<i64>>(2)?.unwrap_or(0)));
-            } else {
-                open.push((OpenIncident { id, starts_at }, row.get(3)?));
-            }
-            Ok(true)
-        },
-    )?;
-    // The current identity's first; else the earlier one's, which moves to the current.
-    open.sort_by_key(|(_, fingerprint)| *fingerprint != alert.fingerprint);
-    let open = match open.into_iter().next() {
-        Some((open, fingerprint)) if fingerprint != alert.fingerprint => {
-            tx.send(
-                "UPDATE incidents SET fingerprint = ?2 WHERE id = ?1",
-                &[&open.id, &alert.fingerprint],
-            )?;
-            Some(open)
-        }
-        found => found.map(|(open, _)| open),
-    };
-    Ok((open, resolved))
-}
-
 /// A firing alert: a re-send for its open incident, or a new (or reopened) incident whose
 /// runbook jobs run for `member` (the alert of a grouped incident; `""` when the incident is
 /// its one alert).
@@ -326,8 +275,7 @@ pub(super) fn fire(
     member: &str,
 ) -> Result<Effect, StoreError> {
     let alert = &arrival.incident;
-    let (open, resolved) = identity(tx, alert)?;
-    if let Some(open) = open {
+    if let Some(open) = open_incident_of(tx, alert)? {
         tx.send(
             "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
             &[&open.id, &at],
@@ -343,6 +291,19 @@ pub(super) fn fire(
         event(tx, &open.id, at, EventKind::Refired, None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
+    // The identity's recently resolved incidents (under the identity an earlier Quell gave
+    // it too), newest first: one lookup serves both the staleness check and reopening.
+    let previous = alert
+        .previous_fingerprint
+        .as_ref()
+        .unwrap_or(&alert.fingerprint);
+    let resolved: Vec<(String, Option<String>, i64)> = tx.query_vec(
+        "SELECT id, starts_at, resolved_ms FROM incidents
+         WHERE source = ?1 AND fingerprint IN (?2, ?3) AND status = 'resolved'
+         ORDER BY resolved_ms DESC LIMIT 20",
+        &[&alert.source, &alert.fingerprint, &previous],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+    )?;
     // A firing delivery for an episode that already ended (a late retry, an HA peer, the
     // episode a reopen already covered): a resolved incident of this identity started at or
     // after it. Alerts without a startsAt cannot be placed, so they are never stale.
@@ -398,8 +359,7 @@ pub(super) fn fire(
         )?;
         Effect::Reopened(id)
     } else {
-        // No runbook: a human is needed from the start, so it is created escalated.
-        let id = insert(tx, arrival, at, ms, arrival.runbooks.is_empty())?;
+        let id = insert(tx, arrival, at, ms)?;
         let message = format!("Alert: {}", alert.title);
         announce(
             tx,
@@ -412,10 +372,7 @@ pub(super) fn fire(
     };
     let id = effect.incident().unwrap_or_default().to_owned();
     if arrival.runbooks.is_empty() {
-        match effect {
-            Effect::Created(_) => super::apply::escalated(tx, &id, at, NO_RUNBOOK)?,
-            _ => escalate(tx, &id, at, NO_RUNBOOK)?,
-        }
+        escalate(tx, &id, at, NO_RUNBOOK)?;
     }
     for runbook in &arrival.runbooks {
         super::jobs::enqueue(tx, &id, member, runbook, (at, ms))?;
@@ -435,21 +392,14 @@ fn salted_id(alert: &Incident, ms: i64, salt: u32) -> String {
     format!("INC-{}", hex::encode_upper(&digest[..4]))
 }
 
-/// Inserts the incident (`escalated` from the start, or not) and returns its id.
-fn insert(
-    tx: &dyn Tx,
-    arrival: &Arrival,
-    at: &str,
-    ms: i64,
-    escalated: bool,
-) -> Result<String, StoreError> {
+fn insert(tx: &dyn Tx, arrival: &Arrival, at: &str, ms: i64) -> Result<String, StoreError> {
     let alert = &arrival.incident;
     let mut id = alert.id.clone();
     for salt in 1..=16 {
         let inserted: Option<String> = tx.query_opt(
             "INSERT INTO incidents (id, source, fingerprint, starts_at, status, severity, title,
-                 labels, annotations, alert_json, created_at, created_ms, updated_at, escalated)
-             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10, ?12)
+                 labels, annotations, alert_json, created_at, created_ms, updated_at)
+             VALUES (?1, ?2, ?3, ?4, 'open', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?10)
              ON CONFLICT DO NOTHING
              RETURNING id",
             &[
@@ -464,7 +414,6 @@ fn insert(
                 &alert.alert_json,
                 &at,
                 &ms,
-                &i64::from(escalated),
             ],
             |row| row.get(0),
         )?;
