@@ -4,34 +4,48 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{POLL, Pipeline, millis};
 use crate::store::now;
 
+/// How long the replica that does the hourly housekeeping keeps it without doing it again:
+/// two rounds, so its own renewal is never late.
+const HOUSEKEEPING_LEASE: Duration = Duration::from_secs(2 * 3600);
+
 impl Pipeline {
     /// Applies `[retention]` at start and every hour, and writes the post-mortem drafts that
-    /// are missing.
+    /// are missing. Of several replicas, the one holding the `housekeeping` lease does it
+    /// (another takes over once a holder that died lets it lapse).
     pub(super) async fn prune(&self, mut stop: watch::Receiver<bool>) {
         while !*stop.borrow() {
-            let (_, ms) = now();
-            let inbox = ms - millis(self.retention.inbox.0);
-            let incidents = ms - millis(self.retention.incidents.0);
-            match self.store.prune(inbox, incidents).await {
-                Ok(pruned) if pruned.deliveries + pruned.incidents > 0 => info!(
-                    deliveries = pruned.deliveries,
-                    incidents = pruned.incidents,
-                    "history past its retention deleted"
-                ),
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "cannot apply retention"),
+            match self.store.lead("housekeeping", HOUSEKEEPING_LEASE).await {
+                Ok(true) => self.housekeep().await,
+                Ok(false) => debug!("another replica applies retention"),
+                Err(e) => warn!(error = %e, "cannot take the housekeeping lease"),
             }
-            self.write_missing_postmortems().await;
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(3600)) => {}
                 _ = stop.changed() => {}
             }
         }
+    }
+
+    /// Retention, then the missing post-mortem drafts.
+    async fn housekeep(&self) {
+        let (_, ms) = now();
+        let inbox = ms - millis(self.retention.inbox.0);
+        let incidents = ms - millis(self.retention.incidents.0);
+        match self.store.prune(inbox, incidents).await {
+            Ok(pruned) if pruned.deliveries + pruned.incidents > 0 => info!(
+                deliveries = pruned.deliveries,
+                incidents = pruned.incidents,
+                "history past its retention deleted"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot apply retention"),
+        }
+        self.write_missing_postmortems().await;
     }
 
     /// Expires plans nobody approved in time, every [`POLL`]. On a shared database it also

@@ -198,7 +198,18 @@ impl Postgres {
         self.write(move |tx| super::migrate::postgres(tx, &shown))
             .await
             .map_err(|e| {
-                anyhow::anyhow!("{}: cannot bring the schema up to date: {e}", self.shown)
+                // The one refusal an operator meets first on a server with TLS on.
+                let hint = if e.to_string().contains("invalid peer certificate") {
+                    " (Quell verifies the server's certificate whenever it uses TLS: give \
+                     the authority that signed it in [database] ca_file, or on a trusted \
+                     network add sslmode=disable to the URL)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!(
+                    "{}: cannot bring the schema up to date: {e}{hint}",
+                    self.shown
+                )
             })?
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(())

@@ -24,7 +24,11 @@ async fn every_connection_is_encrypted_when_asked_and_the_server_must_prove_itse
         ..Default::default()
     };
     let error = refused(&untrusted).await;
-    assert!(error.contains("certificate"), "{error}");
+    assert!(error.contains("invalid peer certificate"), "{error}");
+    assert!(
+        error.contains("[database] ca_file"),
+        "says what to do: {error}"
+    );
 
     let config = DatabaseConfig {
         url: Some(url),
