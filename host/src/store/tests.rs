@@ -20,6 +20,18 @@ pub(super) async fn on_postgres() -> (Box<dyn std::any::Any + Send>, Store) {
     (Box::new(server), store)
 }
 
+/// Waits until `store`'s database listener is connected (a hang guard, not a timing).
+pub(super) async fn listening(store: &Store) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !store.hub().listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener connects"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Runs each named `async fn(&Store)` as two tests, `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {

@@ -459,15 +459,7 @@ async fn work_queued_on_one_replica_wakes_the_workers_of_another() {
         replica(&server, Duration::from_secs(60)).await,
         replica(&server, Duration::from_secs(60)).await,
     );
-    // A hang guard while the listener connects, not a timing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !other.hub().listening() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener connects"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    super::listening(&other).await;
     let woken = other.hub().jobs().notified();
     tokio::pin!(woken);
     woken.as_mut().enable();

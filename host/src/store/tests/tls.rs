@@ -36,15 +36,7 @@ async fn every_connection_is_encrypted_when_asked_and_the_server_must_prove_itse
         ..Default::default()
     };
     let store = Store::connect(&config).await.unwrap();
-    // A hang guard while the listener connects, not a timing.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !store.hub().listening() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the listener connects"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    super::listening(&store).await;
     // The pool's connections and the listener's: all of them encrypted.
     let (mine, plain): (bool, i64) = store
         .db
