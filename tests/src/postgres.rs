@@ -228,6 +228,85 @@ impl Postgres {
         bail!("TLS did not come on; server log:\n{}", self.log())
     }
 
+    /// After [`Postgres::enable_tls`]: a superuser `user` who may connect only over TLS with
+    /// a client certificate for that name (`clientcert=verify-full`), signed by the same
+    /// authority; returns the certificate's and its key's PEM files. Other users are as before.
+    pub fn require_client_certificate(&self, user: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let tls = self.dir.join("tls");
+        let at = |name: &str| tls.join(name).display().to_string();
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            checked(
+                Command::new("openssl").args(args).current_dir(&tls),
+                "openssl (Debian: apt-get install openssl)",
+            )
+        };
+        let subject = format!("/CN={user}");
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &subject,
+            "-keyout",
+            &at("client.key"),
+            "-out",
+            &at("client.csr"),
+        ])?;
+        // Version 3 with its usage: rustls refuses version 1 certificates.
+        std::fs::write(
+            tls.join("client.ext"),
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &at("client.csr"),
+            "-CA",
+            &at("ca.pem"),
+            "-CAkey",
+            &at("ca.key"),
+            "-CAcreateserial",
+            "-extfile",
+            &at("client.ext"),
+            "-days",
+            "2",
+            "-out",
+            &at("client.crt"),
+        ])?;
+        self.psql(&format!("CREATE ROLE {user} LOGIN SUPERUSER"))?;
+        // First match wins: the user's TLS connections need the certificate, its plain
+        // ones are refused, and every other line stays as it was.
+        let hba = self.dir.join("data/pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).context("reading pg_hba.conf")?;
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all {user} 127.0.0.1/32 trust clientcert=verify-full\n\
+                 host all {user} 127.0.0.1/32 reject\n{rules}"
+            ),
+        )
+        .context("writing pg_hba.conf")?;
+        self.psql(&format!(
+            "ALTER SYSTEM SET ssl_ca_file = '{}'",
+            at("ca.pem")
+        ))?;
+        self.psql("SELECT pg_reload_conf()")?;
+        // The server rereads pg_hba.conf with its settings: once a new session shows the
+        // authority, both are in force.
+        for _ in 0..600 {
+            if self.psql("SHOW ssl_ca_file")?.trim() == at("ca.pem") {
+                return Ok((tls.join("client.crt"), tls.join("client.key")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        bail!(
+            "the client certificate rule did not come on; server log:\n{}",
+            self.log()
+        )
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

@@ -99,3 +99,38 @@ async fn every_connection_is_encrypted_when_asked_and_the_server_must_prove_itse
         assert!(error.contains(named), "{named}: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let server = quell_tests::postgres::Postgres::start().unwrap();
+    let ca = server.enable_tls().unwrap();
+    let (cert, key) = server.require_client_certificate("replica").unwrap();
+    let url = server.url().replace("quell@", "replica@") + "?sslmode=require";
+    let config = DatabaseConfig {
+        url: Some(url),
+        ca_file: Some(ca),
+        ..Default::default()
+    };
+    // Without a certificate the server refuses the user.
+    let error = refused(&config).await;
+    assert!(error.contains("certificate"), "{error}");
+
+    let config = DatabaseConfig {
+        cert_file: Some(cert),
+        key_file: Some(key),
+        ..config
+    };
+    let store = Store::connect(&config).await.unwrap();
+    let presented: String = store
+        .db
+        .read(|tx| {
+            tx.query_one(
+                "SELECT coalesce(client_dn, '') FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+                |row| row.get(0),
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(presented, "/CN=replica");
+}
