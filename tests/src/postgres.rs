@@ -133,16 +133,10 @@ impl Postgres {
     /// by a certificate authority made for it with `openssl`; returns the authority's PEM
     /// file, for clients to trust. Plain connections are still accepted.
     pub fn enable_tls(&self) -> anyhow::Result<PathBuf> {
-        let tls = self.dir.join("tls");
+        let tls = self.tls_dir();
         std::fs::create_dir_all(&tls).with_context(|| format!("creating {}", tls.display()))?;
-        let at = |name: &str| tls.join(name).display().to_string();
-        let openssl = |args: &[&str]| -> anyhow::Result<()> {
-            checked(
-                Command::new("openssl").args(args).current_dir(&tls),
-                "openssl (Debian: apt-get install openssl)",
-            )
-        };
-        openssl(&[
+        let ca = self.tls_file("ca.pem");
+        self.openssl(&[
             "req",
             "-x509",
             "-newkey",
@@ -153,48 +147,19 @@ impl Postgres {
             "-subj",
             "/CN=quell test CA",
             "-keyout",
-            &at("ca.key"),
+            &self.tls_file("ca.key"),
             "-out",
-            &at("ca.pem"),
+            &ca,
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ])?;
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
+        self.issue(
+            "server",
             "/CN=127.0.0.1",
-            "-keyout",
-            &at("server.key"),
-            "-out",
-            &at("server.csr"),
-        ])?;
-        std::fs::write(
-            tls.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             extendedKeyUsage=serverAuth\n",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
         )?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &at("server.csr"),
-            "-CA",
-            &at("ca.pem"),
-            "-CAkey",
-            &at("ca.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &at("server.ext"),
-            "-out",
-            &at("server.crt"),
-        ])?;
         if self.as_postgres {
             checked(
                 Command::new("chown")
@@ -208,73 +173,29 @@ impl Postgres {
             Command::new("chmod").arg("600").arg(tls.join("server.key")),
             "chmod",
         )?;
-        self.psql(&format!(
-            "ALTER SYSTEM SET ssl_cert_file = '{}'",
-            at("server.crt")
-        ))?;
-        self.psql(&format!(
-            "ALTER SYSTEM SET ssl_key_file = '{}'",
-            at("server.key")
-        ))?;
-        self.psql("ALTER SYSTEM SET ssl = on")?;
-        self.psql("SELECT pg_reload_conf()")?;
-        // The reload is asynchronous: wait until the server says TLS is on.
-        for _ in 0..600 {
-            if self.psql("SHOW ssl")?.trim() == "on" {
-                return Ok(tls.join("ca.pem"));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+        for (setting, file) in [
+            ("ssl_cert_file", "server.crt"),
+            ("ssl_key_file", "server.key"),
+        ] {
+            self.psql(&format!(
+                "ALTER SYSTEM SET {setting} = '{}'",
+                self.tls_file(file)
+            ))?;
         }
-        bail!("TLS did not come on; server log:\n{}", self.log())
+        self.psql("ALTER SYSTEM SET ssl = on")?;
+        self.reload_until("ssl", "on")?;
+        Ok(tls.join("ca.pem"))
     }
 
     /// After [`Postgres::enable_tls`]: a superuser `user` who may connect only over TLS with
     /// a client certificate for that name (`clientcert=verify-full`), signed by the same
     /// authority; returns the certificate's and its key's PEM files. Other users are as before.
     pub fn require_client_certificate(&self, user: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
-        let tls = self.dir.join("tls");
-        let at = |name: &str| tls.join(name).display().to_string();
-        let openssl = |args: &[&str]| -> anyhow::Result<()> {
-            checked(
-                Command::new("openssl").args(args).current_dir(&tls),
-                "openssl (Debian: apt-get install openssl)",
-            )
-        };
-        let subject = format!("/CN={user}");
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &subject,
-            "-keyout",
-            &at("client.key"),
-            "-out",
-            &at("client.csr"),
-        ])?;
-        // Version 3 with its usage: rustls refuses version 1 certificates.
-        std::fs::write(
-            tls.join("client.ext"),
-            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        self.issue(
+            "client",
+            &format!("/CN={user}"),
+            "extendedKeyUsage=clientAuth\n",
         )?;
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &at("client.csr"),
-            "-CA",
-            &at("ca.pem"),
-            "-CAkey",
-            &at("ca.key"),
-            "-CAcreateserial",
-            "-extfile",
-            &at("client.ext"),
-            "-days",
-            "2",
-            "-out",
-            &at("client.crt"),
-        ])?;
         self.psql(&format!("CREATE ROLE {user} LOGIN SUPERUSER"))?;
         // First match wins: the user's TLS connections need the certificate, its plain
         // ones are refused, and every other line stays as it was.
@@ -288,21 +209,84 @@ impl Postgres {
             ),
         )
         .context("writing pg_hba.conf")?;
-        self.psql(&format!(
-            "ALTER SYSTEM SET ssl_ca_file = '{}'",
-            at("ca.pem")
-        ))?;
-        self.psql("SELECT pg_reload_conf()")?;
+        let ca = self.tls_file("ca.pem");
+        self.psql(&format!("ALTER SYSTEM SET ssl_ca_file = '{ca}'"))?;
         // The server rereads pg_hba.conf with its settings: once a new session shows the
         // authority, both are in force.
+        self.reload_until("ssl_ca_file", &ca)?;
+        let tls = self.tls_dir();
+        Ok((tls.join("client.crt"), tls.join("client.key")))
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// A file of the test certificate authority's directory, as a string for arguments.
+    fn tls_file(&self, name: &str) -> String {
+        self.tls_dir().join(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) -> anyhow::Result<()> {
+        checked(
+            Command::new("openssl")
+                .args(args)
+                .current_dir(self.tls_dir()),
+            "openssl (Debian: apt-get install openssl)",
+        )
+    }
+
+    /// `<name>.key` and `<name>.crt` for `subject`, signed by the test authority, as X.509
+    /// version 3 with `extensions` (rustls refuses version 1 certificates).
+    fn issue(&self, name: &str, subject: &str, extensions: &str) -> anyhow::Result<()> {
+        let file = |suffix: &str| self.tls_file(&format!("{name}.{suffix}"));
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            subject,
+            "-keyout",
+            &file("key"),
+            "-out",
+            &file("csr"),
+        ])?;
+        std::fs::write(
+            file("ext"),
+            format!("basicConstraints=CA:FALSE\n{extensions}"),
+        )?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &file("csr"),
+            "-CA",
+            &self.tls_file("ca.pem"),
+            "-CAkey",
+            &self.tls_file("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &file("ext"),
+            "-out",
+            &file("crt"),
+        ])
+    }
+
+    /// Reloads the configuration and waits until a new session shows `setting` as `value`
+    /// (the reload is asynchronous).
+    fn reload_until(&self, setting: &str, value: &str) -> anyhow::Result<()> {
+        self.psql("SELECT pg_reload_conf()")?;
         for _ in 0..600 {
-            if self.psql("SHOW ssl_ca_file")?.trim() == at("ca.pem") {
-                return Ok((tls.join("client.crt"), tls.join("client.key")));
+            if self.psql(&format!("SHOW {setting}"))?.trim() == value {
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         bail!(
-            "the client certificate rule did not come on; server log:\n{}",
+            "{setting} did not become {value} after a reload; server log:\n{}",
             self.log()
         )
     }
