@@ -196,14 +196,25 @@ impl Store {
 
     /// Stores a delivery and applies its alerts to incidents, in one transaction.
     pub async fn ingest(&self, delivery: Delivery) -> Result<Ingested, StoreError> {
-        let ingested = self
-            .db
-            .write(move |conn| incidents::ingest(conn, &delivery))
-            .await?;
+        // Jobs were queued where an alert with runbooks opened, reopened or joined an
+        // incident: only then are the workers woken (here and on the other replicas).
+        let selected: Vec<bool> = delivery
+            .arrivals
+            .iter()
+            .map(|a| !a.runbooks.is_empty())
+            .collect();
+        let ingested = self.db.ingest(delivery).await?;
         let queued = ingested
             .effects
             .iter()
-            .any(|e| matches!(e, Effect::Created(_) | Effect::Reopened(_)));
+            .zip(selected)
+            .any(|(effect, selected)| {
+                selected
+                    && matches!(
+                        effect,
+                        Effect::Created(_) | Effect::Reopened(_) | Effect::Joined(_)
+                    )
+            });
         self.hub.ring(queued);
         Ok(ingested)
     }

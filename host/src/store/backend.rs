@@ -2,6 +2,7 @@
 //! a shared PostgreSQL database (several replicas).
 
 use super::StoreError;
+use super::incidents::{Delivery, Ingested};
 use super::postgres::Postgres;
 use super::sqlite::Sqlite;
 use super::tx::Tx;
@@ -26,6 +27,18 @@ impl Backend {
         }
     }
 
+    /// Stores a delivery and applies its alerts, in one transaction (on PostgreSQL, one it
+    /// may share with the deliveries that arrive meanwhile).
+    pub(super) async fn ingest(&self, delivery: Delivery) -> Result<Ingested, StoreError> {
+        match self {
+            Backend::Sqlite(db) => {
+                db.write(move |tx| super::incidents::ingest(tx, &delivery))
+                    .await
+            }
+            Backend::Postgres(db) => db.ingest(delivery).await,
+        }
+    }
+
     /// Runs `read` in one snapshot.
     pub(super) async fn read<T: Send + 'static>(
         &self,
@@ -37,12 +50,12 @@ impl Backend {
         }
     }
 
-    /// Writes waiting for SQLite's writer (the ingest backlog); PostgreSQL has no queue of
-    /// its own, so 0.
+    /// Writes waiting for SQLite's writer, or deliveries waiting for a PostgreSQL batch: the
+    /// ingest backlog.
     pub(super) fn queued_writes(&self) -> usize {
         match self {
             Backend::Sqlite(db) => db.queued_writes(),
-            Backend::Postgres(_) => 0,
+            Backend::Postgres(db) => db.queued_writes(),
         }
     }
 
@@ -60,6 +73,15 @@ impl Backend {
         match self {
             Backend::Sqlite(db) => format!("SQLite at {}", db.path().display()),
             Backend::Postgres(db) => format!("PostgreSQL at {}", db.shown()),
+        }
+    }
+
+    /// The PostgreSQL store, for tests that reach past the operations.
+    #[cfg(test)]
+    pub(super) fn postgres(&self) -> &Postgres {
+        match self {
+            Backend::Postgres(db) => db,
+            Backend::Sqlite(_) => panic!("a PostgreSQL-only test ran on SQLite"),
         }
     }
 

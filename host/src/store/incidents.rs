@@ -174,52 +174,96 @@ pub(super) fn ingest(tx: &dyn Tx, delivery: &Delivery) -> Result<Ingested, Store
     // Each identity's open incident is read, then written: concurrent deliveries of one alert
     // (Alertmanager HA sends it to every replica at once) take its lock first, so the second
     // sees the first's incident. Sorted, so two deliveries never wait on each other in turn.
-    let mut identities: Vec<String> = arrivals
-        .iter()
-        .map(|a| {
-            let key = a.group.as_deref().unwrap_or(&a.incident.fingerprint);
-            format!("incident:{}:{key}", a.incident.source)
-        })
-        .collect();
+    let mut identities: Vec<String> = arrivals.iter().map(identity).collect();
     identities.sort_unstable();
     identities.dedup();
     for identity in &identities {
         tx.lock(identity)?;
     }
-    let mut effects = Vec::with_capacity(arrivals.len());
-    let mut escalations = 0;
-    for arrival in arrivals {
-        let resolved = arrival.incident.status == "resolved";
-        let effect = match &arrival.group {
-            None if resolved => resolve_alert(tx, &arrival.incident, (&at, ms))?,
-            None => fire(tx, arrival, (&at, ms), reopen_window_ms, "")?,
-            Some(key) if resolved => super::groups::resolve(tx, arrival, key, (&at, ms))?,
-            Some(key) => super::groups::fire(tx, arrival, key, (&at, ms), reopen_window_ms)?,
-        };
-        if matches!(effect, Effect::Created(_) | Effect::Reopened(_)) && arrival.runbooks.is_empty()
-        {
-            escalations += 1;
-        }
-        effects.push(effect);
+    let effects = arrivals
+        .iter()
+        .map(|arrival| arrive(tx, arrival, (&at, ms), reopen_window_ms))
+        .collect::<Result<Vec<_>, _>>()?;
+    note_truncated(tx, &effects, truncated, &at)?;
+    Ok(Ingested {
+        delivery,
+        escalations: escalations(arrivals, &effects),
+        effects,
+    })
+}
+
+/// The lock key of an arrival's identity: its group, or its own fingerprint.
+pub(super) fn identity(arrival: &Arrival) -> String {
+    let key = arrival
+        .group
+        .as_deref()
+        .unwrap_or(&arrival.incident.fingerprint);
+    format!("incident:{}:{key}", arrival.incident.source)
+}
+
+/// Applies one alert of a delivery whose identities are locked.
+pub(super) fn arrive(
+    tx: &dyn Tx,
+    arrival: &Arrival,
+    (at, ms): (&str, i64),
+    reopen_window_ms: i64,
+) -> Result<Effect, StoreError> {
+    let resolved = arrival.incident.status == "resolved";
+    match &arrival.group {
+        None if resolved => resolve_alert(tx, &arrival.incident, (at, ms)),
+        None => fire(tx, arrival, (at, ms), reopen_window_ms, ""),
+        Some(key) if resolved => super::groups::resolve(tx, arrival, key, (at, ms)),
+        Some(key) => super::groups::fire(tx, arrival, key, (at, ms), reopen_window_ms),
     }
+}
+
+/// Incidents handed to on-call at once: created or reopened with no runbook to run.
+pub(super) fn escalations(arrivals: &[Arrival], effects: &[Effect]) -> u32 {
+    let escalated = arrivals.iter().zip(effects).filter(|(arrival, effect)| {
+        matches!(effect, Effect::Created(_) | Effect::Reopened(_)) && arrival.runbooks.is_empty()
+    });
+    u32::try_from(escalated.count()).unwrap_or(u32::MAX)
+}
+
+/// Notes on the first incident a delivery touched that its sender dropped alerts.
+pub(super) fn note_truncated(
+    tx: &dyn Tx,
+    effects: &[Effect],
+    truncated: u64,
+    at: &str,
+) -> Result<(), StoreError> {
     if truncated > 0
         && let Some(id) = effects.iter().find_map(Effect::incident)
     {
         event(
             tx,
             id,
-            &at,
+            at,
             EventKind::Truncated,
             None,
             &format!("the sender dropped {truncated} alerts of this group (max_alerts)"),
             None,
         )?;
     }
-    Ok(Ingested {
-        delivery,
-        effects,
-        escalations,
-    })
+    Ok(())
+}
+
+/// The timeline entry of an alert sent again while its incident (which started at
+/// `open_starts_at`) is open.
+pub(super) fn refired_message(open_starts_at: Option<&str>, alert: &Incident) -> String {
+    if open_starts_at == alert.starts_at.as_deref() {
+        "the alert was sent again while the incident is open".to_owned()
+    } else {
+        format!(
+            "the alert fired again (startsAt {}) while the incident is open",
+            alert.starts_at.as_deref().unwrap_or("unknown")
+        )
+    }
+}
+
+/// The timeline entry and notice of a new incident.
+pub(super) fn created_message(alert: &Incident) -> String {
+    format!("Alert: {}", alert.title)
 }
 
 pub(super) struct OpenIncident {
@@ -280,14 +324,7 @@ pub(super) fn fire(
             "UPDATE incidents SET fired = fired + 1, updated_at = ?2 WHERE id = ?1",
             &[&open.id, &at],
         )?;
-        let message = if open.starts_at == alert.starts_at {
-            "the alert was sent again while the incident is open".to_owned()
-        } else {
-            format!(
-                "the alert fired again (startsAt {}) while the incident is open",
-                alert.starts_at.as_deref().unwrap_or("unknown")
-            )
-        };
+        let message = refired_message(open.starts_at.as_deref(), alert);
         event(tx, &open.id, at, EventKind::Refired, None, &message, None)?;
         return Ok(Effect::Refired(open.id));
     }
@@ -360,7 +397,7 @@ pub(super) fn fire(
         Effect::Reopened(id)
     } else {
         let id = insert(tx, arrival, at, ms)?;
-        let message = format!("Alert: {}", alert.title);
+        let message = created_message(alert);
         announce(
             tx,
             (at, ms),

@@ -101,16 +101,7 @@ pub(super) fn record(
         return Ok(());
     };
     let (at, ms) = now();
-    let notice = Notice {
-        kind,
-        at: at.clone(),
-        incident: view,
-        runbook: runbook.map(str::to_owned),
-        message: said.message.to_owned(),
-        findings: said.findings.to_vec(),
-        plan: said.plan.to_vec(),
-        commands: said.commands.to_vec(),
-    };
+    let notice = notice(view, kind, runbook, said, at.clone());
     // Routing follows ids (`unrouted`), so a notice must not become visible after one with
     // a higher id: with several writers (PostgreSQL) the next notice's id is taken only once
     // this transaction has committed. SQLite's one writer already works that way.
@@ -127,6 +118,36 @@ pub(super) fn record(
         ],
     )?;
     Ok(())
+}
+
+/// The notice of `kind` about an incident as `view` shows it, telling what `said` says.
+pub(super) fn notice(
+    view: IncidentView,
+    kind: NoticeKind,
+    runbook: Option<&str>,
+    said: &Said<'_>,
+    at: String,
+) -> Notice {
+    Notice {
+        kind,
+        at,
+        incident: view,
+        runbook: runbook.map(str::to_owned),
+        message: said.message.to_owned(),
+        findings: said.findings.to_vec(),
+        plan: said.plan.to_vec(),
+        commands: said.commands.to_vec(),
+    }
+}
+
+/// Whether any destination is configured, so notices are written at all.
+pub(super) fn notifying(tx: &dyn Tx) -> Result<bool, StoreError> {
+    let configured: Option<i64> = tx.query_opt(
+        "SELECT 1 FROM settings WHERE key = 'notify' AND value != ''",
+        &[],
+        |row| row.get(0),
+    )?;
+    Ok(configured.is_some())
 }
 
 /// How many unrouted notices one read returns at most.

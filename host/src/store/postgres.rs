@@ -16,9 +16,11 @@ use super::tx::Tx;
 use super::{Source, StoreError};
 use crate::config::DatabaseConfig;
 
+mod batch;
 mod tls;
 mod transaction;
 
+use super::incidents::{Delivery, Ingested};
 use transaction::PgTx;
 
 /// A connection's stream: TLS or plain, as its URL's `sslmode` and the server decide.
@@ -37,6 +39,8 @@ pub struct Postgres {
     tls: tls::Tls,
     /// The URL without its password, for messages.
     shown: Arc<str>,
+    /// Where deliveries wait to be stored together (`None` in the workers' own copy).
+    batches: Option<batch::Batches>,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -85,13 +89,15 @@ impl Postgres {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        let db = Self {
+        let mut db = Self {
             pool,
             config: Arc::new(config),
             tls,
             shown,
+            batches: None,
         };
         db.migrate().await?;
+        db.batches = Some(batch::Batches::start(&db));
         Ok(db)
     }
 
@@ -143,7 +149,7 @@ impl Postgres {
         &self,
         write: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.transaction("BEGIN", true, write).await
+        self.transaction("BEGIN", true, move |tx| write(tx)).await
     }
 
     /// Runs `read` in one read-only snapshot.
@@ -154,16 +160,33 @@ impl Postgres {
         self.transaction(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             false,
-            read,
+            move |tx| read(tx),
         )
         .await
+    }
+
+    /// Stores a delivery and applies its alerts, together with the deliveries that arrive
+    /// meanwhile (`postgres/batch.rs`); returns once it has committed.
+    pub(super) async fn ingest(&self, delivery: Delivery) -> Result<Ingested, StoreError> {
+        match &self.batches {
+            Some(batches) => batches.ingest(delivery).await,
+            None => {
+                self.write(move |tx| super::incidents::ingest(tx, &delivery))
+                    .await
+            }
+        }
+    }
+
+    /// Deliveries waiting for a batch (the ingest backlog).
+    pub(super) fn queued_writes(&self) -> usize {
+        self.batches.as_ref().map_or(0, batch::Batches::queued)
     }
 
     async fn transaction<T: Send + 'static>(
         &self,
         begin: &'static str,
         commit: bool,
-        work: impl Fn(&dyn Tx) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&PgTx<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let client = self.client().await?;
         let handle = Handle::current();
@@ -226,7 +249,7 @@ fn once<T>(
     handle: &Handle,
     begin: &'static str,
     commit: bool,
-    work: &impl Fn(&dyn Tx) -> Result<T, StoreError>,
+    work: &impl Fn(&PgTx<'_>) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let tx = PgTx::begin(client, handle, begin);
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&tx))) {

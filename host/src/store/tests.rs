@@ -576,6 +576,7 @@ async fn a_late_grafana_resend_of_an_episode_resolved_before_the_upgrade_is_stal
     );
 }
 
+mod batches;
 mod migrations;
 mod pipelining;
 mod postmortems;

@@ -120,6 +120,23 @@ impl<'a> PgTx<'a> {
         answer.unwrap_or_else(|| Err(StoreError::failed("a statement was never answered")))
     }
 
+    /// Runs `sql` (with `$N` placeholders) after whatever is unsent, with parameters of any
+    /// type PostgreSQL takes (arrays, for statements over a whole batch), and returns its
+    /// rows.
+    pub(super) fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let statement = self.statement(sql)?;
+        self.wait(async {
+            self.client
+                .query(&statement, params)
+                .await
+                .map_err(|e| in_statement(from_pg(e), sql))
+        })
+    }
+
     fn send_one<'f>(&'f self, unsent: &'f Unsent) -> Sending<'f> {
         match unsent {
             Unsent::Simple(sql) => {
