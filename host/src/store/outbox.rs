@@ -140,16 +140,6 @@ pub(super) fn notice(
     }
 }
 
-/// Whether any destination is configured, so notices are written at all.
-pub(super) fn notifying(tx: &dyn Tx) -> Result<bool, StoreError> {
-    let configured: Option<i64> = tx.query_opt(
-        "SELECT 1 FROM settings WHERE key = 'notify' AND value != ''",
-        &[],
-        |row| row.get(0),
-    )?;
-    Ok(configured.is_some())
-}
-
 /// How many unrouted notices one read returns at most.
 pub const UNROUTED_PAGE: usize = 200;
 

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use super::transaction::Owned;
 use super::{PgTx, Postgres};
 use crate::incident::severity_name;
 use crate::lifecycle::{EventKind, IncidentView, NoticeKind};
@@ -36,7 +37,7 @@ use crate::store::tx::Tx as _;
 use crate::store::{StoreError, now};
 
 /// Batches stored at once: while one waits for its commit (the WAL flush), the next runs.
-const WORKERS: usize = 4;
+const WORKERS: usize = 2;
 
 /// A batch stops taking deliveries once it holds this many alerts.
 const MOST_ALERTS: usize = 512;
@@ -189,9 +190,9 @@ fn ingest(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Ingested>, Store
     let (at, ms) = now();
     let inbox = inbox(tx, deliveries, (&at, ms))?;
     lock(tx, deliveries)?;
-    let mut plans = plan(tx, deliveries)?;
+    let (mut plans, notifying) = plan(tx, deliveries)?;
     create(tx, deliveries, &mut plans, (&at, ms))?;
-    tell(tx, deliveries, &plans, &at)?;
+    tell(tx, deliveries, &plans, &at, notifying)?;
     // Everything else, one alert at a time, in the batch's order.
     let mut all = Vec::with_capacity(deliveries.len());
     for ((delivery, plans), id) in deliveries.iter().zip(&plans).zip(inbox) {
@@ -261,17 +262,17 @@ fn lock(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<(), StoreError> {
         .collect();
     identities.sort_unstable();
     identities.dedup();
-    tx.rows(
+    tx.push(
         "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))
          FROM unnest($1::text[]) AS k",
-        &[&identities],
-    )?;
-    Ok(())
+        vec![Box::new(identities)],
+    )
 }
 
 /// How each alert is handled: the batch's way where its identity comes first in the batch,
-/// is its own (not grouped), fires, and has no history the shared code must weigh.
-fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Vec<Plan>>, StoreError> {
+/// is its own (not grouped), fires, and has no history the shared code must weigh. And
+/// whether notices are written (some destination is configured).
+fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<(Vec<Vec<Plan>>, bool), StoreError> {
     let mut seen = HashSet::new();
     let mut candidates = Vec::new();
     let mut plans: Vec<Vec<Plan>> = Vec::with_capacity(deliveries.len());
@@ -292,7 +293,7 @@ fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Vec<Plan>>, StoreE
         plans.push(these);
     }
     if candidates.is_empty() {
-        return Ok(plans);
+        return Ok((plans, false));
     }
     let (sources, fingerprints): (Vec<&str>, Vec<&str>) = candidates
         .iter()
@@ -306,13 +307,15 @@ fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Vec<Plan>>, StoreE
         r#"SELECT k.n, o.id, o.starts_at, EXISTS (
                SELECT 1 FROM incidents r
                WHERE r.source = k.source COLLATE "C" AND r.fingerprint = k.fingerprint COLLATE "C"
-                 AND r.status = 'resolved')
+                 AND r.status = 'resolved'),
+             EXISTS (SELECT 1 FROM settings WHERE key = 'notify' AND value != '')
            FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(source, fingerprint, n)
            LEFT JOIN incidents o
              ON o.source = k.source COLLATE "C" AND o.fingerprint = k.fingerprint COLLATE "C"
             AND o.status != 'resolved'"#,
         &[&sources, &fingerprints],
     )?;
+    let mut notifying = false;
     for row in &rows {
         let read = || -> Result<_, tokio_postgres::Error> {
             Ok((
@@ -320,9 +323,11 @@ fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Vec<Plan>>, StoreE
                 row.try_get::<_, Option<String>>(1)?,
                 row.try_get::<_, Option<String>>(2)?,
                 row.try_get::<_, bool>(3)?,
+                row.try_get::<_, bool>(4)?,
             ))
         };
-        let (n, open, starts_at, history) = read().map_err(super::from_pg)?;
+        let (n, open, starts_at, history, notify) = read().map_err(super::from_pg)?;
+        notifying = notify;
         let Some(&(d, a)) = usize::try_from(n - 1).ok().and_then(|i| candidates.get(i)) else {
             return Err(StoreError::failed(format!("no candidate alert {n}")));
         };
@@ -333,7 +338,7 @@ fn plan(tx: &PgTx<'_>, deliveries: &[Delivery]) -> Result<Vec<Vec<Plan>>, StoreE
             None => Plan::Alone,
         };
     }
-    Ok(plans)
+    Ok((plans, notifying))
 }
 
 /// Inserts the new incidents (escalated at once when no runbook applies) and queues their
@@ -418,13 +423,19 @@ fn create(
         }
     }
     if !incident.is_empty() {
-        tx.rows(
+        tx.push(
             "INSERT INTO jobs (incident_id, alert, runbook, priority, phase, state,
                  run_at_ms, created_at, updated_at)
              SELECT incident, '', runbook, priority, 'diagnose', 'queued', $4, $5, $5
              FROM unnest($1::text[], $2::text[], $3::int8[]) AS j(incident, runbook, priority)
              ON CONFLICT DO NOTHING",
-            &[&incident, &runbook, &priority, &ms, &at],
+            vec![
+                texts(incident),
+                texts(runbook),
+                Box::new(priority),
+                Box::new(ms),
+                Box::new(at.to_owned()),
+            ],
         )?;
     }
     Ok(())
@@ -437,6 +448,7 @@ fn tell(
     deliveries: &[Delivery],
     plans: &[Vec<Plan>],
     at: &str,
+    notifying: bool,
 ) -> Result<(), StoreError> {
     let mut events: Vec<(&str, EventKind, String)> = Vec::new();
     let mut notices: Vec<(&str, NoticeKind, IncidentView, String)> = Vec::new();
@@ -481,23 +493,23 @@ fn tell(
         }
     }
     if !refired.is_empty() {
-        tx.rows(
+        tx.push(
             "UPDATE incidents SET fired = fired + 1, updated_at = $2 WHERE id = ANY($1::text[])",
-            &[&refired, &at],
+            vec![texts(refired), Box::new(at.to_owned())],
         )?;
     }
     if !events.is_empty() {
-        let incident: Vec<&str> = events.iter().map(|e| e.0).collect();
-        let kind: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
-        let message: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
-        tx.rows(
+        let incident = texts(events.iter().map(|e| e.0).collect());
+        let kind = texts(events.iter().map(|e| e.1.as_str()).collect());
+        let message = texts(events.iter().map(|e| e.2.as_str()).collect());
+        tx.push(
             "INSERT INTO events (incident_id, at, kind, message)
              SELECT incident, $4, kind, message
              FROM unnest($1::text[], $2::text[], $3::text[]) AS e(incident, kind, message)",
-            &[&incident, &kind, &message, &at],
+            vec![incident, kind, message, Box::new(at.to_owned())],
         )?;
     }
-    if notices.is_empty() || !outbox::notifying(tx)? {
+    if notices.is_empty() || !notifying {
         return Ok(());
     }
     let (at, ms) = now();
@@ -518,13 +530,23 @@ fn tell(
     }
     // Notices become visible in id order (see `outbox::record`).
     tx.lock("outbox")?;
-    tx.rows(
+    tx.push(
         "INSERT INTO notifications (incident_id, kind, notice, created_at, created_ms)
          SELECT incident, kind, notice, $4, $5
          FROM unnest($1::text[], $2::text[], $3::text[]) AS n(incident, kind, notice)",
-        &[&incident, &kind, &text, &at, &ms],
-    )?;
-    Ok(())
+        vec![
+            texts(incident),
+            texts(kind),
+            Box::new(text),
+            Box::new(at),
+            Box::new(ms),
+        ],
+    )
+}
+
+/// A `text[]` parameter for a statement sent later.
+fn texts(values: Vec<&str>) -> Owned {
+    Box::new(values.into_iter().map(str::to_owned).collect::<Vec<_>>())
 }
 
 #[cfg(test)]

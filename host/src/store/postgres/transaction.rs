@@ -34,10 +34,13 @@ enum Unsent {
     /// A prepared statement, its parameters and its first line (for errors).
     Prepared {
         statement: tokio_postgres::Statement,
-        values: Vec<Bound<'static>>,
+        values: Vec<Owned>,
         shown: String,
     },
 }
+
+/// A parameter a statement sent later owns.
+pub(super) type Owned = Box<dyn ToSql + Sync + Send>;
 
 /// What a future sending a statement returns.
 type Sending<'f> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + 'f>>;
@@ -137,6 +140,22 @@ impl<'a> PgTx<'a> {
         })
     }
 
+    /// Queues `sql` (with `$N` placeholders) to go out with the next statement that waits,
+    /// like [`Tx::send`], with parameters of any type PostgreSQL takes.
+    pub(super) fn push(&self, sql: &str, values: Vec<Owned>) -> Result<(), StoreError> {
+        let statement = self.statement(sql)?;
+        self.queue(statement, values, sql);
+        Ok(())
+    }
+
+    fn queue(&self, statement: tokio_postgres::Statement, values: Vec<Owned>, sql: &str) {
+        self.unsent.borrow_mut().push(Unsent::Prepared {
+            statement,
+            values,
+            shown: crate::store::tx::first_line(sql).to_owned(),
+        });
+    }
+
     fn send_one<'f>(&'f self, unsent: &'f Unsent) -> Sending<'f> {
         match unsent {
             Unsent::Simple(sql) => {
@@ -147,7 +166,8 @@ impl<'a> PgTx<'a> {
                 values,
                 shown,
             } => Box::pin(async move {
-                let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(|v| v as _).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref() as _).collect();
                 self.client
                     .execute(statement, &refs)
                     .await
@@ -178,13 +198,9 @@ impl Tx for PgTx<'_> {
         let statement = self.statement(sql)?;
         let values = bind(&statement, params)?
             .into_iter()
-            .map(Bound::owned)
+            .map(|value| Box::new(value.owned()) as Owned)
             .collect();
-        self.unsent.borrow_mut().push(Unsent::Prepared {
-            statement,
-            values,
-            shown: crate::store::tx::first_line(sql).to_owned(),
-        });
+        self.queue(statement, values, sql);
         Ok(())
     }
 
