@@ -112,6 +112,9 @@ async fn work(
             let Some(first) = receiver.recv().await else {
                 return;
             };
+            // Requests already being handled on this runtime join this batch rather than
+            // the next: one turn for them, no timer.
+            tokio::task::yield_now().await;
             let mut alerts = first.delivery.arrivals.len();
             let mut batch = vec![first];
             while alerts < MOST_ALERTS
