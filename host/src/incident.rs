@@ -51,6 +51,43 @@ pub struct Incident {
     pub previous_fingerprint: Option<String>,
 }
 
+impl Incident {
+    /// Replaces each NUL character of the alert's text (a `\u0000` in the JSON it came in)
+    /// by U+FFFD: PostgreSQL's text cannot hold one. `alert_json` keeps it escaped.
+    pub fn replace_nul(&mut self) {
+        let Incident {
+            title,
+            source,
+            status,
+            labels,
+            annotations,
+            fingerprint,
+            starts_at,
+            ends_at,
+            previous_fingerprint,
+            ..
+        } = self;
+        let optional = [starts_at, ends_at, previous_fingerprint]
+            .into_iter()
+            .flatten();
+        let pairs = labels.iter_mut().chain(annotations.iter_mut());
+        for text in [title, source, status, fingerprint]
+            .into_iter()
+            .chain(optional)
+            .chain(pairs.flat_map(|(k, v)| [k, v]))
+        {
+            replace_nul(text);
+        }
+    }
+}
+
+/// `text` with each NUL character replaced by U+FFFD.
+pub fn replace_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
 /// The id of an alert's episode: derived from its source, fingerprint and start.
 pub fn episode_id(source: &str, fingerprint: &str, starts_at: Option<&str>) -> String {
     let episode = Sha256::digest(format!(

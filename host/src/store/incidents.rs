@@ -38,34 +38,7 @@ impl Arrival {
     /// in the JSON it came in) is kept as U+FFFD: PostgreSQL's text cannot hold one, and
     /// both backends store the same.
     pub fn new(mut incident: Incident, runbooks: Vec<Selected>) -> Self {
-        let Incident {
-            title,
-            source,
-            status,
-            labels,
-            annotations,
-            fingerprint,
-            starts_at,
-            ends_at,
-            previous_fingerprint,
-            ..
-        } = &mut incident;
-        for text in [title, source, status, fingerprint]
-            .into_iter()
-            .chain(
-                [starts_at, ends_at, previous_fingerprint]
-                    .into_iter()
-                    .flatten(),
-            )
-            .chain(
-                labels
-                    .iter_mut()
-                    .chain(annotations.iter_mut())
-                    .flat_map(|(k, v)| [k, v]),
-            )
-        {
-            without_nul(text);
-        }
+        incident.replace_nul();
         let json = |list: &[(String, String)]| serde_json::Value::Object(pairs(list)).to_string();
         Self {
             labels_json: json(&incident.labels),
@@ -78,16 +51,9 @@ impl Arrival {
 
     /// The same alert, grouped into the incident of identity `group`.
     pub fn grouped(mut self, mut group: Option<String>) -> Self {
-        group.iter_mut().for_each(without_nul);
+        group.iter_mut().for_each(crate::incident::replace_nul);
         self.group = group;
         self
-    }
-}
-
-/// `text` with each NUL character replaced by U+FFFD.
-fn without_nul(text: &mut String) {
-    if text.contains('\0') {
-        *text = text.replace('\0', "\u{FFFD}");
     }
 }
 
