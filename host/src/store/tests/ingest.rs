@@ -1,4 +1,4 @@
-//! Alerts whose text a database would refuse as it came.
+//! Storing alerts: text a database would refuse as it came, and who is woken after.
 
 use super::super::*;
 
@@ -32,4 +32,74 @@ async fn an_alert_with_a_nul_character_is_stored_with_a_replacement(store: &Stor
     assert_eq!(detail.labels["alertname"], "Disk\u{FFFD}Full");
     // The same alert again is the same incident.
     assert_eq!(super::ingest(store, parse()).await, Effect::Refired(id));
+}
+
+/// A delivery wakes the job workers when one of its alerts queued jobs (an alert with
+/// runbooks that opened, or joined, an incident), and not for alerts that queued nothing.
+/// On SQLite only: on PostgreSQL a replica also hears its own `NOTIFY` back, a wake-up that
+/// arrives whenever the listener reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_are_woken_exactly_when_an_alert_queued_jobs() {
+    let (_keep, store) = super::on_sqlite();
+    let store = &store;
+    let runbooks = vec![Selected {
+        name: "restart".to_owned(),
+        priority: 100,
+    }];
+    let alert = |fingerprint: &str, runbooks: &[Selected], group: Option<&str>| {
+        let body = format!(
+            r#"{{"receiver": "quell", "status": "firing", "version": "4", "groupKey": "{{}}:{{}}",
+                "alerts": [{{"status": "firing", "labels": {{"alertname": "{fingerprint}"}},
+                "startsAt": "2026-11-24T03:00:00Z", "fingerprint": "{fingerprint}"}}]}}"#
+        );
+        let parsed = crate::sources::parse(
+            crate::sources::Source::Alertmanager,
+            body.as_bytes(),
+            None,
+            &crate::config::GenericFields::default(),
+        )
+        .unwrap();
+        let arrivals = parsed
+            .alerts
+            .into_iter()
+            .map(|a| Arrival::new(a, runbooks.to_vec()).grouped(group.map(str::to_owned)))
+            .collect();
+        Delivery {
+            source: "alertmanager",
+            body: body.into_bytes(),
+            truncated: 0,
+            arrivals,
+            reopen_window_ms: 0,
+        }
+    };
+    // Whether storing `delivery` woke the workers: a waiter registered before it, polled once
+    // after (`notify_waiters` wakes only waiters already registered).
+    let wakes = |delivery: Delivery| async move {
+        let woken = store.hub().jobs().notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        store.ingest(delivery).await.unwrap();
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        woken.as_mut().poll(&mut context).is_ready()
+    };
+    assert!(
+        !wakes(alert("no-runbook", &[], None)).await,
+        "nothing queued"
+    );
+    assert!(
+        wakes(alert("with-runbook", &runbooks, None)).await,
+        "a diagnosis queued"
+    );
+    assert!(
+        !wakes(alert("with-runbook", &runbooks, None)).await,
+        "a re-send queues nothing"
+    );
+    assert!(
+        wakes(alert("first", &runbooks, Some("group"))).await,
+        "a group opened"
+    );
+    assert!(
+        wakes(alert("second", &runbooks, Some("group"))).await,
+        "an alert joined"
+    );
 }
