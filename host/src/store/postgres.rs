@@ -4,7 +4,9 @@
 //! pooled connection, and a blocking thread runs the operation between `BEGIN` and `COMMIT`
 //! (read committed), each statement awaited on the runtime; a read does the same in a
 //! read-only repeatable-read transaction, so it sees one snapshot from its first query to its
-//! last, as the SQLite store's reads do.
+//! last, as the SQLite store's reads do. Ingest is the one operation written its own way
+//! here: deliveries are stored in batches, by statements over the whole batch
+//! (`postgres/batch.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
