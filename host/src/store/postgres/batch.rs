@@ -242,11 +242,7 @@ fn inbox(
          RETURNING id",
         &[&sources, &bodies, &alerts, &truncated, &at, &ms],
     )?;
-    let ids = rows
-        .iter()
-        .map(|row| row.try_get::<_, i64>(0))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(super::from_pg)?;
+    let ids: Vec<i64> = first_column(&rows)?;
     if ids.len() != deliveries.len() {
         return Err(StoreError::failed(format!(
             "{} inbox rows written for {} deliveries",
@@ -403,11 +399,7 @@ fn create(
             &ms,
         ],
     )?;
-    let inserted = inserted
-        .iter()
-        .map(|row| row.try_get::<_, String>(0))
-        .collect::<Result<HashSet<_>, _>>()
-        .map_err(super::from_pg)?;
+    let inserted: HashSet<String> = first_column(&inserted)?;
     let (mut incident, mut runbook, mut priority) = (Vec::new(), Vec::new(), Vec::new());
     for (delivery, plans) in deliveries.iter().zip(plans.iter_mut()) {
         for (arrival, plan) in delivery.arrivals.iter().zip(plans.iter_mut()) {
@@ -545,6 +537,18 @@ fn tell(
             Box::new(ms),
         ],
     )
+}
+
+/// The first column of every row.
+fn first_column<T, C>(rows: &[tokio_postgres::Row]) -> Result<C, StoreError>
+where
+    T: for<'r> tokio_postgres::types::FromSql<'r>,
+    C: FromIterator<T>,
+{
+    rows.iter()
+        .map(|row| row.try_get::<_, T>(0))
+        .collect::<Result<C, _>>()
+        .map_err(super::from_pg)
 }
 
 /// A `text[]` parameter for a statement sent later.
